@@ -1,0 +1,745 @@
+"""A real, local Kubernetes control plane for tests, demos and benchmarks.
+
+``DevCluster`` starts etcd, kube-apiserver (TLS, client certificates, RBAC, service-account
+keys), the KWOK controller (fake nodes whose pods go Running at once and finish after the
+duration in their ``kwok.wfsched.io/runtime`` annotation), and optionally metrics-server (fed by
+KWOK's resource-usage emulation) and kube-scheduler (the baseline for benchmarks), all on
+127.0.0.1 with free ports. It writes an admin kubeconfig, waits for readiness, and stops
+everything by process id. The binaries come from ``devcluster_assets/build.sh``, which builds
+them from published Go modules into a cache outside the repository.
+
+State lives in one directory (``workdir``): credentials, etcd data, logs, the kubeconfig and
+``state.json`` (ports and process ids), so ``wfsched dev-cluster down`` can stop a cluster that a
+previous ``up`` started.
+
+This is a development tool: it talks to the API server with a few plain HTTPS calls (readiness,
+fake nodes, metrics-server registration) and never imports the ``kubernetes`` client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from scheduler import devcluster_pki
+
+ASSETS_DIR = Path(__file__).resolve().parent / "devcluster_assets"
+BUILD_SCRIPT = ASSETS_DIR / "build.sh"
+KWOK_STAGES = ASSETS_DIR / "kwok-stages.yaml"
+
+# Annotations understood by the ``wfsched-pod-finish`` KWOK stage.
+RUNTIME_ANNOTATION = "kwok.wfsched.io/runtime"
+EXIT_CODE_ANNOTATION = "kwok.wfsched.io/exit-code"
+REASON_ANNOTATION = "kwok.wfsched.io/reason"
+# Annotations read by KWOK's ``usage-from-annotation`` ClusterResourceUsage.
+USAGE_CPU_ANNOTATION = "kwok.x-k8s.io/usage-cpu"
+USAGE_MEMORY_ANNOTATION = "kwok.x-k8s.io/usage-memory"
+FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+# Upstream KWOK stage files (copied next to the kwok binary by build.sh) that the controller
+# needs: node lifecycle, pods Pending -> Running, deletion, and kubelet-like resource metrics.
+_UPSTREAM_KWOK_CONFIG = (
+    "stage/node/fast/node-initialize.yaml",
+    "stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "stage/pod/fast/pod-ready.yaml",
+    "stage/pod/fast/pod-delete.yaml",
+    "metrics/resource/metrics-resource.yaml",
+    "metrics/usage/usage-from-annotation.yaml",
+)
+
+# component -> binaries it provides
+COMPONENT_BINARIES: Mapping[str, tuple[str, ...]] = {
+    "etcd": ("etcd",),
+    "kubernetes": ("kube-apiserver", "kube-scheduler"),
+    "kwok": ("kwok",),
+    "metrics-server": ("metrics-server",),
+    "helm": ("helm",),
+    "promtool": ("promtool",),
+}
+
+
+class DevClusterError(RuntimeError):
+    """The local control plane could not be built, started or reached."""
+
+
+class MissingBinariesError(DevClusterError):
+    """A required binary is not in the cache and building was not allowed."""
+
+
+def default_workdir() -> Path:
+    """Return the directory ``wfsched dev-cluster`` uses when none is given."""
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "wfsched" / "dev-cluster"
+
+
+def read_versions() -> dict[str, str]:
+    """Return the pinned component versions from ``versions.env``."""
+    versions: dict[str, str] = {}
+    for line in (ASSETS_DIR / "versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            versions[key.strip()] = value.strip()
+    return versions
+
+
+def component_dir(component: str) -> Path:
+    """Return the cache directory of one component (it exists only once built)."""
+    out = subprocess.run(
+        ["bash", str(BUILD_SCRIPT), "--print-dir", component],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return Path(out.stdout.strip())
+
+
+def build_components(components: Sequence[str], *, output: IO[str] | None = None) -> None:
+    """Build (or confirm cached) components with ``build.sh``, streaming its progress.
+
+    Raises:
+        DevClusterError: when the build fails.
+    """
+    proc = subprocess.run(
+        ["bash", str(BUILD_SCRIPT), *components],
+        stdout=output or sys.stderr,
+        stderr=subprocess.STDOUT,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise DevClusterError(f"building {' '.join(components)} failed (exit {proc.returncode})")
+
+
+def locate_binaries(components: Iterable[str], *, build_missing: bool) -> dict[str, Path]:
+    """Return binary name -> path for the components, building missing ones if allowed.
+
+    Raises:
+        MissingBinariesError: a component is not cached and ``build_missing`` is false; the
+            message names the command that builds it.
+    """
+    wanted = list(components)
+    missing = [c for c in wanted if not (component_dir(c) / "manifest.json").is_file()]
+    if missing and not build_missing:
+        raise MissingBinariesError(
+            f"control-plane components not built: {', '.join(missing)}; "
+            f"run `bash {BUILD_SCRIPT} {' '.join(missing)}` or `wfsched dev-cluster build`"
+        )
+    if missing:
+        build_components(missing)
+    found: dict[str, Path] = {}
+    for comp in wanted:
+        directory = component_dir(comp)
+        manifest = json.loads((directory / "manifest.json").read_text())
+        for binary in COMPONENT_BINARIES[comp]:
+            path = directory / "bin" / binary
+            if binary not in manifest["binaries"] or not os.access(path, os.X_OK):
+                raise MissingBinariesError(f"{path} is missing; rebuild with build.sh {comp}")
+            found[binary] = path
+        found[f"{comp}:root"] = directory
+    return found
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterOptions:
+    """What to start besides etcd, kube-apiserver and KWOK, and how."""
+
+    metrics_server: bool = True
+    """Start metrics-server and register it as the ``metrics.k8s.io`` aggregated API."""
+    kube_scheduler: bool = False
+    """Start kube-scheduler (serves ``default-scheduler`` pods) as a baseline."""
+    kube_scheduler_qps: int = 50
+    """Client QPS of kube-scheduler (its own default is 50)."""
+    kube_scheduler_burst: int = 100
+    """Client burst of kube-scheduler (its own default is 100)."""
+    max_requests_inflight: int = 3000
+    """kube-apiserver ``--max-requests-inflight`` (raised for load tests)."""
+    max_mutating_requests_inflight: int = 1500
+    """kube-apiserver ``--max-mutating-requests-inflight``."""
+    metric_resolution_s: int = 10
+    """metrics-server scrape interval in seconds (its minimum is 10)."""
+
+
+@dataclass(slots=True)
+class _Process:
+    name: str
+    argv: list[str]
+    pid: int = 0
+
+    def alive(self) -> bool:
+        if self.pid <= 0:
+            return False
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            return False
+        return cmdline.decode(errors="replace") == self.argv[0]
+
+
+@dataclass(slots=True)
+class _State:
+    ports: dict[str, int] = field(default_factory=dict)
+    processes: dict[str, _Process] = field(default_factory=dict)
+
+
+class AdminClient:
+    """Minimal HTTPS client with the cluster's admin certificate (JSON in, JSON out)."""
+
+    def __init__(self, server_port: int, pki: devcluster_pki.PkiPaths) -> None:
+        self._port = server_port
+        self._context = ssl.create_default_context(cafile=str(pki.ca_crt))
+        self._context.load_cert_chain(str(pki.admin_crt), str(pki.admin_key))
+
+    def request(
+        self, method: str, path: str, body: Mapping[str, Any] | None = None, *, timeout: float = 30
+    ) -> tuple[int, Any]:
+        """Send one request; return the status and the decoded JSON body (or text)."""
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", self._port, context=self._context, timeout=timeout
+        )
+        try:
+            payload = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            conn.request(method, path, body=payload, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+        finally:
+            conn.close()
+        try:
+            return response.status, json.loads(raw) if raw else None
+        except ValueError:
+            return response.status, raw.decode(errors="replace")
+
+    def apply(self, path: str, body: Mapping[str, Any]) -> None:
+        """Create an object, or replace it when it already exists."""
+        status, reply = self.request("POST", path, body)
+        if status == 409:
+            name = body["metadata"]["name"]
+            status, current = self.request("GET", f"{path}/{name}")
+            if status == 200:
+                merged = dict(body)
+                merged["metadata"] = dict(body["metadata"])
+                merged["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+                status, reply = self.request("PUT", f"{path}/{name}", merged)
+        if status >= 300:
+            raise DevClusterError(f"applying {path}: HTTP {status}: {reply}")
+
+
+def fake_node(
+    name: str,
+    *,
+    cpu: str,
+    memory: str,
+    pods: int = 110,
+    labels: Mapping[str, str] | None = None,
+    taints: Sequence[Mapping[str, str]] = (),
+    extended: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Return a Node object that KWOK manages, with real allocatable resources."""
+    resources = {"cpu": cpu, "memory": memory, "pods": str(pods), **(extended or {})}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {
+                FAKE_NODE_ANNOTATION: "fake",
+                "node.alpha.kubernetes.io/ttl": "0",
+                "metrics.k8s.io/resource-metrics-path": f"/metrics/nodes/{name}/metrics/resource",
+            },
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "type": "kwok",
+                **(labels or {}),
+            },
+        },
+        "spec": {"taints": [dict(t) for t in taints]} if taints else {},
+        "status": {"allocatable": resources, "capacity": resources},
+    }
+
+
+class DevCluster:
+    """One local control plane rooted at ``workdir``.
+
+    Lifecycle: ``start()`` → use ``kubeconfig`` → ``stop()``. ``stop_component`` and
+    ``start_component`` restart single processes (fault tests). ``attach(workdir)`` returns a
+    handle for a cluster started by another process (``wfsched dev-cluster down``).
+    """
+
+    def __init__(self, workdir: Path, options: ClusterOptions | None = None) -> None:
+        self.workdir = workdir.resolve()
+        self.options = options or ClusterOptions()
+        self.pki = devcluster_pki.PkiPaths(root=self.workdir / "pki")
+        self._state = _State()
+        self._binaries: dict[str, Path] = {}
+
+    # --- paths and handles ---------------------------------------------------------------
+
+    @property
+    def kubeconfig(self) -> Path:
+        """Admin kubeconfig of this cluster."""
+        return self.workdir / "admin.kubeconfig"
+
+    @property
+    def api_port(self) -> int:
+        """kube-apiserver's secure port."""
+        return self._state.ports["apiserver"]
+
+    @property
+    def server(self) -> str:
+        """kube-apiserver's URL."""
+        return f"https://127.0.0.1:{self.api_port}"
+
+    def admin(self) -> AdminClient:
+        """Return an admin HTTPS client for this cluster."""
+        return AdminClient(self.api_port, self.pki)
+
+    def log_path(self, component: str) -> Path:
+        """Return the log file of one component."""
+        return self.workdir / "logs" / f"{component}.log"
+
+    def pid(self, component: str) -> int:
+        """Return the process id of a running component (0 when it is not running)."""
+        proc = self._state.processes.get(component)
+        return proc.pid if proc and proc.alive() else 0
+
+    # --- start and stop ------------------------------------------------------------------
+
+    def start(self, *, build_missing: bool = True, timeout_s: float = 120) -> None:
+        """Start every component and wait until the cluster answers.
+
+        Raises:
+            MissingBinariesError: binaries are missing and ``build_missing`` is false.
+            DevClusterError: a component exited or did not become ready in time; the message
+                includes the tail of its log.
+        """
+        components = ["etcd", "kubernetes", "kwok"]
+        if self.options.metrics_server:
+            components.append("metrics-server")
+        self._binaries = locate_binaries(components, build_missing=build_missing)
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        devcluster_pki.ensure_pki(self.pki.root)
+        for name in ("etcd", "etcd-peer", "apiserver", "kwok", "metrics-server", "scheduler"):
+            self._state.ports.setdefault(name, free_port())
+        self._write_kubeconfig()
+        self._write_kwok_config()
+        deadline = time.monotonic() + timeout_s
+        try:
+            self.start_component("etcd", deadline=deadline)
+            self.start_component("kube-apiserver", deadline=deadline)
+            self.start_component("kwok", deadline=deadline)
+            if self.options.metrics_server:
+                self.start_component("metrics-server", deadline=deadline)
+            if self.options.kube_scheduler:
+                self.start_component("kube-scheduler", deadline=deadline)
+        except BaseException:
+            self.stop()
+            raise
+        self._save_state()
+
+    def stop(self) -> None:
+        """Stop every component (newest first); safe to call more than once."""
+        for name in reversed(list(self._state.processes)):
+            self.stop_component(name)
+        self._save_state()
+
+    def start_component(self, name: str, *, deadline: float | None = None) -> None:
+        """Start one component and wait until it is ready.
+
+        Raises:
+            DevClusterError: it exited or was not ready before ``deadline``.
+        """
+        if not self._binaries:
+            self._binaries = locate_binaries(
+                ["etcd", "kubernetes", "kwok"]
+                + (["metrics-server"] if self.options.metrics_server else []),
+                build_missing=False,
+            )
+        argv, ready = self._command(name)
+        log = self.log_path(name).open("ab")
+        with log:
+            proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.workdir,
+            )
+        self._state.processes[name] = _Process(name=name, argv=argv, pid=proc.pid)
+        self._save_state()
+        limit = deadline if deadline is not None else time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise DevClusterError(f"{name} exited with {proc.returncode}:\n{self._tail(name)}")
+            with contextlib.suppress(OSError, http.client.HTTPException, ssl.SSLError):
+                if ready():
+                    return
+            if time.monotonic() > limit:
+                raise DevClusterError(f"{name} not ready in time:\n{self._tail(name)}")
+            time.sleep(0.2)
+
+    def stop_component(self, name: str, *, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop one component by process id (SIGKILL after 10 s); no-op when not running."""
+        proc = self._state.processes.get(name)
+        if proc is None or not proc.alive():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + 10
+        while proc.alive() and time.monotonic() < deadline:
+            _reap(proc.pid)
+            time.sleep(0.05)
+        if proc.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            while proc.alive():
+                _reap(proc.pid)
+                time.sleep(0.05)
+        _reap(proc.pid)
+
+    @classmethod
+    def attach(cls, workdir: Path) -> DevCluster:
+        """Return a handle on the cluster whose ``state.json`` is in ``workdir``.
+
+        Raises:
+            DevClusterError: there is no state file.
+        """
+        state_file = workdir / "state.json"
+        if not state_file.is_file():
+            raise DevClusterError(f"no dev cluster state in {workdir}")
+        raw = json.loads(state_file.read_text())
+        cluster = cls(workdir, ClusterOptions(**raw.get("options", {})))
+        cluster._state.ports = {k: int(v) for k, v in raw["ports"].items()}
+        cluster._state.processes = {
+            name: _Process(name=name, argv=list(p["argv"]), pid=int(p["pid"]))
+            for name, p in raw["processes"].items()
+        }
+        return cluster
+
+    def running_components(self) -> dict[str, int]:
+        """Return component name -> pid for every component that is alive."""
+        return {n: p.pid for n, p in self._state.processes.items() if p.alive()}
+
+    # --- objects -------------------------------------------------------------------------
+
+    def create_nodes(
+        self,
+        count: int,
+        *,
+        cpu: str = "8",
+        memory: str = "32Gi",
+        pods: int = 110,
+        prefix: str = "kwok-node-",
+        labels: Mapping[str, str] | None = None,
+        taints: Sequence[Mapping[str, str]] = (),
+        wait_ready_s: float = 60,
+    ) -> list[str]:
+        """Create ``count`` fake nodes managed by KWOK and wait until all are Ready.
+
+        Returns:
+            The node names, ``<prefix>0`` .. ``<prefix><count-1>``.
+        """
+        admin = self.admin()
+        names = [f"{prefix}{i}" for i in range(count)]
+
+        def create(name: str) -> None:
+            body = fake_node(name, cpu=cpu, memory=memory, pods=pods, labels=labels, taints=taints)
+            admin.apply("/api/v1/nodes", body)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(create, names))
+        self.wait_nodes_ready(names, timeout_s=wait_ready_s)
+        return names
+
+    def wait_nodes_ready(self, names: Iterable[str], *, timeout_s: float = 60) -> None:
+        """Wait until every named node reports ``Ready=True``.
+
+        Raises:
+            DevClusterError: some nodes are not Ready in time.
+        """
+        wanted = set(names)
+        deadline = time.monotonic() + timeout_s
+        admin = self.admin()
+        while True:
+            status, body = admin.request("GET", "/api/v1/nodes")
+            ready = set()
+            if status == 200:
+                for node in body["items"]:
+                    for cond in node.get("status", {}).get("conditions", []):
+                        if cond["type"] == "Ready" and cond["status"] == "True":
+                            ready.add(node["metadata"]["name"])
+            if wanted <= ready:
+                return
+            if time.monotonic() > deadline:
+                raise DevClusterError(f"nodes not Ready in time: {sorted(wanted - ready)[:10]}")
+            time.sleep(0.5)
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _command(self, name: str) -> tuple[list[str], Callable[[], bool]]:
+        ports, pki, d = self._state.ports, self.pki, self.workdir
+        bins = self._binaries
+        kubeconfig = str(self.kubeconfig)
+        if name == "etcd":
+            return [
+                str(bins["etcd"]),
+                "--data-dir",
+                str(d / "etcd"),
+                "--name",
+                "wfsched-dev",
+                "--listen-client-urls",
+                f"http://127.0.0.1:{ports['etcd']}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{ports['etcd']}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{ports['etcd-peer']}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{ports['etcd-peer']}",
+                "--initial-cluster",
+                f"wfsched-dev=http://127.0.0.1:{ports['etcd-peer']}",
+                "--unsafe-no-fsync",
+                "--quota-backend-bytes",
+                str(8 << 30),
+                "--log-level",
+                "warn",
+            ], lambda: _http_ok(f"http://127.0.0.1:{ports['etcd']}/health")
+        if name == "kube-apiserver":
+            return [
+                str(bins["kube-apiserver"]),
+                f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={ports['apiserver']}",
+                f"--tls-cert-file={pki.serving_crt}",
+                f"--tls-private-key-file={pki.serving_key}",
+                f"--client-ca-file={pki.ca_crt}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--authorization-mode=Node,RBAC",
+                "--endpoint-reconciler-type=none",
+                "--disable-admission-plugins=ServiceAccount",
+                "--allow-privileged=true",
+                f"--max-requests-inflight={self.options.max_requests_inflight}",
+                f"--max-mutating-requests-inflight={self.options.max_mutating_requests_inflight}",
+                f"--requestheader-client-ca-file={pki.front_proxy_ca_crt}",
+                f"--proxy-client-cert-file={pki.front_proxy_client_crt}",
+                f"--proxy-client-key-file={pki.front_proxy_client_key}",
+                f"--requestheader-allowed-names={devcluster_pki.FRONT_PROXY_CLIENT_CN}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                "--enable-aggregator-routing=false",
+            ], self._apiserver_ready
+        if name == "kwok":
+            return [
+                str(bins["kwok"]),
+                f"--kubeconfig={kubeconfig}",
+                f"--config={d / 'kwok.yaml'}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
+                "--cidr=10.244.0.0/16",
+                "--node-ip=127.0.0.1",
+                "--node-name=localhost",
+                f"--node-port={ports['kwok']}",
+                f"--server-address=127.0.0.1:{ports['kwok']}",
+                "--node-lease-duration-seconds=40",
+                "--v=WARN",
+            ], lambda: _http_ok(f"http://127.0.0.1:{ports['kwok']}/healthz")
+        if name == "metrics-server":
+            return [
+                str(bins["metrics-server"]),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports['metrics-server']}",
+                f"--cert-dir={pki.root / 'metrics-server'}",
+                "--kubelet-insecure-tls",
+                "--kubelet-use-node-status-port",
+                "--kubelet-preferred-address-types=Hostname,InternalIP,ExternalIP",
+                f"--metric-resolution={self.options.metric_resolution_s}s",
+                "--kubelet-request-timeout=5s",
+            ], self._metrics_server_ready
+        if name == "kube-scheduler":
+            config = d / "kube-scheduler.yaml"
+            config.write_text(
+                yaml.safe_dump(
+                    {
+                        "apiVersion": "kubescheduler.config.k8s.io/v1",
+                        "kind": "KubeSchedulerConfiguration",
+                        "clientConnection": {
+                            "kubeconfig": kubeconfig,
+                            "qps": self.options.kube_scheduler_qps,
+                            "burst": self.options.kube_scheduler_burst,
+                        },
+                        "leaderElection": {"leaderElect": False},
+                    }
+                )
+            )
+            return [
+                str(bins["kube-scheduler"]),
+                f"--config={config}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports['scheduler']}",
+            ], lambda: _https_ok(f"https://127.0.0.1:{ports['scheduler']}/healthz")
+        raise DevClusterError(f"unknown component {name}")
+
+    def _apiserver_ready(self) -> bool:
+        admin = self.admin()
+        status, _ = admin.request("GET", "/readyz", timeout=5)
+        if status != 200:
+            return False
+        status, _ = admin.request("GET", "/api/v1/namespaces/default", timeout=5)
+        return status == 200
+
+    def _metrics_server_ready(self) -> bool:
+        admin = self.admin()
+        admin.apply(
+            "/api/v1/namespaces/kube-system/services",
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "metrics-server", "namespace": "kube-system"},
+                "spec": {"type": "ExternalName", "externalName": "127.0.0.1"},
+            },
+        )
+        admin.apply(
+            "/apis/apiregistration.k8s.io/v1/apiservices",
+            {
+                "apiVersion": "apiregistration.k8s.io/v1",
+                "kind": "APIService",
+                "metadata": {"name": "v1beta1.metrics.k8s.io"},
+                "spec": {
+                    "group": "metrics.k8s.io",
+                    "version": "v1beta1",
+                    "insecureSkipTLSVerify": True,
+                    "groupPriorityMinimum": 100,
+                    "versionPriority": 100,
+                    "service": {
+                        "namespace": "kube-system",
+                        "name": "metrics-server",
+                        "port": self._state.ports["metrics-server"],
+                    },
+                },
+            },
+        )
+        status, body = admin.request(
+            "GET", "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.k8s.io"
+        )
+        if status != 200:
+            return False
+        conditions = body.get("status", {}).get("conditions", [])
+        return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
+
+    def _write_kubeconfig(self) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "wfsched-dev",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority": str(self.pki.ca_crt),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "admin",
+                    "user": {
+                        "client-certificate": str(self.pki.admin_crt),
+                        "client-key": str(self.pki.admin_key),
+                    },
+                }
+            ],
+            "contexts": [
+                {
+                    "name": "wfsched-dev",
+                    "context": {"cluster": "wfsched-dev", "user": "admin", "namespace": "default"},
+                }
+            ],
+            "current-context": "wfsched-dev",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+        self.kubeconfig.chmod(0o600)
+
+    def _write_kwok_config(self) -> None:
+        kustomize = self._binaries["kwok:root"] / "kustomize"
+        documents = [(kustomize / rel).read_text() for rel in _UPSTREAM_KWOK_CONFIG]
+        documents.append(KWOK_STAGES.read_text())
+        (self.workdir / "kwok.yaml").write_text("\n---\n".join(documents))
+
+    def _save_state(self) -> None:
+        state = {
+            "options": {k: getattr(self.options, k) for k in ClusterOptions.__dataclass_fields__},
+            "ports": self._state.ports,
+            "processes": {
+                n: {"argv": p.argv, "pid": p.pid} for n, p in self._state.processes.items()
+            },
+            "kubeconfig": str(self.kubeconfig),
+        }
+        (self.workdir / "state.json").write_text(json.dumps(state, indent=2))
+
+    def _tail(self, name: str, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path(name).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _http_ok(url: str) -> bool:
+    host, _, rest = url.removeprefix("http://").partition("/")
+    conn = http.client.HTTPConnection(host, timeout=2)
+    try:
+        conn.request("GET", "/" + rest)
+        return conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+def _https_ok(url: str) -> bool:
+    host, _, rest = url.removeprefix("https://").partition("/")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection(host, timeout=2, context=context)
+    try:
+        conn.request("GET", "/" + rest)
+        return conn.getresponse().status == 200
+    finally:
+        conn.close()

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Build the local control plane (etcd, kube-apiserver, kube-scheduler, KWOK, metrics-server,
+# helm, promtool) from published Go modules into a cache outside the repository.
+#
+#   tests/controlplane/build.sh [COMPONENT ...]     (default: all components)
+#   tests/controlplane/build.sh --print-dir COMPONENT
+#
+# Cache layout: ${WFSCHED_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wfsched}/controlplane/
+#   <component>/<version>-<go version>-<recipe hash>/{bin/,manifest.json}
+# The recipe hash covers the component's version and its build function, so changing either
+# rebuilds that component only.
+# A finished entry is moved into place atomically; a lock keeps two runs from building the
+# same component at once. A cached component costs nothing on the second run.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+export GOTOOLCHAIN=local
+export CGO_ENABLED=0
+export GOFLAGS="${GOFLAGS:-} -trimpath"
+
+cache_root="${WFSCHED_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wfsched}/controlplane"
+go_version=$(go env GOVERSION)
+all_components=(etcd kubernetes kwok metrics-server helm promtool)
+
+component_version() {
+  case "$1" in
+    etcd) echo "$ETCD_VERSION" ;;
+    kubernetes) echo "$K8S_VERSION" ;;
+    kwok) echo "$KWOK_VERSION" ;;
+    metrics-server) echo "$METRICS_SERVER_VERSION" ;;
+    helm) echo "$HELM_VERSION" ;;
+    promtool) echo "$PROMETHEUS_VERSION" ;;
+    *) echo "unknown component: $1 (known: ${all_components[*]})" >&2; return 2 ;;
+  esac
+}
+
+recipe_hash() {
+  { component_version "$1"; declare -f "build_${1//-/_}"; } | sha256sum | cut -c1-12
+}
+
+component_dir() {
+  echo "$cache_root/$1/$(component_version "$1")-$go_version-$(recipe_hash "$1")"
+}
+
+scratch_dirs=()
+cleanup() { [[ ${#scratch_dirs[@]} -eq 0 ]] || rm -rf "${scratch_dirs[@]}"; }
+trap cleanup EXIT
+
+# Set REPLY to a fresh scratch directory that is removed when the script exits.
+new_scratch() {
+  REPLY=$(mktemp -d)
+  scratch_dirs+=("$REPLY")
+}
+
+log() { printf '[controlplane %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# --- per-component recipes: each writes binaries into "$1" -------------------------------
+
+build_etcd() {
+  local out=$1 work
+  new_scratch; work=$REPLY
+  # etcd's server module has replaces to its siblings, but its require lines already name the
+  # published siblings at the same tag, so a wrapper module needs no replace of its own.
+  cat > "$work/go.mod" <<MOD
+module wfsched.local/etcd-build
+
+go 1.26.0
+
+require go.etcd.io/etcd/server/v3 $ETCD_VERSION
+MOD
+  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > "$work/tools.go"
+  (cd "$work" && go mod tidy && go build -ldflags "-s -w" -o "$out/etcd" go.etcd.io/etcd/server/v3)
+}
+
+build_kubernetes() {
+  local out=$1 work upstream_mod minor staging stamp
+  new_scratch; work=$REPLY
+  minor=$(cut -d. -f2 <<<"$K8S_VERSION")
+  staging="v0.${K8S_VERSION#v1.}"
+  # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local
+  # directories; a dependent module must replace them with their published v0.Y.Z tags. The
+  # list is read from the tag's own go.mod so new staging modules are picked up.
+  upstream_mod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["GoMod"])')
+  {
+    printf 'module wfsched.local/k8s-build\n\ngo 1.26.0\n\n'
+    grep -E '^godebug ' "$upstream_mod" || true
+    printf '\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$K8S_VERSION"
+    sed -n -E "s#^[[:space:]]*(k8s\.io/[a-z0-9-]+) => \./staging/.*#\t\1 => \1 $staging#p" "$upstream_mod"
+    printf ')\n'
+  } > "$work/go.mod"
+  if ! grep -q "k8s.io/apiserver => k8s.io/apiserver $staging" "$work/go.mod"; then
+    log "derived replace list looks wrong:"; cat "$work/go.mod" >&2; return 1
+  fi
+  log "kubernetes: $(grep -c ' => ' "$work/go.mod") staging modules replaced with $staging"
+  printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kube-scheduler"\n)\n' > "$work/tools.go"
+  (cd "$work" && go mod tidy)
+  stamp=""
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    stamp+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+    stamp+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  (cd "$work" && go build -ldflags "-s -w$stamp" -o "$out/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-scheduler)
+}
+
+build_kwok() {
+  GOBIN="$1" go install -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
+    "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  # KWOK v0.8.0 ships no default stages to the standalone controller; keep the upstream stage
+  # files of this exact version next to the binary for the launcher to assemble its config.
+  local src
+  src="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize"
+  mkdir -p "$1/../kustomize"
+  cp -r "$src/." "$1/../kustomize/"
+  chmod -R u+w "$1/../kustomize"
+}
+
+build_metrics_server() {
+  GOBIN="$1" go install -ldflags "-s -w -X sigs.k8s.io/metrics-server/pkg/version.gitVersion=$METRICS_SERVER_VERSION" \
+    "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION"
+}
+
+build_helm() {
+  local minor
+  minor=$(cut -d. -f2 <<<"$K8S_VERSION")
+  # Plain go install skips helm's Makefile stamps; without them helm assumes Kubernetes 1.20.
+  GOBIN="$1" go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor \
+    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+}
+
+build_promtool() {
+  local out=$1 work upstream_mod release
+  new_scratch; work=$REPLY
+  # The Go module v0.3MM.P is Prometheus release 3.MM.P.
+  release=${PROMETHEUS_VERSION#v0.}; release="${release:0:1}.${release:1}"
+  # Prometheus' go.mod carries replace and exclude directives, so `go install` refuses it; a
+  # wrapper module repeats them, read from the tag's own go.mod.
+  upstream_mod=$(go mod download -json "github.com/prometheus/prometheus@$PROMETHEUS_VERSION" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["GoMod"])')
+  {
+    printf 'module wfsched.local/promtool-build\n\ngo 1.26.0\n\n'
+    printf 'require github.com/prometheus/prometheus %s\n\n' "$PROMETHEUS_VERSION"
+    python3 - "$upstream_mod" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+for match in re.finditer(r"^(replace|exclude)\s+(\([^)]*\)|[^\n]+)", text, re.M):
+    print(match.group(0))
+PY
+  } > "$work/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/prometheus/prometheus/cmd/promtool"\n' > "$work/tools.go"
+  (cd "$work" && go mod tidy && go build \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
+    -o "$out/promtool" github.com/prometheus/prometheus/cmd/promtool)
+}
+
+# --- driver ---------------------------------------------------------------------------------
+
+build_component() {
+  local name=$1 final tmp start secs
+  final=$(component_dir "$name")
+  if [[ -f "$final/manifest.json" ]]; then
+    log "$name $(component_version "$name"): cached at $final"
+    return 0
+  fi
+  mkdir -p "$(dirname "$final")"
+  exec {lock_fd}>"$(dirname "$final")/.lock"
+  flock "$lock_fd"
+  if [[ -f "$final/manifest.json" ]]; then
+    log "$name: built by another run meanwhile"; exec {lock_fd}>&-; return 0
+  fi
+  tmp=$(mktemp -d "$(dirname "$final")/.build-XXXXXX")
+  mkdir -p "$tmp/bin"
+  log "$name $(component_version "$name"): building (go $go_version) ..."
+  start=$(date +%s)
+  "build_${name//-/_}" "$tmp/bin"
+  secs=$(( $(date +%s) - start ))
+  python3 - "$tmp" "$name" "$(component_version "$name")" "$go_version" "$(recipe_hash "$name")" "$secs" <<'PY'
+import hashlib, json, pathlib, sys
+root, name, version, go, recipe, secs = sys.argv[1:]
+bins = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(pathlib.Path(root, "bin").iterdir())}
+manifest = {"component": name, "version": version, "go": go, "recipe": recipe,
+            "build_seconds": int(secs), "binaries": bins}
+pathlib.Path(root, "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+PY
+  rm -rf "$final"
+  mv "$tmp" "$final"
+  exec {lock_fd}>&-
+  log "$name: built in ${secs}s -> $final"
+}
+
+if [[ "${1:-}" == "--print-dir" ]]; then
+  component_dir "${2:?component name}"
+  exit 0
+fi
+
+components=("$@")
+[[ ${#components[@]} -gt 0 ]] || components=("${all_components[@]}")
+total_start=$(date +%s)
+for c in "${components[@]}"; do
+  component_version "$c" >/dev/null
+  build_component "$c"
+done
+log "all requested components ready in $(( $(date +%s) - total_start ))s"
