@@ -1,0 +1,185 @@
+"""Contracts shared by every memory predictor: the predictor interface, the sample store and units.
+
+Data flow: the daemon (or the offline replay) calls ``observe(input_bytes, peak_bytes)`` when a
+task of a process finishes, ``observe_failure(input_bytes, allocated_bytes)`` when a scaled task
+was OOM-killed, and ``predict(input_bytes)`` for every queued task of that process whose
+predictor ``version`` changed since the task was last predicted. One predictor instance serves one
+process (abstract task) of one workflow run.
+
+A predictor is a *model* (``lr``, ``ponder``, ...; a :class:`Model`) wrapped in an *offset*
+(``offsets.OffsetPredictor``), which adds a margin computed from the model's in-sample residuals.
+Everything here is pure: no I/O, no clock, no global randomness.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+"""A one-dimensional float64 array; ``NaN`` marks "no prediction" in vectorised answers."""
+
+MIB = 1 << 20
+"""One mebibyte in bytes: allocations are rounded up to whole MiB."""
+
+GIB = 1 << 30
+"""One gibibyte in bytes: the unit ``lr2``, ``ponder`` and ``poly`` fit in."""
+
+PONDER_MARGIN_BYTES = 128 * MIB
+"""Ponder's minimum margin M (134 217 728 bytes), also the default allocation floor."""
+
+
+@runtime_checkable
+class MemoryPredictor(Protocol):
+    """An online predictor of a task's peak memory from its input size, for one process.
+
+    Invariants every implementation keeps (checked by the contract tests):
+
+    - ``predict`` returns ``None`` ("no opinion": the task keeps its current plan) or a positive
+      finite number of bytes. It never mutates the predictor, so it is idempotent.
+    - ``version`` never decreases. If two ``predict`` calls with the same argument may differ,
+      the version differs between them; the daemon re-predicts a queued task only when the
+      version changed since the task's last prediction.
+    - No I/O, no clock, no global randomness.
+    """
+
+    @property
+    def version(self) -> int:
+        """A counter that increases whenever the answers of ``predict`` may have changed."""
+        ...
+
+    def observe(self, input_bytes: float, peak_bytes: float) -> None:
+        """Learn from a finished task: its input size and measured peak memory, in bytes.
+
+        Raises:
+            ValueError: ``input_bytes`` is negative or not finite, or ``peak_bytes`` is not a
+                positive finite number (CWS: such metrics are not a valid observation).
+        """
+        ...
+
+    def observe_failure(self, input_bytes: float, allocated_bytes: float) -> None:
+        """Learn from an OOM-killed attempt: a censored observation, peak > ``allocated_bytes``.
+
+        This is the D8 fix (CWS learns nothing from failures). Predictors that have no use for
+        it may ignore it, but must accept the call.
+
+        Raises:
+            ValueError: Same input checks as :meth:`observe`, applied to ``allocated_bytes``.
+        """
+        ...
+
+    def predict(self, input_bytes: float) -> float | None:
+        """Return the memory to request for a task with this input size, or ``None``."""
+        ...
+
+
+class Samples:
+    """Append-only store of (input, peak) pairs in bytes with cached numpy views."""
+
+    __slots__ = ("_x", "_x_array", "_y", "_y_array")
+
+    def __init__(self) -> None:
+        self._x: list[float] = []
+        self._y: list[float] = []
+        self._x_array: FloatArray | None = None
+        self._y_array: FloatArray | None = None
+
+    def add(self, x: float, y: float) -> None:
+        """Append one pair; invalidates the cached arrays."""
+        self._x.append(float(x))
+        self._y.append(float(y))
+        self._x_array = None
+        self._y_array = None
+
+    def __len__(self) -> int:
+        return len(self._x)
+
+    @property
+    def x(self) -> FloatArray:
+        """Inputs in bytes, in observation order (do not mutate the returned array)."""
+        if self._x_array is None:
+            self._x_array = np.asarray(self._x, dtype=np.float64)
+        return self._x_array
+
+    @property
+    def y(self) -> FloatArray:
+        """Peaks in bytes, in observation order (do not mutate the returned array)."""
+        if self._y_array is None:
+            self._y_array = np.asarray(self._y, dtype=np.float64)
+        return self._y_array
+
+
+def check_observation(input_bytes: float, peak_bytes: float) -> None:
+    """Validate one observation or censored observation.
+
+    Raises:
+        ValueError: The input is negative or not finite, or the peak is not positive and finite.
+    """
+    if not math.isfinite(input_bytes) or input_bytes < 0:
+        raise ValueError(f"input size must be a finite number >= 0, got {input_bytes!r}")
+    if not math.isfinite(peak_bytes) or peak_bytes <= 0:
+        raise ValueError(f"peak memory must be a finite number > 0, got {peak_bytes!r}")
+
+
+def sanitize(value: float) -> float | None:
+    """Map a raw model output to the predictor contract: ``None`` unless positive and finite.
+
+    This is the D23 fix: CWS turns NaN into 0 bytes and lets negative values through.
+    """
+    if math.isfinite(value) and value > 0:
+        return float(value)
+    return None
+
+
+def as_array(xs: npt.ArrayLike) -> FloatArray:
+    """Return ``xs`` as a one-dimensional float64 array."""
+    return np.atleast_1d(np.asarray(xs, dtype=np.float64))
+
+
+class Model(abc.ABC):
+    """A raw model (no offset) over the samples of one process.
+
+    Subclasses implement :meth:`predict_many`; the scalar :meth:`predict` is derived from it so
+    the two can never disagree. ``observe`` stores the sample and increments ``version`` by one;
+    subclasses with other version rules (``const``, ``poly``) override :meth:`_after_observe`.
+    Failures are ignored by default: the offset wrapper applies the D8 floor for every model.
+    """
+
+    def __init__(self) -> None:
+        self.samples = Samples()
+        self._version = 0
+
+    @property
+    def version(self) -> int:
+        """See :attr:`MemoryPredictor.version`."""
+        return self._version
+
+    def observe(self, input_bytes: float, peak_bytes: float) -> None:
+        """See :meth:`MemoryPredictor.observe`."""
+        check_observation(input_bytes, peak_bytes)
+        self.samples.add(input_bytes, peak_bytes)
+        self._version += self._after_observe()
+
+    def _after_observe(self) -> int:
+        """Update derived state after a new sample; return the version increment (default 1)."""
+        return 1
+
+    def observe_failure(self, input_bytes: float, allocated_bytes: float) -> None:
+        """See :meth:`MemoryPredictor.observe_failure`; plain models ignore failures."""
+        check_observation(input_bytes, allocated_bytes)
+
+    def predict(self, input_bytes: float) -> float | None:
+        """See :meth:`MemoryPredictor.predict`."""
+        return sanitize(float(self.predict_many(as_array(input_bytes))[0]))
+
+    @abc.abstractmethod
+    def predict_many(self, xs: FloatArray) -> FloatArray:
+        """Return the raw model output in bytes for each input, ``NaN`` where there is none.
+
+        Values may be zero or negative (the offset wrapper and :func:`sanitize` handle them).
+        Must not mutate the model.
+        """

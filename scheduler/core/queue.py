@@ -1,0 +1,149 @@
+"""The scheduling queue: one persistent order of pending tasks, re-sorted stably every cycle.
+
+CWS sorts its queue list in place with a stable sort every round, so ties keep the order of the
+previous round and new tasks enter at the end in arrival order (cws-semantics 3.2). This queue
+reproduces that: ``tasks()`` returns the persistent order, ``run_cycle`` ranks it with a stable
+sort and returns the new order in ``CycleResult.order``, and :meth:`SchedulingQueue.apply`
+stores that order for the next cycle. Sorting a fresh copy in arrival order every cycle would not
+be equivalent after the first round.
+
+Besides the order, each entry carries:
+
+- a backoff (kube-scheduler's backoffQ, flattened): after a failed bind the loop calls
+  :meth:`SchedulingQueue.backoff`; the task keeps its place in the order but is not placed
+  before ``not_before`` (exponential, ``initial_backoff`` doubling up to ``max_backoff``);
+  time is always passed in, never read;
+- the last unschedulable reason reported for it, so ``run_cycle`` only asks the shell to update
+  the pod condition and emit an event when the reason changes.
+
+Tasks whose pod is deleted are removed at once (CWS defect D9).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from scheduler.core import decisions, workflow
+
+
+@dataclass(slots=True)
+class _Entry:
+    task: workflow.Task
+    failures: int = 0
+    not_before: float = -math.inf
+    reported: str | None = None
+
+
+class SchedulingQueue:
+    """Pending tasks in their persistent order, with per-task backoff.
+
+    Args:
+        initial_backoff: Seconds of the first backoff after a failure.
+        max_backoff: Cap of the exponential backoff in seconds.
+    """
+
+    def __init__(self, *, initial_backoff: float = 1.0, max_backoff: float = 10.0) -> None:
+        self._entries: dict[workflow.TaskKey, _Entry] = {}
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
+        self._tasks: tuple[workflow.Task, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __iter__(self) -> Iterator[workflow.Task]:
+        return iter(self.tasks())
+
+    def add(self, task: workflow.Task) -> bool:
+        """Append a new task at the end, or update a queued one in place.
+
+        Returns:
+            True if the task was new.
+        """
+        entry = self._entries.get(task.key)
+        self._tasks = None
+        if entry is None:
+            self._entries[task.key] = _Entry(task=task)
+            return True
+        entry.task = task
+        return False
+
+    def remove(self, key: workflow.TaskKey) -> workflow.Task | None:
+        """Drop a task (bound, deleted or cancelled); returns it, or ``None`` if absent."""
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return None
+        self._tasks = None
+        return entry.task
+
+    def get(self, key: workflow.TaskKey) -> workflow.Task | None:
+        """Return the queued task with ``key``, if any."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.task
+
+    def tasks(self) -> tuple[workflow.Task, ...]:
+        """Every queued task in the persistent order (backing-off tasks included)."""
+        if self._tasks is None:
+            self._tasks = tuple(entry.task for entry in self._entries.values())
+        return self._tasks
+
+    def reorder(self, keys: Iterable[workflow.TaskKey]) -> None:
+        """Make ``keys`` the persistent order.
+
+        Keys that are no longer queued are ignored; queued tasks missing from ``keys`` (added
+        after the cycle started) keep their relative order at the end.
+        """
+        entries = self._entries
+        ordered = {key: entries[key] for key in keys if key in entries}
+        for key, entry in entries.items():
+            if key not in ordered:
+                ordered[key] = entry
+        self._entries = ordered
+        self._tasks = None
+
+    def backoff(self, key: workflow.TaskKey, *, now: float) -> float:
+        """Put a task into backoff after a failure; returns the time it becomes eligible."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return now
+        entry.failures += 1
+        delay = min(self._max_backoff, self._initial_backoff * 2 ** (entry.failures - 1))
+        entry.not_before = now + delay
+        return entry.not_before
+
+    def clear_backoff(self, key: workflow.TaskKey) -> None:
+        """Reset a task's failure count and make it eligible at once."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            entry.failures = 0
+            entry.not_before = -math.inf
+
+    def backing_off(self, key: workflow.TaskKey, now: float) -> bool:
+        """True while the task must not be placed."""
+        entry = self._entries.get(key)
+        return entry is not None and entry.not_before > now
+
+    def reported_reason(self, key: workflow.TaskKey) -> str | None:
+        """The last unschedulable reason the shell reported for this task."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry.reported
+
+    def apply(self, result: decisions.CycleResult) -> None:
+        """Store a cycle's order, drop the tasks it bound, remember reported reasons.
+
+        The loop calls this right after ``run_cycle``; if a bind later fails it re-adds the task
+        with :meth:`add` and calls :meth:`backoff`.
+        """
+        self.reorder(result.order)
+        for decision in result.decisions:
+            if isinstance(decision, decisions.Bind):
+                self.remove(decision.task)
+            elif isinstance(decision, decisions.MarkUnschedulable):
+                entry = self._entries.get(decision.task)
+                if entry is not None:
+                    entry.reported = decision.reason

@@ -1,0 +1,348 @@
+"""``wfsched predict evaluate``: score memory predictors offline on recorded workflow runs.
+
+Reads Nextflow trace files and WfFormat instances (directories are searched recursively for
+``trace*.csv`` and ``*.json``), replays every run with each requested predictor under the
+protocol of ``predictors.replay`` and prints a table (or JSON with ``--json``). This module is
+the I/O shell: it reads files, resolves specs through ``scheduler.registry`` and formats output;
+parsing and replay are pure code in ``predictors``.
+
+Exit status: 0 on success, 2 on a bad spec, an unreadable file or a path without runs (one line
+on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import pathlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from predictors import allocation, base, grammar, replay, traces
+from scheduler import registry
+
+USER_DEFAULT = "user-default"
+"""The pseudo-spec of the no-prediction reference row (every task keeps its request)."""
+
+ALL_SPECS = (USER_DEFAULT, "const0", "lr", "lr2", "mean", "ponder", "poly2", "envelope")
+"""What ``--predictor all`` expands to: the baselines of memory-evaluation.md 9 and ours."""
+
+_LABELS = {"const0": "const0 (max observed)"}
+
+
+class UsageError(Exception):
+    """A problem with the command line or its inputs, reported as one line with exit code 2."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evaluation:
+    """The replay of every run with one predictor."""
+
+    spec: str
+    results: list[replay.RunResult]
+
+    @property
+    def overall(self) -> replay.Metrics:
+        """Totals over all runs (MAQ recomputed from the summed components)."""
+        return sum((r.metrics for r in self.results), replay.Metrics())
+
+    def as_dict(self, options: replay.Options) -> dict[str, Any]:
+        """Return the JSON object of this predictor."""
+        return {
+            "predictor": self.spec,
+            "workflows": {r.run: r.metrics.as_dict() for r in self.results},
+            "overall": self.overall.as_dict(),
+            "protocol": options.as_dict(),
+        }
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``predict evaluate`` to the ``wfsched`` command line."""
+    predict = subparsers.add_parser("predict", help="memory predictors (offline evaluation)")
+    commands = predict.add_subparsers(dest="predict_command", metavar="SUBCOMMAND", required=True)
+    parser = commands.add_parser(
+        "evaluate",
+        help="replay traces with memory predictors and report MAQ, wastage and failures",
+        description=(
+            "Replay Nextflow traces / WfFormat instances with memory predictors. Protocol: one "
+            "predictor per process and run; decision at task start; history = same-process "
+            "tasks completed by then; floor, cap at the request, round up to MiB; an attempt "
+            "below the peak fails (costs allocation x runtime) and is retried at the request. "
+            "GB = 1e9 bytes."
+        ),
+    )
+    parser.add_argument("paths", nargs="+", metavar="TRACE_OR_DIR", type=pathlib.Path)
+    parser.add_argument(
+        "--predictor",
+        action="append",
+        required=True,
+        metavar="SPEC",
+        help=f"predictor spec (repeatable): {registry.predictor_syntax()}, with optional "
+        f"-offset=<{'|'.join(grammar.OFFSET_FORMS)}>; {USER_DEFAULT!r} for the no-prediction "
+        "row; 'all' for every baseline",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--decision", choices=list(replay.Decision), default="start")
+    parser.add_argument("--retry", choices=list(replay.Retry), default="user")
+    parser.add_argument("--floor-mib", type=float, default=128.0, help="allocation floor")
+    parser.add_argument("--cap-mib", type=float, default=None, help="allocation cap")
+    parser.add_argument(
+        "--no-failure-feedback",
+        action="store_true",
+        help="do not feed OOM-killed attempts back to the predictors (CWS behaviour)",
+    )
+    parser.add_argument(
+        "--default-request",
+        metavar="SIZE",
+        help="request for WfFormat tasks (e.g. '4 GB'); default: per-process power-of-two preset",
+    )
+    parser.add_argument(
+        "--per-run", action="store_true", help="with several predictors, also one table per run"
+    )
+    parser.add_argument("--tasks-csv", metavar="FILE", type=pathlib.Path, help="per-task CSV")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``predict evaluate``; return the exit status."""
+    try:
+        specs = _expand(args.predictor)
+        factories = {spec: _factory(spec) for spec in specs}
+        options = _options(args)
+        runs = load_runs(args.paths, default_request=_size(args.default_request))
+    except (UsageError, grammar.SpecError) as error:
+        print(f"wfsched predict evaluate: error: {error}", file=sys.stderr)
+        return 2
+    evaluations = [
+        Evaluation(spec=spec, results=replay.replay_runs(runs, factory, options))
+        for spec, factory in factories.items()
+    ]
+    if args.json:
+        payload = [e.as_dict(options) for e in evaluations]
+        print(json.dumps(payload[0] if len(payload) == 1 else payload, indent=2))
+    else:
+        print(render_tables(evaluations, runs, options, per_run=args.per_run))
+    if args.tasks_csv is not None:
+        try:
+            _write_tasks_csv(args.tasks_csv, evaluations)
+        except OSError as error:
+            print(f"wfsched predict evaluate: error: {args.tasks_csv}: {error}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def _expand(specs: Sequence[str]) -> list[str]:
+    expanded: list[str] = []
+    for spec in specs:
+        for item in ALL_SPECS if spec.strip().lower() == "all" else (spec,):
+            if item not in expanded:
+                expanded.append(item)
+    return expanded
+
+
+def _factory(spec: str) -> replay.PredictorFactory | None:
+    if spec.strip().lower() == USER_DEFAULT:
+        return None
+    parsed = registry.parse_predictor(spec)
+    for warning in parsed.warnings:
+        print(f"wfsched predict evaluate: warning: {warning}", file=sys.stderr)
+    return parsed.make
+
+
+def _size(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = traces.parse_size(text)
+    except ValueError as error:
+        raise UsageError(f"--default-request: {error}") from error
+    if not value:
+        raise UsageError("--default-request must be > 0")
+    return value
+
+
+def _options(args: argparse.Namespace) -> replay.Options:
+    if args.floor_mib < 0 or (args.cap_mib is not None and args.cap_mib <= 0):
+        raise UsageError("--floor-mib must be >= 0 and --cap-mib > 0")
+    cap = None if args.cap_mib is None else round(args.cap_mib * base.MIB)
+    return replay.Options(
+        policy=allocation.AllocationPolicy(
+            floor_bytes=round(args.floor_mib * base.MIB), cap_bytes=cap
+        ),
+        decision=replay.Decision(args.decision),
+        retry=replay.Retry(args.retry),
+        failure_feedback=not args.no_failure_feedback,
+    )
+
+
+def load_runs(paths: Sequence[pathlib.Path], *, default_request: int | None) -> list[traces.Run]:
+    """Read every trace and instance under ``paths`` (files, or directories searched recursively).
+
+    Raises:
+        UsageError: A path that does not exist or holds no run, or a file that cannot be read.
+    """
+    files: list[pathlib.Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted({*path.rglob("trace*.csv"), *path.rglob("*.json")})
+            if not found:
+                raise UsageError(f"{path}: no trace*.csv or *.json file below this directory")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or directory")
+    runs = []
+    for file in files:
+        name = f"{file.parent.name}/{file.stem}" if file.suffix != ".json" else file.stem
+        try:
+            text = file.read_text(encoding="utf-8")
+            if file.suffix == ".json":
+                runs.append(traces.parse_wfformat(text, name=name, default_request=default_request))
+            else:
+                runs.append(traces.parse_nextflow_trace(text, name=name))
+        except (OSError, UnicodeDecodeError, traces.TraceError) as error:
+            raise UsageError(f"{file}: {error}") from error
+    return runs
+
+
+def _fmt(value: float | int | None, pattern: str) -> str:
+    return "-" if value is None else format(value, pattern)
+
+
+_COLUMNS = (
+    "MAQ",
+    "over GBh",
+    "under GBh",
+    "waste GBh",
+    "fail",
+    "tasks w/ fail",
+    "tasks",
+    "cold",
+    "excl",
+)
+
+
+def _row(label: str, metrics: replay.Metrics) -> list[str]:
+    d = metrics.as_dict()
+    return [
+        label,
+        _fmt(d["maq"], ".3f"),
+        _fmt(d["over_gbh"], ".3f"),
+        _fmt(d["under_gbh"], ".3f"),
+        _fmt(d["wastage_gbh"], ".3f"),
+        _fmt(d["failures"], "d"),
+        _fmt(d["tasks_with_failures"], "d"),
+        _fmt(d["tasks"], "d"),
+        _fmt(d["cold_start_share"], ".1%"),
+        _fmt(d["excluded"], "d"),
+    ]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
+    lines = [header, ["-" * w for w in widths], *rows]
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    )
+
+
+def render_tables(
+    evaluations: Sequence[Evaluation],
+    runs: Sequence[traces.Run],
+    options: replay.Options,
+    *,
+    per_run: bool,
+) -> str:
+    """Return the human-readable report: per-run tables and/or the comparison table."""
+    parts = [_protocol_line(options, runs)]
+    if len(evaluations) == 1 or per_run:
+        for evaluation in evaluations:
+            rows = [_row(r.run, r.metrics) for r in evaluation.results]
+            rows.append(_row("overall", evaluation.overall))
+            parts.append(f"predictor: {evaluation.spec}\n" + _table(["run", *_COLUMNS], rows))
+    if len(evaluations) > 1:
+        rows = [_row(_LABELS.get(e.spec, e.spec), e.overall) for e in evaluations]
+        parts.append(f"overall, {len(runs)} runs\n" + _table(["predictor", *_COLUMNS], rows))
+        parts.append(_workflow_matrix(evaluations))
+    return "\n\n".join(parts)
+
+
+def _workflow_matrix(evaluations: Sequence[Evaluation]) -> str:
+    """Wastage GB·h (failed attempts) per workflow (runs grouped by directory) and predictor."""
+    groups: dict[str, list[int]] = {}
+    for index, result in enumerate(evaluations[0].results):
+        groups.setdefault(result.run.split("/")[0], []).append(index)
+    rows = []
+    for group, indices in groups.items():
+        row = [group]
+        for evaluation in evaluations:
+            total = sum((evaluation.results[i].metrics for i in indices), replay.Metrics())
+            row.append(f"{total.wastage_gbh:.2f} ({total.failed_attempts})")
+        rows.append(row)
+    header = ["workflow", *(e.spec for e in evaluations)]
+    return "wastage GBh (failed attempts) per workflow\n" + _table(header, rows)
+
+
+def _protocol_line(options: replay.Options, runs: Sequence[traces.Run]) -> str:
+    counts: dict[str, int] = {}
+    for r in runs:
+        for reason, count in {**r.dropped, **r.notes}.items():
+            counts[reason] = counts.get(reason, 0) + count
+    policy = options.policy
+    cap = "none" if policy.cap_bytes is None else f"{policy.cap_bytes / base.MIB:g} MiB"
+    feedback = "on" if options.failure_feedback else "off"
+    notes = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
+    return (
+        f"protocol: decision={options.decision}, floor={policy.floor_bytes / base.MIB:g} MiB, "
+        f"cap={cap}, retry={options.retry}, failure feedback={feedback}, x=rchar (traces) or "
+        "input file sizes (WfFormat), y=peak_rss, GB=1e9 bytes\n"
+        f"rows not replayed or adjusted: {notes}"
+    )
+
+
+def _write_tasks_csv(path: pathlib.Path, evaluations: Sequence[Evaluation]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            [
+                "predictor",
+                "run",
+                "process",
+                "task",
+                "input_bytes",
+                "peak_bytes",
+                "request_bytes",
+                "prediction_bytes",
+                "allocation_bytes",
+                "failed_attempts",
+                "final_bytes",
+                "realtime_ms",
+            ]
+        )
+        for evaluation in evaluations:
+            for result in evaluation.results:
+                for o in result.outcomes:
+                    writer.writerow(
+                        [
+                            evaluation.spec,
+                            result.run,
+                            o.task.process,
+                            o.task.name,
+                            o.task.input_bytes,
+                            o.task.peak_bytes,
+                            o.task.request_bytes,
+                            o.prediction,
+                            o.allocation,
+                            len(o.failed),
+                            o.final,
+                            o.task.realtime_ms,
+                        ]
+                    )

@@ -1,0 +1,444 @@
+"""Offline discrete-event simulator: replay a WfCommons WfFormat instance through ``run_cycle``.
+
+Data flow: :func:`load_instance` reads a WfFormat 1.4/1.5 document into an :class:`Instance`;
+:func:`simulate` registers its task-level DAG in a ``WorkflowDag`` (as an engine that knows the
+whole workflow would), builds a ``ClusterCache`` of identical nodes and then runs events on a
+simulated clock. A task becomes pending (gets the next submission id and joins the
+``SchedulingQueue``) when its last parent finishes. After every batch of simultaneous events the
+simulator takes a snapshot and calls the same ``run_cycle`` the daemon calls; each ``Bind`` is
+assumed and confirmed at once (an instant watch), the task runs for its recorded runtime, and its
+finish frees the node, feeds F and the learned runtime of its step, and releases its children.
+
+Mapping from WfFormat (stated choices):
+
+- **step** = ``category`` if present; otherwise the task name with a trailing ``_ID<digits>``
+  (Pegasus, Makeflow) removed; if the execution record's ``command.program`` is a bare word that
+  prefixes that name followed by ``_`` (epigenomics: ``fast2bfq_fast2bfq_..._sequence_3``), the
+  program. Nextflow instances already name tasks by process.
+- **CPU request** = ``max(1, ceil(avgCPU / 100))`` cores (avgCPU is a percentage of one core;
+  missing → 1 core). Makeflow's ``coreCount`` is 1 everywhere and never larger.
+- **memory request** = ``memoryInBytes``; when missing, the median of the step's known values
+  (tasks of one step are requested alike), else 0 bytes (no memory request, like a pod without
+  one; such tasks are then limited by CPU only).
+- requests above a node's size are clamped to it (counted in ``clamped_tasks``) so every task
+  can run.
+- **input size** = sum of the input files' sizes (1.5: ``inputFiles`` ids resolved through
+  ``specification.files``; 1.4: ``files[]`` with ``link == "input"``), else ``readBytes``, else 0.
+- **runtime** = ``runtimeInSeconds`` on every node (homogeneous nodes, no data staging).
+
+Default cluster: 4 nodes (as in the CWS paper's testbed) x 2 CPU x 8 GiB. That is 8 one-core
+slots, fewer than the widest level of every shared instance (9 to 1000 tasks), so tasks queue
+and the ranking decides what runs first (on 16 of the 17 shared instances; nextflow-sarek never
+has more than 8 runnable tasks at once); the largest memory request in the shared data (2.5 GiB)
+fits on a node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import json
+import math
+import random
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scheduler import registry
+from scheduler.core import cluster, context, cycle, errors, interfaces, queue, resources, workflow
+
+GIB = 2**30
+
+
+class InstanceError(ValueError):
+    """The WfFormat document is malformed; the message says what and where."""
+
+
+class SimulationError(RuntimeError):
+    """The simulation cannot finish (a task fits on no node)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimTask:
+    """One task of an instance, with the requests the simulator derived for it."""
+
+    id: str
+    step: str
+    parents: tuple[str, ...]
+    children: tuple[str, ...]
+    runtime_s: float
+    cpu_millis: int
+    memory_bytes: int
+    input_size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Instance:
+    """A parsed WfFormat instance; tasks in document order."""
+
+    name: str
+    tasks: tuple[SimTask, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterSpec:
+    """The simulated cluster: identical nodes.
+
+    Attributes:
+        nodes: Number of nodes.
+        node_cpu_millis: Allocatable CPU per node in millicores.
+        node_memory_bytes: Allocatable memory per node in bytes.
+        node_pods: Pod slots per node.
+    """
+
+    nodes: int = 4
+    node_cpu_millis: int = 2000
+    node_memory_bytes: int = 8 * GIB
+    node_pods: int = 110
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimResult:
+    """Outcome of one simulated run.
+
+    Attributes:
+        makespan_s: Time from the start to the last task's end.
+        cpu_utilization: Sum of CPU request x runtime over total CPU x makespan.
+        memory_utilization: The same for memory.
+        mean_wait_s: Mean time from pending to start.
+        cycles: Scheduling cycles run.
+        clamped_tasks: Tasks whose request was clamped to the node size.
+    """
+
+    instance: str
+    strategy: str
+    assign: str
+    nodes: int
+    tasks: int
+    makespan_s: float
+    cpu_utilization: float
+    memory_utilization: float
+    mean_wait_s: float
+    cycles: int
+    clamped_tasks: int
+    seed: int
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the result as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+_ID_SUFFIX = re.compile(r"_ID\d+$")
+_BARE_WORD = re.compile(r"[\w.-]+")
+
+
+def _step_name(spec: Mapping[str, Any], execution: Mapping[str, Any]) -> str:
+    category = spec.get("category") or execution.get("category")
+    if isinstance(category, str) and category:
+        return category
+    base = _ID_SUFFIX.sub("", str(spec.get("name") or spec["id"]))
+    command = execution.get("command")
+    program = command.get("program") if isinstance(command, Mapping) else None
+    if (
+        isinstance(program, str)
+        and _BARE_WORD.fullmatch(program)
+        and base.startswith(program + "_")
+    ):
+        return program
+    return base
+
+
+def _input_size(
+    spec: Mapping[str, Any], execution: Mapping[str, Any], sizes: Mapping[str, int]
+) -> int:
+    total = 0
+    found = False
+    for file_id in spec.get("inputFiles") or ():
+        if file_id in sizes:
+            total += sizes[file_id]
+            found = True
+    for entry in spec.get("files") or ():
+        if isinstance(entry, Mapping) and entry.get("link") == "input":
+            total += int(entry.get("sizeInBytes") or entry.get("size") or 0)
+            found = True
+    if found:
+        return total
+    return int(execution.get("readBytes") or 0)
+
+
+def _tasks_of(document: Mapping[str, Any]) -> tuple[list[Any], list[Any], list[Any]]:
+    wf = document.get("workflow")
+    if not isinstance(wf, Mapping):
+        raise InstanceError("missing object 'workflow'")
+    if isinstance(wf.get("specification"), Mapping):
+        spec, execution = wf["specification"], wf.get("execution")
+        if not isinstance(execution, Mapping):
+            raise InstanceError("missing object 'workflow.execution'")
+        spec_tasks, exec_tasks = spec.get("tasks"), execution.get("tasks")
+        files = spec.get("files") or []
+    else:  # WfFormat 1.4: one task list with measurements inline
+        spec_tasks = exec_tasks = wf.get("tasks")
+        files = []
+    if not isinstance(spec_tasks, list) or not isinstance(exec_tasks, list) or not spec_tasks:
+        raise InstanceError("'workflow.specification.tasks' must be a non-empty list")
+    if not isinstance(files, list):
+        raise InstanceError("'workflow.specification.files' must be a list")
+    return spec_tasks, exec_tasks, files
+
+
+def parse_instance(document: object, *, name: str = "instance") -> Instance:
+    """Turn a WfFormat document (parsed JSON) into an :class:`Instance`.
+
+    Raises:
+        InstanceError: If required fields are missing or inconsistent.
+    """
+    if not isinstance(document, Mapping):
+        raise InstanceError("top level must be a JSON object")
+    spec_tasks, exec_tasks, files = _tasks_of(document)
+    try:
+        sizes = {f["id"]: int(f.get("sizeInBytes") or 0) for f in files}
+        measured = {t["id"]: t for t in exec_tasks}
+        specs = [(t, measured[t["id"]]) for t in spec_tasks]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InstanceError(f"task or file without a valid id ({exc!s})") from None
+    known = {t["id"] for t, _ in specs}
+    memory_by_step: dict[str, list[int]] = {}
+    raw: list[tuple[Mapping[str, Any], Mapping[str, Any], str]] = []
+    for spec, execution in specs:
+        step = _step_name(spec, execution)
+        raw.append((spec, execution, step))
+        if execution.get("memoryInBytes"):
+            memory_by_step.setdefault(step, []).append(int(execution["memoryInBytes"]))
+    tasks = [
+        _sim_task(spec, execution, step, sizes, known, memory_by_step)
+        for spec, execution, step in raw
+    ]
+    return Instance(name=name, tasks=tuple(tasks))
+
+
+def _sim_task(
+    spec: Mapping[str, Any],
+    execution: Mapping[str, Any],
+    step: str,
+    sizes: Mapping[str, int],
+    known: set[str],
+    memory_by_step: Mapping[str, list[int]],
+) -> SimTask:
+    task_id = spec["id"]
+    try:
+        runtime = float(execution["runtimeInSeconds"])
+        avg_cpu = float(execution.get("avgCPU") or 0.0)
+        parents = tuple(spec.get("parents") or ())
+        children = tuple(spec.get("children") or ())
+    except (KeyError, TypeError, ValueError):
+        raise InstanceError(
+            f"task {task_id!r}: missing or invalid runtimeInSeconds/avgCPU"
+        ) from None
+    if not math.isfinite(runtime) or runtime < 0 or not math.isfinite(avg_cpu):
+        raise InstanceError(f"task {task_id!r}: runtime and avgCPU must be finite, runtime >= 0")
+    for other in parents + children:
+        if other not in known:
+            raise InstanceError(f"task {task_id!r} refers to unknown task {other!r}")
+    memory = execution.get("memoryInBytes")
+    if not memory:
+        step_values = memory_by_step.get(step)
+        memory = int(statistics.median(step_values)) if step_values else 0
+    return SimTask(
+        id=task_id,
+        step=step,
+        parents=parents,
+        children=children,
+        runtime_s=runtime,
+        cpu_millis=1000 * max(1, math.ceil(avg_cpu / 100)),
+        memory_bytes=int(memory),
+        input_size=_input_size(spec, execution, sizes),
+    )
+
+
+def load_instance(path: str | Path) -> Instance:
+    """Read and parse a WfFormat JSON file.
+
+    Raises:
+        InstanceError: If the file cannot be read, is not JSON, or is not a valid instance.
+    """
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InstanceError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InstanceError(f"{path} is not valid JSON: {exc}") from None
+    return parse_instance(document, name=path.name)
+
+
+# -- simulation ------------------------------------------------------------------------------
+
+
+def _nodes(spec: ClusterSpec) -> list[cluster.NodeInfo]:
+    allocatable = resources.Resources(
+        cpu_millis=spec.node_cpu_millis, memory_bytes=spec.node_memory_bytes, pods=spec.node_pods
+    )
+    width = len(str(max(spec.nodes - 1, 0)))
+    return [
+        cluster.NodeInfo(name=f"node-{i:0{width}d}", allocatable=allocatable)
+        for i in range(spec.nodes)
+    ]
+
+
+def simulate(
+    instance: Instance,
+    *,
+    strategy: registry.PolicySpec,
+    cluster_spec: ClusterSpec = ClusterSpec(),
+    seed: int = 0,
+    policies: interfaces.Policies | None = None,
+) -> SimResult:
+    """Run one instance to completion under one strategy.
+
+    Args:
+        instance: The workflow to replay.
+        strategy: Ranking and assignment, by name.
+        cluster_spec: The simulated nodes.
+        seed: Seed of the cycle random generator.
+        policies: Ready-made policy instances to use instead of building ``strategy``'s
+            (experiments with unregistered policies); ``strategy`` still labels the result.
+
+    Raises:
+        SimulationError: If pending tasks remain that no node can take.
+        InstanceError: If the instance's dependencies are cyclic.
+    """
+    if cluster_spec.nodes < 1:
+        raise SimulationError("the cluster needs at least one node")
+    run = workflow.RunId(instance.name)
+    dag = workflow.WorkflowDag(run)
+    by_id = {task.id: task for task in instance.tasks}
+    for task in instance.tasks:
+        dag.add_task(task.id, task.step)
+    try:
+        dag.add_task_edges((p, task.id) for task in instance.tasks for p in task.parents)
+    except errors.DagError as exc:
+        raise InstanceError(str(exc)) from None
+
+    cache = cluster.ClusterCache()
+    for node in _nodes(cluster_spec):
+        cache.upsert_node(node)
+    pending = queue.SchedulingQueue()
+    policies = policies or strategy.build()
+    rng = random.Random(seed)
+    submission = itertools.count()
+    clamped = 0
+    requests: dict[str, resources.Resources] = {}
+    for task in instance.tasks:
+        cpu = min(task.cpu_millis, cluster_spec.node_cpu_millis)
+        memory = min(task.memory_bytes, cluster_spec.node_memory_bytes)
+        clamped += (cpu, memory) != (task.cpu_millis, task.memory_bytes)
+        requests[task.id] = resources.Resources(cpu_millis=cpu, memory_bytes=memory, pods=1)
+
+    def release(task: SimTask, now: float) -> None:
+        pending.add(
+            workflow.Task(
+                key=workflow.TaskKey(run, task.id),
+                step=workflow.StepName(task.step),
+                submission=next(submission),
+                request=requests[task.id],
+                input_size=task.input_size,
+            )
+        )
+        ready_at[task.id] = now
+
+    ready_at: dict[str, float] = {}
+    waits: list[float] = []
+    missing = {task.id: len(set(task.parents)) for task in instance.tasks}
+    for task in instance.tasks:
+        if not missing[task.id]:
+            release(task, 0.0)
+    events: list[tuple[float, int, str]] = []
+    sequence = itertools.count()
+    now, cycles, makespan = 0.0, 0, 0.0
+    while True:
+        if len(pending):
+            cycles += 1
+            result = cycle.run_cycle(
+                snapshot=cache.snapshot(),
+                queue=pending,
+                dags={run: dag},
+                policies=policies,
+                ctx=context.CycleContext(cycle_id=cycles, now=now, rng=rng),
+            )
+            pending.apply(result)
+            for bind in result.binds:
+                pod = cluster.PodInfo(uid=bind.task.task, node_name=bind.node, request=bind.request)
+                cache.assume(pod)
+                cache.upsert_pod(pod)
+                waits.append(now - ready_at[bind.task.task])
+                end = now + by_id[bind.task.task].runtime_s
+                heapq.heappush(events, (end, next(sequence), bind.task.task))
+        if not events:
+            if len(pending):
+                first = pending.tasks()[0]
+                raise SimulationError(f"{len(pending)} task(s) can never run, e.g. {first.key}")
+            break
+        now = events[0][0]
+        while events and events[0][0] == now:
+            _, _, task_id = heapq.heappop(events)
+            task = by_id[task_id]
+            cache.remove_pod(task_id)
+            dag.record_finished(
+                task.step, success=True, runtime_s=task.runtime_s, input_size=task.input_size
+            )
+            makespan = max(makespan, now)
+            for child in dict.fromkeys(task.children):
+                missing[child] -= 1
+                if missing[child] == 0:
+                    release(by_id[child], now)
+    cpu_work = sum(requests[t.id].cpu_millis * t.runtime_s for t in instance.tasks)
+    memory_work = sum(requests[t.id].memory_bytes * t.runtime_s for t in instance.tasks)
+    capacity = makespan * cluster_spec.nodes
+    return SimResult(
+        instance=instance.name,
+        strategy=strategy.ranking,
+        assign=strategy.assignment,
+        nodes=cluster_spec.nodes,
+        tasks=len(instance.tasks),
+        makespan_s=makespan,
+        cpu_utilization=cpu_work / (capacity * cluster_spec.node_cpu_millis) if capacity else 0.0,
+        memory_utilization=(
+            memory_work / (capacity * cluster_spec.node_memory_bytes) if capacity else 0.0
+        ),
+        mean_wait_s=statistics.fmean(waits) if waits else 0.0,
+        cycles=cycles,
+        clamped_tasks=clamped,
+        seed=seed,
+    )
+
+
+def compare(
+    instance: Instance,
+    *,
+    assignment: str = registry.DEFAULT_ASSIGNMENT,
+    cluster_spec: ClusterSpec = ClusterSpec(),
+    seed: int = 0,
+    rankings: Sequence[str] | None = None,
+) -> list[SimResult]:
+    """Simulate ``instance`` under every registered ranking (or ``rankings``) with one assignment.
+
+    Raises:
+        UnknownPolicyError: If a name is not registered.
+    """
+    names = list(rankings) if rankings is not None else list(registry.RANKINGS)
+    assign = registry.assignment(assignment).name
+    return [
+        simulate(
+            instance,
+            strategy=registry.PolicySpec(ranking=registry.ranking(name).name, assignment=assign),
+            cluster_spec=cluster_spec,
+            seed=seed,
+        )
+        for name in names
+    ]

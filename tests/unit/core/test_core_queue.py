@@ -1,0 +1,48 @@
+from scheduler.core import decisions, queue, workflow
+from tests.unit.core import core_builders as b
+
+
+def key(task_id: str) -> workflow.TaskKey:
+    return workflow.TaskKey(b.RUN, task_id)
+
+
+def test_persistent_order_new_tasks_last_and_update_in_place() -> None:
+    q = b.queue_of([b.task("a"), b.task("b", submission=1)])
+    assert q.add(b.task("c", submission=2)) is True
+    assert q.add(b.task("a", size=5)) is False
+    assert [t.key.task for t in q.tasks()] == ["a", "b", "c"]
+    assert q.get(key("a")).input_size == 5  # type: ignore[union-attr]
+    q.reorder([key("c"), key("a"), key("gone")])
+    assert [t.key.task for t in q] == ["c", "a", "b"]
+    assert q.remove(key("a")) is not None and q.remove(key("a")) is None
+    assert len(q) == 2 and key("c") in q and key("a") not in q
+
+
+def test_backoff_doubles_up_to_the_cap_and_clears() -> None:
+    q = queue.SchedulingQueue(initial_backoff=1.0, max_backoff=5.0)
+    q.add(b.task("a"))
+    assert [q.backoff(key("a"), now=0.0) for _ in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert q.backing_off(key("a"), 4.9) and not q.backing_off(key("a"), 5.0)
+    q.clear_backoff(key("a"))
+    assert not q.backing_off(key("a"), 0.0)
+    assert q.backoff(key("missing"), now=3.0) == 3.0
+
+
+def test_apply_stores_order_drops_bound_and_remembers_reasons() -> None:
+    q = b.queue_of([b.task("a"), b.task("b", submission=1), b.task("c", submission=2)])
+    result = decisions.CycleResult(
+        cycle_id=1,
+        order=(key("c"), key("b"), key("a")),
+        decisions=(
+            decisions.Bind(
+                cycle_id=1, task=key("b"), pod=None, node="n", request=b.task("b").request
+            ),
+            decisions.Reject(
+                cycle_id=1, task=key("a"), code=decisions.RejectCode.UNSCHEDULABLE, reason="r"
+            ),
+            decisions.MarkUnschedulable(cycle_id=1, task=key("a"), pod=None, reason="r"),
+        ),
+    )
+    q.apply(result)
+    assert [t.key.task for t in q] == ["c", "a"]
+    assert q.reported_reason(key("a")) == "r" and q.reported_reason(key("c")) is None

@@ -1,0 +1,63 @@
+"""Contract of every registered predictor and offset (style.md 2.3), by property testing."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from predictors import base
+from scheduler import registry
+
+SPECS = [
+    f"{name}{suffix}"
+    for name in (
+        "lr",
+        "lr2",
+        "mean",
+        "last",
+        "ponder",
+        "ponder(2)",
+        "const",
+        "const1000",
+        "poly2",
+        "poly3",
+        "envelope",
+    )
+    for suffix in ("", "-offset=none", "-offset=90percentile", "-offset=2std")
+]
+
+sizes = st.floats(min_value=0, max_value=64 * base.GIB, allow_nan=False)
+peaks = st.floats(min_value=1, max_value=64 * base.GIB, allow_nan=False)
+events = st.lists(
+    st.tuples(st.sampled_from(["observe", "fail", "predict"]), sizes, peaks), max_size=30
+)
+
+
+def test_every_module_is_reachable_by_its_name() -> None:
+    for module in registry.PREDICTOR_MODULES:
+        assert registry.parse_predictor(module.NAME).module is module
+        for alias in module.ALIASES:
+            assert registry.parse_predictor(alias.upper()).module is module
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@settings(max_examples=25, deadline=None)
+@given(script=events, query=sizes)
+def test_predictions_are_none_or_positive_finite_and_versions_monotone(
+    spec: str, script: list[tuple[str, float, float]], query: float
+) -> None:
+    predictor = registry.parse_predictor(spec).make()
+    assert isinstance(predictor, base.MemoryPredictor)
+    version = predictor.version
+    for kind, x, y in script:
+        if kind == "observe":
+            predictor.observe(x, y)
+        elif kind == "fail":
+            predictor.observe_failure(x, y)
+        assert predictor.version >= version
+        version = predictor.version
+        before = predictor.predict(query)
+        assert before is None or (math.isfinite(before) and before > 0)
+        assert predictor.predict(query) == before  # idempotent
+        assert predictor.version == version  # predicting changes nothing

@@ -1,0 +1,293 @@
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler import cli, registry, simulate
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "wfinstances"
+
+
+def instance(
+    tasks: list[dict[str, Any]], files: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    spec = [
+        {
+            "name": t.get("name", f"{t['id']}_ID01"),
+            "id": t["id"],
+            "parents": t.get("parents", []),
+            "children": [c["id"] for c in tasks if t["id"] in c.get("parents", [])],
+            "inputFiles": t.get("inputs", []),
+            "outputFiles": [],
+        }
+        for t in tasks
+    ]
+    execution = [
+        {
+            "id": t["id"],
+            "runtimeInSeconds": t["runtime"],
+            "avgCPU": t.get("avgCPU", 90.0),
+            **({"memoryInBytes": t["memory"]} if "memory" in t else {}),
+            **t.get("extra", {}),
+        }
+        for t in tasks
+    ]
+    return {
+        "name": "tiny",
+        "schemaVersion": "1.5",
+        "workflow": {
+            "specification": {"tasks": spec, "files": files or []},
+            "execution": {"makespanInSeconds": 0, "tasks": execution},
+        },
+    }
+
+
+TINY = instance(
+    [
+        {"id": "r1", "runtime": 5, "inputs": ["f50"]},
+        {"id": "r2", "runtime": 5, "inputs": ["f100"]},
+        {"id": "r3", "runtime": 1},
+        {"id": "c", "runtime": 10, "parents": ["r3"], "inputs": ["f10"]},
+    ],
+    files=[
+        {"id": "f50", "sizeInBytes": 50},
+        {"id": "f100", "sizeInBytes": 100},
+        {"id": "f10", "sizeInBytes": 10},
+    ],
+)
+ONE_NODE_TWO_CPU = simulate.ClusterSpec(nodes=1, node_cpu_millis=2000)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "makespan"),
+    [
+        # fifo: r1, r2 at 0; r3 at 5; c 6-16
+        ("fifo", 16.0),
+        # rank: r3 (rank 1) and r1 at 0; at 1 r2 (older id) beats c; c waits for r1: 5-15
+        ("rank", 15.0),
+        # rank_min: as rank, but at 1 c (10 bytes) beats r2 (100 bytes): c 1-11
+        ("rank_min", 11.0),
+        ("critical_path", 11.0),
+    ],
+)
+def test_tiny_instance_known_makespan(strategy: str, makespan: float) -> None:
+    parsed = simulate.parse_instance(TINY)
+    result = simulate.simulate(
+        parsed, strategy=registry.parse_strategy(strategy), cluster_spec=ONE_NODE_TWO_CPU
+    )
+    assert result.makespan_s == makespan
+    assert result.tasks == 4
+    assert result.cpu_utilization == pytest.approx(21 / (2 * makespan))
+
+
+def test_multi_core_task_takes_the_whole_node() -> None:
+    doc = instance([{"id": "wide", "runtime": 4, "avgCPU": 150.0}, {"id": "narrow", "runtime": 4}])
+    parsed = simulate.parse_instance(doc)
+    assert [t.cpu_millis for t in parsed.tasks] == [2000, 1000]
+    result = simulate.simulate(
+        parsed, strategy=registry.parse_strategy("fifo"), cluster_spec=ONE_NODE_TWO_CPU
+    )
+    assert result.makespan_s == 8.0
+
+
+def test_oversized_requests_are_clamped_to_the_node() -> None:
+    doc = instance([{"id": "huge", "runtime": 2, "avgCPU": 800.0, "memory": 64 * 2**30}])
+    result = simulate.simulate(
+        simulate.parse_instance(doc),
+        strategy=registry.parse_strategy("fifo"),
+        cluster_spec=ONE_NODE_TWO_CPU,
+    )
+    assert (result.makespan_s, result.clamped_tasks) == (2.0, 1)
+
+
+@pytest.mark.parametrize(
+    ("task", "program", "step"),
+    [
+        ({"name": "mProject_ID0000001"}, "mProject", "mProject"),
+        ({"name": "individuals_merge_ID0000141"}, "individuals_merge", "individuals_merge"),
+        ({"name": "fast2bfq_fast2bfq_HEP2_s_1_sequence_3_ID0000004"}, "fast2bfq", "fast2bfq"),
+        ({"name": "NFCORE_X.X.FASTQC"}, "fastqc \\\n --threads 2", "NFCORE_X.X.FASTQC"),
+        ({"name": "blastall_ID000002", "category": "blast"}, "blastall", "blast"),
+    ],
+)
+def test_step_naming(task: dict[str, Any], program: str, step: str) -> None:
+    doc = instance([{"id": "t", "runtime": 1, "extra": {"command": {"program": program}}}])
+    doc["workflow"]["specification"]["tasks"][0].update(task)
+    assert simulate.parse_instance(doc).tasks[0].step == step
+
+
+def test_input_size_sources_and_missing_memory() -> None:
+    doc = instance(
+        [
+            {"id": "a", "runtime": 1, "inputs": ["x", "y"], "memory": 100},
+            {"id": "b", "runtime": 1, "memory": 300, "extra": {"readBytes": 77}},
+            {"id": "c", "runtime": 1},
+        ],
+        files=[{"id": "x", "sizeInBytes": 5}, {"id": "y", "sizeInBytes": 7}],
+    )
+    for t in doc["workflow"]["specification"]["tasks"]:
+        t["name"] = "same_step_ID01"
+    tasks = simulate.parse_instance(doc).tasks
+    assert [t.input_size for t in tasks] == [12, 77, 0]
+    assert [t.memory_bytes for t in tasks] == [100, 300, 200]  # c: median of its step
+
+
+def test_wfformat_14_inline_tasks() -> None:
+    doc = {
+        "workflow": {
+            "tasks": [
+                {
+                    "name": "a_ID1",
+                    "id": "a",
+                    "parents": [],
+                    "children": ["b"],
+                    "runtimeInSeconds": 2,
+                    "avgCPU": 50,
+                    "files": [
+                        {"link": "input", "sizeInBytes": 9},
+                        {"link": "output", "sizeInBytes": 1000},
+                    ],
+                },
+                {
+                    "name": "b_ID2",
+                    "id": "b",
+                    "parents": ["a"],
+                    "children": [],
+                    "runtimeInSeconds": 3,
+                },
+            ]
+        }
+    }
+    parsed = simulate.parse_instance(doc)
+    assert [t.input_size for t in parsed.tasks] == [9, 0]
+    assert simulate.simulate(parsed, strategy=registry.parse_strategy("fifo")).makespan_s == 5.0
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ([], "JSON object"),
+        ({}, "workflow"),
+        ({"workflow": {"specification": {"tasks": []}, "execution": {"tasks": []}}}, "non-empty"),
+        (instance([{"id": "a", "runtime": 1, "parents": ["ghost"]}]), "unknown task 'ghost'"),
+        (
+            {"workflow": {"specification": {"tasks": [{"id": "a"}]}, "execution": {"tasks": []}}},
+            "valid id",
+        ),
+        (
+            {
+                "workflow": {
+                    "specification": {"tasks": [{"id": "a"}]},
+                    "execution": {"tasks": [{"id": "a"}]},
+                }
+            },
+            "runtimeInSeconds",
+        ),
+        (instance([{"id": "a", "runtime": -1}]), "runtime"),
+    ],
+)
+def test_malformed_instances(doc: object, message: str) -> None:
+    with pytest.raises(simulate.InstanceError, match=message):
+        simulate.parse_instance(doc)
+
+
+def test_cyclic_instance_is_an_instance_error() -> None:
+    doc = instance(
+        [{"id": "a", "runtime": 1, "parents": ["b"]}, {"id": "b", "runtime": 1, "parents": ["a"]}]
+    )
+    with pytest.raises(simulate.InstanceError, match="cycle"):
+        simulate.simulate(simulate.parse_instance(doc), strategy=registry.parse_strategy("fifo"))
+
+
+# -- command line --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    return path
+
+
+def test_cli_json_single(tiny_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = cli.main(
+        [
+            "simulate",
+            str(tiny_file),
+            "--strategy",
+            "rank_min",
+            "--nodes",
+            "1",
+            "--node-cpu",
+            "2",
+            "--json",
+        ]
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert status == 0
+    assert (
+        out["makespan_s"] == 11.0
+        and out["strategy"] == "rank_min"
+        and out["assign"] == "roundrobin"
+    )
+    assert {"tasks", "nodes", "cpu_utilization"} <= out.keys()
+
+
+def test_cli_compare_json_and_table(tiny_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        cli.main(
+            ["simulate", str(tiny_file), "--compare", "--json", "--nodes", "1", "--assign", "fair"]
+        )
+        == 0
+    )
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["strategy"] for r in rows] == list(registry.RANKINGS)
+    assert rows[0]["ratio_vs_fifo"] == 1.0 and all(r["assign"] == "fair" for r in rows)
+    assert cli.main(["simulate", str(tiny_file), "--strategy", "all"]) == 0
+    table = capsys.readouterr().out
+    assert "critical_path / rank_min" in table and "vs_fifo" in table
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategy", "bogus"], "unknown ranking policy 'bogus'"),
+        (["--strategy", "fifo", "--assign", "nope"], "unknown assignment policy 'nope'"),
+        (["--strategy", "a-b-c"], "3 parts"),
+        (["--node-memory=-1Gi"], "negative quantity"),
+        (["--nodes", "0"], "at least 1"),
+    ],
+)
+def test_cli_bad_arguments_exit_2_with_one_line(
+    tiny_file: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert cli.main(["simulate", str(tiny_file), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("wfsched simulate: error:") and message in err
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"workflow": 3}', "[]"])
+def test_cli_malformed_file_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    assert cli.main(["simulate", str(path), "--compare"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_missing_file_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["simulate", "/nonexistent/instance.json"]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    not (SHARED / "nextflow-sarek.json").exists(), reason="shared workflow data not mounted"
+)
+def test_shared_instance_replays_every_task() -> None:
+    parsed = simulate.load_instance(SHARED / "nextflow-sarek.json")
+    result = simulate.simulate(parsed, strategy=registry.parse_strategy("rank_min-fair"))
+    assert result.tasks == 26 and result.clamped_tasks == 0
+    assert result.makespan_s >= max(t.runtime_s for t in parsed.tasks)
