@@ -233,7 +233,15 @@ class AdminClient:
             return response.status, raw.decode(errors="replace")
 
     def apply(self, path: str, body: Mapping[str, Any]) -> None:
-        """Create an object, or replace it when it already exists."""
+        """Create an object, or replace it when it already exists (retrying update races)."""
+        for _ in range(5):
+            status, reply = self._apply_once(path, body)
+            if status != 409:
+                break
+        if status >= 300:
+            raise DevClusterError(f"applying {path}: HTTP {status}: {reply}")
+
+    def _apply_once(self, path: str, body: Mapping[str, Any]) -> tuple[int, Any]:
         status, reply = self.request("POST", path, body)
         if status == 409:
             name = body["metadata"]["name"]
@@ -243,8 +251,7 @@ class AdminClient:
                 merged["metadata"] = dict(body["metadata"])
                 merged["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
                 status, reply = self.request("PUT", f"{path}/{name}", merged)
-        if status >= 300:
-            raise DevClusterError(f"applying {path}: HTTP {status}: {reply}")
+        return status, reply
 
 
 def fake_node(
@@ -296,6 +303,7 @@ class DevCluster:
         self.pki = devcluster_pki.PkiPaths(root=self.workdir / "pki")
         self._state = _State()
         self._binaries: dict[str, Path] = {}
+        self._metrics_registered = False
 
     # --- paths and handles ---------------------------------------------------------------
 
@@ -544,7 +552,7 @@ class DevCluster:
                 "--service-cluster-ip-range=10.96.0.0/16",
                 "--authorization-mode=Node,RBAC",
                 "--endpoint-reconciler-type=none",
-                "--disable-admission-plugins=ServiceAccount",
+                "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
                 "--allow-privileged=true",
                 f"--max-requests-inflight={self.options.max_requests_inflight}",
                 f"--max-mutating-requests-inflight={self.options.max_mutating_requests_inflight}",
@@ -623,6 +631,19 @@ class DevCluster:
 
     def _metrics_server_ready(self) -> bool:
         admin = self.admin()
+        if not self._metrics_registered:
+            self._register_metrics_api(admin)
+            self._metrics_registered = True
+        status, body = admin.request(
+            "GET", "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.k8s.io"
+        )
+        if status != 200:
+            return False
+        conditions = body.get("status", {}).get("conditions", [])
+        return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
+
+    def _register_metrics_api(self, admin: AdminClient) -> None:
+        """Point the ``v1beta1.metrics.k8s.io`` APIService at this cluster's metrics-server."""
         admin.apply(
             "/api/v1/namespaces/kube-system/services",
             {
@@ -652,13 +673,6 @@ class DevCluster:
                 },
             },
         )
-        status, body = admin.request(
-            "GET", "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.k8s.io"
-        )
-        if status != 200:
-            return False
-        conditions = body.get("status", {}).get("conditions", [])
-        return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
 
     def _write_kubeconfig(self) -> None:
         config = {

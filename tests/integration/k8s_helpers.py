@@ -84,3 +84,190 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s}s waiting for {what or predicate}")
         time.sleep(interval_s)
+
+
+class PodApiAdapter:
+    """``scheduler.replay.PodApi`` over the official client (test-side only)."""
+
+    def __init__(self, core_v1: client.CoreV1Api) -> None:
+        self.core_v1 = core_v1
+
+    def create_pod(self, namespace: str, manifest: Mapping[str, Any]) -> None:
+        try:
+            self.core_v1.create_namespaced_pod(namespace, dict(manifest), _preload_content=False)
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        resp = self.core_v1.list_namespaced_pod(
+            namespace, label_selector=label_selector, _preload_content=False
+        )
+        items: list[dict[str, Any]] = json.loads(resp.data)["items"]
+        return items
+
+
+def _quantity(value: str) -> float:
+    from scheduler.core import resources
+
+    return float(resources.parse_quantity(value))
+
+
+class CapacityChecker:
+    """Polls pods and nodes from the API server and records every node over its allocatable.
+
+    Counts every non-terminal bound pod, whatever scheduler bound it.
+    """
+
+    def __init__(self, core_v1: client.CoreV1Api, nodes: Sequence[str], interval_s: float = 0.2):
+        import threading
+
+        self.core_v1 = core_v1
+        self.nodes = set(nodes)
+        self.interval_s = interval_s
+        self.violations: list[str] = []
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CapacityChecker:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def check_once(self) -> None:
+        nodes = json.loads(self.core_v1.list_node(_preload_content=False).data)["items"]
+        alloc = {
+            n["metadata"]["name"]: n["status"]["allocatable"]
+            for n in nodes
+            if n["metadata"]["name"] in self.nodes
+        }
+        pods = json.loads(self.core_v1.list_pod_for_all_namespaces(_preload_content=False).data)
+        used: dict[str, dict[str, float]] = {}
+        for pod in pods["items"]:
+            node = pod["spec"].get("nodeName")
+            if node not in alloc or pod["status"].get("phase") in ("Succeeded", "Failed"):
+                continue
+            slot = used.setdefault(node, {"cpu": 0.0, "memory": 0.0, "pods": 0.0})
+            slot["pods"] += 1
+            for c in pod["spec"]["containers"]:
+                req = (c.get("resources") or {}).get("requests") or {}
+                for res in ("cpu", "memory"):
+                    if res in req:
+                        slot[res] += _quantity(req[res])
+        for node, slot in used.items():
+            for res, amount in slot.items():
+                if amount > _quantity(alloc[node][res]) + 1e-9:
+                    self.violations.append(f"{node}: {res} {amount} > {alloc[node][res]}")
+        self.samples += 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.check_once()
+            except Exception as exc:  # keep sampling; a transient API error is not a finding
+                print(f"capacity check failed: {exc}")
+            self._stop.wait(self.interval_s)
+
+
+class DaemonProcess:
+    """``wfsched run`` as a subprocess with a generated config; stopped on exit."""
+
+    def __init__(self, kubeconfig: str, workdir: Any, **settings: Any) -> None:
+        import socket
+
+        self.kubeconfig = kubeconfig
+        self.workdir = workdir
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        config = {
+            "health_port": self.port,
+            "bind_address": "127.0.0.1",
+            "rest_port": 0,
+            "log_format": "json",
+            "metrics_poll_s": 0,
+            **settings,
+        }
+        import yaml
+
+        self.config_path = workdir / f"wfsched-{self.port}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = workdir / f"wfsched-{self.port}.log"
+        self.proc: Any = None
+
+    def start(self, *, wait_ready_s: float = 30) -> DaemonProcess:
+        import subprocess
+        import sys
+        import urllib.request
+
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "scheduler",
+                "run",
+                "--config",
+                str(self.config_path),
+                "--kubeconfig",
+                self.kubeconfig,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                pytest.fail(f"daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        wait_for(ready, timeout_s=wait_ready_s, what="daemon /readyz")
+        return self
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        import signal
+
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> int:
+        import signal
+
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return int(self.proc.returncode)
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

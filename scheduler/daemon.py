@@ -1,0 +1,246 @@
+"""The composition root: settings → API client → informers → loop → leader election → HTTP.
+
+``run_daemon`` wires the pieces and blocks until SIGTERM/SIGINT or the loss of leadership:
+
+* informers (all pods, nodes) and the metrics poller feed one events queue from the start,
+  so a standby replica keeps warm caches and takes over without a re-list;
+* the ``SchedulerLoop`` runs on its own thread and binds only while this replica leads;
+* leader election on a Lease: losing it stops binding at once and exits the process with
+  status 1 (the Deployment restarts it as a standby);
+* ``/healthz`` (the process and its loop thread are alive), ``/readyz`` (informers synced and
+  the loop running) and ``/metrics`` (Prometheus) on ``health_port``.
+"""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import exposition
+
+from scheduler import loop as loop_mod
+from scheduler import metrics as metrics_mod
+from scheduler import registry
+from scheduler import settings as settings_mod
+from scheduler.kube import client as kube_client
+from scheduler.kube import informer as kube_informer
+from scheduler.kube import leader as kube_leader
+
+log = logging.getLogger(__name__)
+
+
+class HealthServer:
+    """``/healthz``, ``/readyz`` and ``/metrics`` on a small threaded HTTP server."""
+
+    def __init__(
+        self,
+        *,
+        address: str,
+        port: int,
+        metrics: metrics_mod.Metrics,
+        healthy: Callable[[], bool],
+        ready: Callable[[], bool],
+    ) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    body = exposition.generate_latest(metrics.registry)
+                    self._reply(200, body, exposition.CONTENT_TYPE_LATEST)
+                elif path in ("/healthz", "/livez"):
+                    ok = healthy()
+                    self._reply(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n")
+                elif path == "/readyz":
+                    ok = ready()
+                    self._reply(200 if ok else 503, b"ok\n" if ok else b"not ready\n")
+                else:
+                    self._reply(404, b"not found\n")
+
+            def _reply(self, status: int, body: bytes, ctype: str = "text/plain") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                del format, args  # probes would flood the log
+
+        self._server = http.server.ThreadingHTTPServer((address, port), Handler)
+        self._server.daemon_threads = True
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="wfsched-health", daemon=True
+        )
+
+    def start(self) -> None:
+        """Serve in a background thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class Daemon:
+    """One wfsched replica; see the module docstring for its lifecycle."""
+
+    def __init__(self, settings: settings_mod.Settings, *, kubeconfig: str | None) -> None:
+        self.settings = settings
+        spec = registry.parse_strategy(settings.policy)
+        self.metrics = metrics_mod.Metrics()
+        self.kube = kube_client.KubeClient.connect(
+            kubeconfig,
+            qps=settings.qps,
+            burst=settings.burst,
+            pool_size=settings.bind_workers + 4,
+        )
+        self.events: queue.Queue[Any] = queue.Queue()
+        self.stop_event = threading.Event()
+        self._leading = threading.Event()
+        if not settings.lease.enabled:
+            self._leading.set()
+        self.loop = loop_mod.SchedulerLoop(
+            settings=settings,
+            kube=self.kube,
+            policies=spec.build(),
+            metrics=self.metrics,
+            events=self.events,
+            may_bind=self._may_bind,
+        )
+        # One watch over every pod: pending pods of ours, accounting of all bound pods, and
+        # the terminal transitions that count finished tasks per step.
+        self.informers = [
+            kube_informer.Informer(
+                self.kube,
+                kube_informer.WatchSpec(name=loop_mod.POD_EVENTS, kind="pods"),
+                self.events,
+            ),
+            kube_informer.Informer(
+                self.kube,
+                kube_informer.WatchSpec(name=loop_mod.NODE_EVENTS, kind="nodes"),
+                self.events,
+            ),
+        ]
+        self.poller = (
+            kube_informer.MetricsPoller(self.kube, self.events, interval_s=settings.metrics_poll_s)
+            if settings.metrics_poll_s > 0
+            else None
+        )
+        self._loop_thread = threading.Thread(
+            target=self.loop.run, args=(self.stop_event,), name="wfsched-loop", daemon=True
+        )
+        self.health = HealthServer(
+            address=settings.bind_address,
+            port=settings.health_port,
+            metrics=self.metrics,
+            healthy=self._healthy,
+            ready=self._ready,
+        )
+        self.elector: kube_leader.LeaderElector | None = None
+        if settings.lease.enabled:
+            self.elector = kube_leader.LeaderElector(
+                self.kube,
+                kube_leader.LeaderElectionConfig(
+                    namespace=settings.lease.namespace,
+                    name=settings.lease.name,
+                    lease_duration_s=settings.lease.duration_s,
+                    renew_deadline_s=settings.lease.renew_deadline_s,
+                    retry_period_s=settings.lease.retry_period_s,
+                ),
+                on_started_leading=self._on_started_leading,
+                on_stopped_leading=self._on_stopped_leading,
+            )
+
+    def _may_bind(self) -> bool:
+        """Bind only while leading and the lease was renewed recently enough."""
+        if not self._leading.is_set():
+            return False
+        return self.elector is None or self.elector.is_leader
+
+    def _healthy(self) -> bool:
+        return not self._loop_thread.ident or self._loop_thread.is_alive()
+
+    def _ready(self) -> bool:
+        return self._loop_thread.is_alive() and all(i.has_synced.is_set() for i in self.informers)
+
+    def _on_started_leading(self) -> None:
+        log.info("became leader; scheduling")
+        self.metrics.leader.set(1)
+        self._leading.set()
+
+    def _on_stopped_leading(self) -> None:
+        # Stop binding before anything else, then leave: a fresh process rejoins as standby.
+        self._leading.clear()
+        self.metrics.leader.set(0)
+        if self.stop_event.is_set():
+            return  # graceful shutdown released the lease
+        log.error("lost the scheduling lease; exiting")
+        logging.shutdown()
+        os._exit(1)
+
+    def run(self) -> int:
+        """Run until stopped; returns the process exit status."""
+        self.health.start()
+        for informer in self.informers:
+            informer.start()
+        if self.poller is not None:
+            self.poller.start()
+        self._loop_thread.start()
+        if self.elector is not None:
+            self.elector.start()
+        else:
+            self.metrics.leader.set(1)
+        log.info(
+            "wfsched started",
+            extra={
+                "scheduler_names": ",".join(self.settings.scheduler_names),
+                "policy": self.settings.policy,
+                "health_port": self.health.port,
+                "leader_election": self.settings.lease.enabled,
+            },
+        )
+        while not self.stop_event.wait(1.0):
+            if not self._loop_thread.is_alive():
+                log.error("scheduling loop died; exiting")
+                return 1
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        """Stop binding, release the lease, stop watches and servers."""
+        self._leading.clear()
+        self.stop_event.set()
+        if self.elector is not None:
+            self.elector.stop()
+        for informer in self.informers:
+            informer.stop()
+        if self.poller is not None:
+            self.poller.stop()
+        self._loop_thread.join(timeout=10)
+        self.health.stop()
+        log.info("wfsched stopped")
+        return 0
+
+
+def run_daemon(settings: settings_mod.Settings, *, kubeconfig: str | None) -> int:
+    """Start a replica and block until SIGTERM/SIGINT; returns the exit status."""
+    daemon = Daemon(settings, kubeconfig=kubeconfig)
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("signal %s received; shutting down", signal.Signals(signum).name)
+        daemon.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    started = time.monotonic()
+    status = daemon.run()
+    log.info("ran for %.1fs", time.monotonic() - started)
+    return status

@@ -1,0 +1,647 @@
+"""Informers: one daemon thread per watched collection, feeding the decision loop's queue.
+
+Each ``Informer`` runs the list-watch protocol explicitly (kubernetes-notes.md 4.3)::
+
+        ┌──────── LIST (paged) ─────────┐  first time: ADDED for every object, has_synced
+        │                               │  later: diff against the cache → synthetic events
+        ▼                               │
+      WATCH from the list's RV ──410────┘  (HTTP 410 or ERROR event with code 410)
+        │   ▲
+        │   └── clean end (server timeoutSeconds) → WATCH again from the last RV seen
+        │        (bookmarks keep that RV fresh)
+        └── other error → sleep (exponential backoff, full jitter, cap) → WATCH again
+                          (LIST again if the failure was in the LIST)
+
+Every change is pushed as ``(informer_name, event_type, obj)`` onto the caller's
+``queue.Queue``; decisions never run on a watch thread. ``event_type`` is ``ADDED``,
+``MODIFIED`` or ``DELETED`` and is normalised against the informer's own cache: the first
+sighting of a key is ``ADDED``, later ones ``MODIFIED``, and an object that reappears under
+the same ``namespace/name`` with a new uid yields ``DELETED`` (old object) then ``ADDED``
+(new one). After a re-LIST, ``diff_relist`` compares the cache with the fresh list by
+resourceVersion: objects that vanished during the gap get a synthetic ``DELETED`` carrying
+their last known state, changed ones ``MODIFIED``, new ones ``ADDED``.
+
+A malformed event (not an object, unknown type, no metadata) is logged, counted and
+skipped; it never stops the thread. ``keep`` (optional) filters objects in Python: an
+object that stops passing it is reported as ``DELETED``, like a field selector would.
+
+``MetricsPoller`` does the same for metrics.k8s.io snapshots: every ``interval_s`` it pushes
+``("node-metrics", "SNAPSHOT", items)`` (and optionally pod metrics), and degrades quietly
+while metrics-server is absent.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from scheduler.kube import errors
+
+log = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+Emitted = tuple[str, str, JsonDict]
+"""``(informer_name, event_type, obj)`` as pushed onto the output queue."""
+
+ADDED: Final = "ADDED"
+MODIFIED: Final = "MODIFIED"
+DELETED: Final = "DELETED"
+BOOKMARK: Final = "BOOKMARK"
+SNAPSHOT: Final = "SNAPSHOT"
+_WATCH_TYPES: Final = frozenset({ADDED, MODIFIED, DELETED, BOOKMARK})
+
+
+class WatchStreamLike(Protocol):
+    """An open watch: iterable of raw events, closable from another thread."""
+
+    def __iter__(self) -> Iterator[JsonDict]:
+        """Yield ``{"type", "object"}`` events; raise ``ApiError`` on failure."""
+        ...
+
+    def close(self) -> None:
+        """Stop the stream (iteration ends)."""
+        ...
+
+
+class WatchSource(Protocol):
+    """What an informer needs from the client (``KubeClient`` implements it)."""
+
+    def list_objects(
+        self,
+        kind: str,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        page_size: int = 500,
+    ) -> tuple[list[JsonDict], str]:
+        """LIST all pages; return items and the list resourceVersion."""
+        ...
+
+    def open_watch(
+        self,
+        kind: str,
+        *,
+        resource_version: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> WatchStreamLike:
+        """Start a watch from ``resource_version``."""
+        ...
+
+
+def object_key(obj: Mapping[str, Any]) -> str:
+    """Return ``namespace/name`` (or ``name`` for cluster-scoped objects).
+
+    Raises:
+        ValueError: the object has no ``metadata.name``.
+    """
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping):
+        raise ValueError("object without metadata")
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError("object without metadata.name")
+    namespace = meta.get("namespace")
+    return f"{namespace}/{name}" if isinstance(namespace, str) and namespace else name
+
+
+def _meta(obj: Mapping[str, Any], field: str) -> str:
+    meta = obj.get("metadata")
+    if isinstance(meta, Mapping):
+        value = meta.get(field)
+        if isinstance(value, str):
+            return value
+    return ""
+
+
+def diff_relist(
+    cache: Mapping[str, JsonDict],
+    fresh: Iterable[JsonDict],
+    *,
+    keep: Callable[[Mapping[str, Any]], bool] | None = None,
+) -> tuple[dict[str, JsonDict], list[tuple[str, JsonDict]]]:
+    """Compare the cache with a fresh LIST and return the new cache and the events to emit.
+
+    Pure. Events come in this order: ``DELETED`` for every cached key missing from the list
+    (carrying the last known object) and for keys whose uid changed (the old object), then,
+    in list order, ``ADDED`` for new keys and new uids, and ``MODIFIED`` for objects whose
+    resourceVersion changed. Unchanged objects produce nothing. Items without a name, and
+    items ``keep`` rejects, are treated as absent.
+
+    Args:
+        cache: ``namespace/name`` → last known object.
+        fresh: The LIST's items.
+        keep: Optional filter; rejected objects count as absent.
+
+    Returns:
+        ``(new_cache, [(event_type, obj), ...])``.
+    """
+    new_cache: dict[str, JsonDict] = {}
+    for obj in fresh:
+        try:
+            key = object_key(obj)
+        except ValueError:
+            continue
+        if keep is not None and not keep(obj):
+            continue
+        new_cache[key] = obj
+    deletions: list[tuple[str, JsonDict]] = []
+    changes: list[tuple[str, JsonDict]] = []
+    for key, old in cache.items():
+        current = new_cache.get(key)
+        if current is None or _meta(current, "uid") != _meta(old, "uid"):
+            deletions.append((DELETED, old))
+    for key, obj in new_cache.items():
+        old_obj = cache.get(key)
+        if old_obj is None or _meta(obj, "uid") != _meta(old_obj, "uid"):
+            changes.append((ADDED, obj))
+        elif _meta(obj, "resourceVersion") != _meta(old_obj, "resourceVersion"):
+            changes.append((MODIFIED, obj))
+    return new_cache, deletions + changes
+
+
+def apply_watch_event(
+    cache: dict[str, JsonDict],
+    event_type: str,
+    obj: JsonDict,
+    *,
+    keep: Callable[[Mapping[str, Any]], bool] | None = None,
+) -> list[tuple[str, JsonDict]]:
+    """Apply one watch event to the cache (in place) and return the events to emit.
+
+    Types are normalised against the cache (first sighting ``ADDED``, then ``MODIFIED``); a
+    new uid under a known key yields ``DELETED`` (old) then ``ADDED`` (new); an object that
+    stops passing ``keep`` yields ``DELETED``; a ``DELETED`` for an unknown object that
+    ``keep`` rejects yields nothing.
+
+    Raises:
+        ValueError: the object has no name.
+    """
+    key = object_key(obj)
+    old = cache.get(key)
+    if event_type == DELETED:
+        if old is not None and _meta(old, "uid") != _meta(obj, "uid") and _meta(obj, "uid"):
+            # A delete for a different incarnation: drop ours (it is gone too, or will be).
+            del cache[key]
+            return [(DELETED, old)]
+        cache.pop(key, None)
+        if old is None and keep is not None and not keep(obj):
+            return []
+        return [(DELETED, obj)]
+    if keep is not None and not keep(obj):
+        if old is None:
+            return []
+        del cache[key]
+        return [(DELETED, obj)]
+    cache[key] = obj
+    if old is None:
+        return [(ADDED, obj)]
+    if _meta(old, "uid") != _meta(obj, "uid"):
+        return [(DELETED, old), (ADDED, obj)]
+    return [(MODIFIED, obj)]
+
+
+def full_jitter_backoff(failures: int, *, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Return a sleep in ``[0, min(cap, base * 2**(failures-1))]`` (AWS "full jitter")."""
+    if failures <= 0:
+        return 0.0
+    ceiling = min(cap_s, base_s * (2.0 ** min(failures - 1, 30)))
+    return rng.uniform(0.0, ceiling)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WatchSpec:
+    """What one informer watches.
+
+    Attributes:
+        name: Informer name; the first element of every emitted tuple.
+        kind: Collection name (``pods``, ``nodes``, ...).
+        namespace: One namespace, or ``None`` for all.
+        label_selector: Server-side label selector.
+        field_selector: Server-side field selector.
+    """
+
+    name: str
+    kind: str
+    namespace: str | None = None
+    label_selector: str | None = None
+    field_selector: str | None = None
+
+
+UNBOUND_PODS: Final = WatchSpec(name="pending-pods", kind="pods", field_selector="spec.nodeName=")
+"""Pods not yet bound to a node (scheduler names are matched in Python: ``keep``)."""
+ACTIVE_PODS: Final = WatchSpec(
+    name="pods",
+    kind="pods",
+    field_selector="status.phase!=Succeeded,status.phase!=Failed",
+)
+"""Every non-terminal pod in the cluster, for node accounting. A pod that finishes leaves
+this selection: its ``DELETED`` event carries the pod's last non-terminal state."""
+NODES: Final = WatchSpec(name="nodes", kind="nodes")
+"""Every node."""
+
+
+class Informer:
+    """LIST + WATCH one collection on a daemon thread; push changes onto a queue.
+
+    Counters (read them from tests or metrics; each is only written by the informer thread):
+    ``list_count`` (every LIST), ``relist_count`` (LISTs after the first, any cause),
+    ``resync_count`` (re-LISTs caused by 410 Gone, each followed by a diff),
+    ``watch_count`` (watch streams opened), ``error_count`` (failures that caused a
+    backoff), ``malformed_count`` (events skipped), ``events_emitted``.
+    """
+
+    def __init__(
+        self,
+        source: WatchSource,
+        spec: WatchSpec,
+        events: queue.Queue[Any],
+        *,
+        keep: Callable[[Mapping[str, Any]], bool] | None = None,
+        page_size: int = 500,
+        watch_timeout_s: int = 300,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        """Prepare (not start) an informer.
+
+        Args:
+            source: The client (``KubeClient``).
+            spec: What to watch.
+            events: Output queue; receives ``(spec.name, event_type, obj)`` tuples.
+            keep: Optional Python-side filter (objects failing it count as absent).
+            page_size: LIST page size.
+            watch_timeout_s: Server-side watch timeout; the stream then ends cleanly.
+            backoff_base_s: First backoff ceiling after an error.
+            backoff_cap_s: Largest backoff ceiling.
+            rng: Random source for jitter (seed it in tests).
+        """
+        self.spec = spec
+        self.name = spec.name
+        self._source = source
+        self._out = events
+        self._keep = keep
+        self._page_size = page_size
+        self._watch_timeout_s = watch_timeout_s
+        self._backoff_base_s = backoff_base_s
+        self._backoff_cap_s = backoff_cap_s
+        self._rng = rng or random.Random()
+        self._cache: dict[str, JsonDict] = {}
+        self._cache_lock = threading.Lock()
+        self._resource_version = ""
+        self._stop = threading.Event()
+        self._stream_lock = threading.Lock()
+        self._stream: WatchStreamLike | None = None
+        self._thread: threading.Thread | None = None
+        self.has_synced = threading.Event()
+        """Set once the first LIST has been pushed onto the queue."""
+        self.list_count = 0
+        self.relist_count = 0
+        self.resync_count = 0
+        self.watch_count = 0
+        self.error_count = 0
+        self.malformed_count = 0
+        self.events_emitted = 0
+        self.last_error: BaseException | None = None
+        """The most recent failure (for logs and tests)."""
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the daemon thread (once)."""
+        if self._thread is not None:
+            raise RuntimeError(f"informer {self.name} already started")
+        self._thread = threading.Thread(
+            target=self._run, name=f"wfsched-informer-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread: close the open watch and wait up to ``timeout`` seconds."""
+        self._stop.set()
+        with self._stream_lock:
+            stream = self._stream
+        if stream is not None:
+            stream.close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        """The thread is running."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def resource_version(self) -> str:
+        """The last resourceVersion seen (list, event or bookmark)."""
+        return self._resource_version
+
+    def snapshot(self) -> dict[str, JsonDict]:
+        """Return a copy of the cache (``namespace/name`` → object)."""
+        with self._cache_lock:
+            return dict(self._cache)
+
+    # --- the thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        need_list = True
+        failures = 0
+        consecutive_gone = 0
+        while not self._stop.is_set():
+            try:
+                if need_list:
+                    self._list()
+                    need_list = False
+                started = time.monotonic()
+                received = self._watch()
+                if received:
+                    consecutive_gone = 0
+                    failures = 0
+                elif time.monotonic() - started < min(1.0, self._watch_timeout_s / 2):
+                    # An empty stream that ended at once: do not spin on a sick server.
+                    failures += 1
+                    self._backoff(failures)
+                else:
+                    failures = 0
+            except errors.GoneError as exc:
+                self.last_error = exc
+                consecutive_gone += 1
+                need_list = True
+                self.resync_count += 1
+                log.info(
+                    "watch expired; listing again",
+                    extra={"informer": self.name, "resource_version": self._resource_version},
+                )
+                if consecutive_gone > 1:  # a fresh list's RV expired at once: slow down
+                    failures += 1
+                    self._backoff(failures)
+            except Exception as exc:  # never let the thread die
+                self.last_error = exc
+                if self._stop.is_set():
+                    break
+                failures += 1
+                self.error_count += 1
+                kind = errors.classify(exc)
+                log.warning(
+                    "informer error; backing off",
+                    extra={
+                        "informer": self.name,
+                        "error_kind": str(kind),
+                        "error": str(exc)[:300],
+                        "failures": failures,
+                    },
+                )
+                self._backoff(failures)
+        log.debug("informer stopped", extra={"informer": self.name})
+
+    def _backoff(self, failures: int) -> None:
+        delay = full_jitter_backoff(
+            failures, base_s=self._backoff_base_s, cap_s=self._backoff_cap_s, rng=self._rng
+        )
+        self._stop.wait(delay)
+
+    def _list(self) -> None:
+        spec = self.spec
+        items, resource_version = self._source.list_objects(
+            spec.kind,
+            namespace=spec.namespace,
+            label_selector=spec.label_selector,
+            field_selector=spec.field_selector,
+            page_size=self._page_size,
+        )
+        self.list_count += 1
+        first = not self.has_synced.is_set()
+        if not first:
+            self.relist_count += 1
+        with self._cache_lock:
+            new_cache, changes = diff_relist(self._cache, items, keep=self._keep)
+            self._cache = new_cache
+        self._resource_version = resource_version
+        for event_type, obj in changes:
+            if not self._emit(event_type, obj):
+                return
+        if first:
+            self.has_synced.set()
+            log.info(
+                "informer synced",
+                extra={"informer": self.name, "objects": len(new_cache)},
+            )
+        elif changes:
+            log.info(
+                "relist diff applied",
+                extra={"informer": self.name, "events": len(changes)},
+            )
+
+    def _watch(self) -> int:
+        """Run one watch stream to its end; return how many events it delivered."""
+        spec = self.spec
+        stream = self._source.open_watch(
+            spec.kind,
+            resource_version=self._resource_version,
+            namespace=spec.namespace,
+            label_selector=spec.label_selector,
+            field_selector=spec.field_selector,
+            timeout_seconds=self._watch_timeout_s,
+        )
+        with self._stream_lock:
+            self._stream = stream
+        self.watch_count += 1
+        received = 0
+        try:
+            if self._stop.is_set():
+                return 0
+            for event in stream:
+                if self._stop.is_set():
+                    break
+                received += 1
+                self._handle(event)
+        finally:
+            with self._stream_lock:
+                self._stream = None
+            stream.close()
+        return received
+
+    def _handle(self, event: Any) -> None:
+        event_type = event.get("type") if isinstance(event, Mapping) else None
+        obj = event.get("object") if isinstance(event, Mapping) else None
+        if event_type not in _WATCH_TYPES or not isinstance(obj, dict):
+            self._malformed(event, "unexpected event shape")
+            return
+        resource_version = _meta(obj, "resourceVersion")
+        if event_type == BOOKMARK:
+            if resource_version:
+                self._resource_version = resource_version
+            return
+        try:
+            with self._cache_lock:
+                changes = apply_watch_event(self._cache, event_type, obj, keep=self._keep)
+        except ValueError as exc:
+            self._malformed(event, str(exc))
+            return
+        if resource_version:
+            self._resource_version = resource_version
+        for change_type, changed in changes:
+            if not self._emit(change_type, changed):
+                return
+
+    def _malformed(self, event: Any, why: str) -> None:
+        self.malformed_count += 1
+        log.warning(
+            "malformed watch event skipped",
+            extra={"informer": self.name, "why": why, "event": repr(event)[:200]},
+        )
+
+    def _emit(self, event_type: str, obj: JsonDict) -> bool:
+        """Put one event on the queue (blocking while it is full); False once stopped."""
+        item: Emitted = (self.name, event_type, obj)
+        while True:
+            try:
+                self._out.put(item, timeout=0.5)
+                self.events_emitted += 1
+                return True
+            except queue.Full:
+                if self._stop.is_set():
+                    return False
+
+
+class MetricsSource(Protocol):
+    """What ``MetricsPoller`` needs from the client (``KubeClient`` implements it)."""
+
+    def node_metrics(self) -> list[JsonDict] | None:
+        """NodeMetrics items, or ``None`` when unavailable."""
+        ...
+
+    def pod_metrics(
+        self, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> list[JsonDict] | None:
+        """PodMetrics items, or ``None`` when unavailable."""
+        ...
+
+
+NODE_METRICS: Final = "node-metrics"
+POD_METRICS: Final = "pod-metrics"
+
+
+class MetricsPoller:
+    """Poll metrics.k8s.io every ``interval_s`` and push snapshots onto the queue.
+
+    Pushes ``("node-metrics", "SNAPSHOT", [NodeMetrics, ...])`` and, when ``pods`` is set,
+    ``("pod-metrics", "SNAPSHOT", [PodMetrics, ...])``. While metrics.k8s.io is unavailable
+    nothing is pushed (the consumer keeps treating usage as unknown); the first failure is
+    logged at WARNING, later ones at DEBUG, and recovery at INFO. After
+    ``stale_after_failures`` consecutive failures one empty snapshot is pushed, so stale
+    usage is not kept forever.
+    """
+
+    def __init__(
+        self,
+        source: MetricsSource,
+        events: queue.Queue[Any],
+        *,
+        interval_s: float = 15.0,
+        pods: bool = False,
+        pod_namespace: str | None = None,
+        stale_after_failures: int = 4,
+    ) -> None:
+        """Prepare (not start) the poller.
+
+        Args:
+            source: The client.
+            events: Output queue.
+            interval_s: Poll period (metrics-server scrapes every 10-15 s).
+            pods: Also poll pod metrics.
+            pod_namespace: Restrict pod metrics to one namespace.
+            stale_after_failures: Consecutive failures after which an empty snapshot is
+                pushed once.
+        """
+        self._source = source
+        self._out = events
+        self.interval_s = interval_s
+        self._pods = pods
+        self._pod_namespace = pod_namespace
+        self._stale_after = max(1, stale_after_failures)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.polls = 0
+        self.snapshots = 0
+        self.failures = 0
+        self._consecutive_failures = 0
+        self._available: bool | None = None
+
+    def start(self) -> None:
+        """Start the daemon thread (once)."""
+        if self._thread is not None:
+            raise RuntimeError("metrics poller already started")
+        self._thread = threading.Thread(target=self._run, name="wfsched-metrics", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop polling and wait for the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def poll_once(self) -> bool:
+        """Poll now (on the caller's thread); return True when node metrics were read."""
+        self.polls += 1
+        try:
+            nodes = self._source.node_metrics()
+        except Exception as exc:  # the client promises None, but never trust a poller
+            log.debug("node metrics failed: %s", exc)
+            nodes = None
+        if nodes is None:
+            self._unavailable()
+            return False
+        self._recovered()
+        self._put((NODE_METRICS, SNAPSHOT, nodes))
+        if self._pods:
+            try:
+                pods = self._source.pod_metrics(self._pod_namespace)
+            except Exception as exc:
+                log.debug("pod metrics failed: %s", exc)
+                pods = None
+            if pods is not None:
+                self._put((POD_METRICS, SNAPSHOT, pods))
+        return True
+
+    def _unavailable(self) -> None:
+        self.failures += 1
+        self._consecutive_failures += 1
+        if self._available is not False:
+            log.warning("metrics.k8s.io unavailable; node usage unknown until it returns")
+        else:
+            log.debug("metrics.k8s.io still unavailable")
+        self._available = False
+        if self._consecutive_failures == self._stale_after:
+            self._put((NODE_METRICS, SNAPSHOT, []))
+
+    def _recovered(self) -> None:
+        if self._available is False:
+            log.info("metrics.k8s.io available again")
+        self._available = True
+        self._consecutive_failures = 0
+
+    def _put(self, item: tuple[str, str, Any]) -> None:
+        while not self._stop.is_set():
+            try:
+                self._out.put(item, timeout=0.5)
+                self.snapshots += 1
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.poll_once()
+            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))

@@ -1,0 +1,391 @@
+"""Pure translation between raw API objects (JSON dicts) and the scheduling core's types.
+
+Nothing here performs I/O. Malformed fields never raise out of this module: each translation
+returns what it could read plus a list of ``Problem``s (field and message) for the caller to
+log, count and report as a Warning Event, so a bad label or quantity never blocks a pod.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from scheduler.core import cluster, constraints, podrequest, resources
+
+_ZERO = resources.Resources()
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A malformed field that was ignored: where it is and what is wrong."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodFacts:
+    """What the scheduler needs to know about one pod, read once from its JSON.
+
+    Attributes:
+        ref: namespace, name and uid.
+        scheduler_name: ``spec.schedulerName`` (``default-scheduler`` when absent).
+        node_name: ``spec.nodeName`` or ``""`` while unbound.
+        phase: ``status.phase``.
+        terminating: ``metadata.deletionTimestamp`` is set.
+        request: The effective request (init containers, sidecars, overhead, resizes).
+        constraints: nodeSelector, required node affinity, tolerations.
+        scheduling_gates: Names of ``spec.schedulingGates``.
+        labels: ``metadata.labels``.
+        annotations: ``metadata.annotations``.
+        created: ``metadata.creationTimestamp`` as POSIX seconds (0 when unknown).
+        problems: Fields that were malformed and ignored.
+    """
+
+    ref: cluster.PodRef
+    scheduler_name: str
+    node_name: str
+    phase: str
+    terminating: bool
+    request: resources.Resources
+    constraints: constraints.Constraints
+    scheduling_gates: tuple[str, ...]
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    created: float
+    resource_version: str = ""
+    container_names: tuple[str, ...] = ()
+    first_container_memory: tuple[int, int] = (0, 0)
+    """Container 0's memory (request, limit) in bytes; 0 when unset."""
+    started: float = 0.0
+    """``status.startTime`` as POSIX seconds (0 when unknown)."""
+    finished_at: float = 0.0
+    """Latest ``finishedAt`` of a terminated container (0 when none)."""
+    problems: tuple[Problem, ...] = field(default=())
+
+    @property
+    def finished(self) -> bool:
+        """The pod reached a terminal phase."""
+        return self.phase in ("Succeeded", "Failed")
+
+    @property
+    def runtime_s(self) -> float | None:
+        """Seconds from start to the last container's termination, when both are known."""
+        if self.started <= 0 or self.finished_at < self.started:
+            return None
+        return self.finished_at - self.started
+
+
+def _quantities(raw: Any, where: str, problems: list[Problem]) -> resources.Resources:
+    if raw is None:
+        return _ZERO
+    if not isinstance(raw, Mapping):
+        problems.append(Problem(where, "expected a mapping of resource quantities"))
+        return _ZERO
+    good: dict[str, str | int | float] = {}
+    for name, value in raw.items():
+        try:
+            resources.Resources.from_quantities({str(name): value})
+        except (ValueError, ArithmeticError, TypeError) as exc:
+            problems.append(Problem(f"{where}.{name}", f"invalid quantity {value!r}: {exc}"))
+            continue
+        good[str(name)] = value
+    return resources.Resources.from_quantities(good)
+
+
+def _container_resources(
+    container: Mapping[str, Any],
+    status: Mapping[str, Any] | None,
+    where: str,
+    problems: list[Problem],
+    *,
+    init: bool,
+) -> podrequest.ContainerResources:
+    spec_resources = container.get("resources") or {}
+    requests = _quantities(spec_resources.get("requests"), f"{where}.resources.requests", problems)
+    limits = _quantities(spec_resources.get("limits"), f"{where}.resources.limits", problems)
+    # Kubernetes defaults a missing request to the limit.
+    if limits != _ZERO:
+        requests = resources.Resources.of(
+            cpu_millis=requests.cpu_millis or limits.cpu_millis,
+            memory_bytes=requests.memory_bytes or limits.memory_bytes,
+            extended={**dict(limits.extended), **dict(requests.extended)},
+        )
+    allocated = actual = None
+    if status:
+        if status.get("allocatedResources"):
+            allocated = _quantities(status["allocatedResources"], f"{where}.allocated", problems)
+        reported = (status.get("resources") or {}).get("requests")
+        if reported:
+            actual = _quantities(reported, f"{where}.status.resources", problems)
+    return podrequest.ContainerResources(
+        requests=requests,
+        sidecar=init and container.get("restartPolicy") == "Always",
+        allocated=allocated,
+        actual=actual,
+    )
+
+
+def _tolerations(raw: Any, problems: list[Problem]) -> tuple[constraints.Toleration, ...]:
+    out: list[constraints.Toleration] = []
+    if not isinstance(raw, list):
+        if raw is not None:
+            problems.append(Problem("spec.tolerations", "expected a list"))
+        return ()
+    for i, item in enumerate(raw):
+        try:
+            op = constraints.TolerationOperator(item.get("operator") or "Equal")
+            effect_raw = item.get("effect") or ""
+            effect = constraints.TaintEffect(effect_raw) if effect_raw else None
+            out.append(
+                constraints.Toleration(
+                    key=str(item.get("key") or ""),
+                    operator=op,
+                    value=str(item.get("value") or ""),
+                    effect=effect,
+                )
+            )
+        except (ValueError, AttributeError, TypeError) as exc:
+            problems.append(Problem(f"spec.tolerations[{i}]", f"ignored: {exc}"))
+    return tuple(out)
+
+
+def _requirements(
+    raw: Any, where: str, problems: list[Problem]
+) -> tuple[constraints.NodeSelectorRequirement, ...] | None:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.append(Problem(where, "expected a list"))
+        return None
+    out = []
+    for i, item in enumerate(raw):
+        try:
+            out.append(
+                constraints.NodeSelectorRequirement(
+                    key=str(item["key"]),
+                    operator=constraints.SelectorOperator(item["operator"]),
+                    values=tuple(str(v) for v in item.get("values") or ()),
+                )
+            )
+        except (KeyError, ValueError, AttributeError, TypeError) as exc:
+            problems.append(Problem(f"{where}[{i}]", f"invalid requirement: {exc}"))
+            return None
+    return tuple(out)
+
+
+def _required_terms(
+    spec: Mapping[str, Any], problems: list[Problem]
+) -> tuple[constraints.NodeSelectorTerm, ...] | None:
+    where = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    affinity = (spec.get("affinity") or {}).get("nodeAffinity") or {}
+    required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+    if not required:
+        return None
+    terms = []
+    for i, term in enumerate(required.get("nodeSelectorTerms") or ()):
+        exprs = _requirements(
+            term.get("matchExpressions"),
+            f"{where}.nodeSelectorTerms[{i}].matchExpressions",
+            problems,
+        )
+        fields = _requirements(
+            term.get("matchFields"), f"{where}.nodeSelectorTerms[{i}].matchFields", problems
+        )
+        if exprs is None or fields is None:
+            # A term we cannot read must not widen placement: it matches no node.
+            terms.append(constraints.NodeSelectorTerm())
+            continue
+        terms.append(constraints.NodeSelectorTerm(match_expressions=exprs, match_fields=fields))
+    return tuple(terms)
+
+
+def _timestamp(raw: Any) -> float:
+    if not isinstance(raw, str):
+        return 0.0
+    try:
+        return datetime.datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _string_map(raw: Any, where: str, problems: list[Problem]) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        problems.append(Problem(where, "expected a mapping"))
+        return {}
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
+    """Read one pod; never raises on malformed content (see ``PodFacts.problems``).
+
+    Raises:
+        ValueError: only when the object has no usable identity (namespace, name, uid).
+    """
+    problems: list[Problem] = []
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    name, namespace, uid = meta.get("name"), meta.get("namespace"), meta.get("uid")
+    if not (isinstance(name, str) and isinstance(namespace, str) and isinstance(uid, str)):
+        raise ValueError("pod without metadata.name, metadata.namespace or metadata.uid")
+    statuses = {
+        s.get("name"): s for s in status.get("containerStatuses") or () if isinstance(s, Mapping)
+    }
+    containers = [c for c in spec.get("containers") or () if isinstance(c, Mapping)]
+    app = [
+        _container_resources(
+            c, statuses.get(c.get("name")), f"spec.containers[{i}]", problems, init=False
+        )
+        for i, c in enumerate(containers)
+    ]
+    init = [
+        _container_resources(c, None, f"spec.initContainers[{i}]", problems, init=True)
+        for i, c in enumerate(spec.get("initContainers") or ())
+        if isinstance(c, Mapping)
+    ]
+    overhead = _quantities(spec.get("overhead"), "spec.overhead", problems)
+    pod_level_raw = (spec.get("resources") or {}).get("requests")
+    pod_level = (
+        _quantities(pod_level_raw, "spec.resources.requests", problems) if pod_level_raw else None
+    )
+    request = podrequest.effective_request(
+        containers=app, init_containers=init, overhead=overhead, pod_level=pod_level
+    )
+    selector = _string_map(spec.get("nodeSelector"), "spec.nodeSelector", problems)
+    first_memory = (0, 0)
+    if containers:
+        res = containers[0].get("resources") or {}
+        req = _quantities(res.get("requests"), "spec.containers[0].resources.requests", [])
+        lim = _quantities(res.get("limits"), "spec.containers[0].resources.limits", [])
+        first_memory = (req.memory_bytes or lim.memory_bytes, lim.memory_bytes)
+    return PodFacts(
+        ref=cluster.PodRef(uid=uid, namespace=namespace, name=name),
+        scheduler_name=str(spec.get("schedulerName") or "default-scheduler"),
+        node_name=str(spec.get("nodeName") or ""),
+        phase=str(status.get("phase") or "Pending"),
+        terminating=bool(meta.get("deletionTimestamp")),
+        request=request,
+        constraints=constraints.Constraints.of(
+            node_selector=selector,
+            required_terms=_required_terms(spec, problems),
+            tolerations=_tolerations(spec.get("tolerations"), problems),
+        ),
+        scheduling_gates=tuple(
+            str(g.get("name")) for g in spec.get("schedulingGates") or () if isinstance(g, Mapping)
+        ),
+        labels=_string_map(meta.get("labels"), "metadata.labels", problems),
+        annotations=_string_map(meta.get("annotations"), "metadata.annotations", problems),
+        created=_timestamp(meta.get("creationTimestamp")),
+        resource_version=str(meta.get("resourceVersion") or ""),
+        container_names=tuple(str(c.get("name")) for c in containers),
+        first_container_memory=first_memory,
+        started=_timestamp(status.get("startTime")),
+        finished_at=max(
+            (
+                _timestamp(((st.get("state") or {}).get("terminated") or {}).get("finishedAt"))
+                for st in statuses.values()
+            ),
+            default=0.0,
+        ),
+        problems=tuple(problems),
+    )
+
+
+def pod_info(facts: PodFacts) -> cluster.PodInfo:
+    """Return the accounting record of a bound pod."""
+    return cluster.PodInfo(
+        uid=facts.ref.uid,
+        node_name=facts.node_name,
+        request=facts.request,
+        namespace=facts.ref.namespace,
+        name=facts.ref.name,
+    )
+
+
+def node_info(
+    node: Mapping[str, Any], usage: resources.Resources | None = None
+) -> tuple[cluster.NodeInfo, tuple[Problem, ...]]:
+    """Read one node (allocatable, labels, taints, readiness, cordon)."""
+    problems: list[Problem] = []
+    meta = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    status = node.get("status") or {}
+    conditions = {
+        str(c.get("type")): str(c.get("status"))
+        for c in status.get("conditions") or ()
+        if isinstance(c, Mapping)
+    }
+    taints: list[constraints.Taint] = []
+    for i, raw in enumerate(spec.get("taints") or ()):
+        try:
+            taints.append(
+                constraints.Taint(
+                    key=str(raw["key"]),
+                    value=str(raw.get("value") or ""),
+                    effect=constraints.TaintEffect(raw["effect"]),
+                )
+            )
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            problems.append(Problem(f"spec.taints[{i}]", f"ignored: {exc}"))
+    info = cluster.NodeInfo(
+        name=str(meta.get("name") or ""),
+        allocatable=_quantities(status.get("allocatable"), "status.allocatable", problems),
+        labels=_string_map(meta.get("labels"), "metadata.labels", problems),
+        taints=tuple(taints),
+        ready=conditions.get("Ready") == "True",
+        unschedulable=bool(spec.get("unschedulable")),
+        conditions=conditions,
+        usage=usage,
+    )
+    return info, tuple(problems)
+
+
+def usage_from_metrics(item: Mapping[str, Any]) -> resources.Resources | None:
+    """Read a NodeMetrics item's usage; ``None`` when it is malformed."""
+    usage = item.get("usage")
+    if not isinstance(usage, Mapping):
+        return None
+    try:
+        return resources.Resources.from_quantities(
+            {k: v for k, v in usage.items() if k in ("cpu", "memory")}
+        )
+    except (ValueError, ArithmeticError, TypeError):
+        return None
+
+
+def binding_body(ref: cluster.PodRef, node: str) -> dict[str, Any]:
+    """Return the ``v1.Binding`` for ``ref`` onto ``node`` (with a uid precondition)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": ref.name, "namespace": ref.namespace, "uid": ref.uid},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    }
+
+
+def memory_resize_patch(
+    container: str, memory_bytes: int, *, set_limit: bool
+) -> list[dict[str, Any]]:
+    """Return the container list for a ``pods/resize`` strategic-merge patch.
+
+    The value is written as a whole number of MiB (``"<n>Mi"``), as CWS and nf-cws expect.
+    """
+    mib = -(-memory_bytes // (1 << 20))
+    amount = f"{mib}Mi"
+    res: dict[str, Any] = {"requests": {"memory": amount}}
+    if set_limit:
+        res["limits"] = {"memory": amount}
+    return [{"name": container, "resources": res}]
+
+
+def names(items: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Return ``metadata.name`` of each object (for logs)."""
+    return [str((i.get("metadata") or {}).get("name")) for i in items]

@@ -1,0 +1,606 @@
+"""The scheduling loop: one decision thread turning watch events into bindings.
+
+Data flow::
+
+    informers ──(kind, type, obj)──►  events queue  ◄──(BindOutcome)── bind workers
+                                          │
+                                 SchedulerLoop.run (one thread)
+                                          │  apply events: ClusterCache, WorkflowRegistry,
+                                          │  SchedulingQueue
+                                          ▼
+                       run_cycle(snapshot, queue, dags, policies, ctx)  (pure core)
+                                          │
+              Bind → cache.assume + bind worker;  MarkUnschedulable → condition + Event
+
+Only this thread touches the cache, the registry and the queue. Bind workers only call the API
+and report back through the events queue. Every assume ends in a confirm (the watch sees the
+pod bound), or a forget (the bind failed, the pod vanished). A 409 or 404 on bind is final for
+that attempt: the assumption is forgotten, the task goes back to the queue with backoff (409)
+or is dropped (404), and the watch delivers the truth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import logging
+import queue
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from scheduler import metrics as metrics_mod
+from scheduler import settings as settings_mod
+from scheduler import workflows
+from scheduler.core import cluster, context, cycle, decisions, interfaces, resources, workflow
+from scheduler.core.queue import SchedulingQueue
+from scheduler.kube import keys, translate
+
+log = logging.getLogger(__name__)
+
+POD_EVENTS = "pods"
+NODE_EVENTS = "nodes"
+NODE_USAGE_EVENTS = "node-metrics"
+
+_MAX_EVENTS_PER_TURN = 5000
+_FINISHED_MEMORY = 200_000
+
+
+class KubeActions(Protocol):
+    """The API calls the loop makes (implemented by ``scheduler.kube.client.KubeClient``)."""
+
+    def bind(self, namespace: str, name: str, uid: str, node: str) -> None:
+        """Create a Binding; raise an error with an ``http_status`` attribute on failure."""
+
+    def set_pod_condition(self, namespace: str, name: str, condition: dict[str, Any]) -> None:
+        """Patch one condition into ``status.conditions`` via ``pods/status``."""
+
+    def create_event(
+        self,
+        *,
+        namespace: str,
+        pod_name: str,
+        pod_uid: str,
+        reason: str,
+        note: str,
+        event_type: str = "Normal",
+        action: str = "Scheduling",
+    ) -> None:
+        """Emit an ``events.k8s.io/v1`` Event about a pod; must not raise."""
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """Return a ConfigMap, or ``None`` when it does not exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class BindOutcome:
+    """A bind worker's report (pushed onto the events queue)."""
+
+    bind: decisions.Bind
+    ok: bool
+    status: int = 0
+    reason: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DagLoaded:
+    """The text of a run's DAG ConfigMap (``None`` when missing), fetched off-thread."""
+
+    run: workflow.RunId
+    text: str | None
+
+
+@dataclass(slots=True)
+class _Pending:
+    facts: translate.PodFacts
+    labels: workflows.TaskLabels
+    task: workflow.Task
+    problems_reported: bool = False
+
+
+@dataclass(slots=True)
+class LoopStats:
+    """Counters for tests, logs and the readiness probe."""
+
+    cycles: int = 0
+    binds_ok: int = 0
+    binds_failed: int = 0
+    last_cycle_s: float = 0.0
+    cycle_times: list[float] = field(default_factory=list)
+
+
+def _bind_reason(status: int) -> str:
+    return {
+        409: "conflict",
+        404: "not_found",
+        403: "forbidden",
+        422: "invalid",
+        429: "throttled",
+    }.get(status, "server_error" if status >= 500 else ("unavailable" if status == 0 else "other"))
+
+
+class SchedulerLoop:
+    """Owns scheduling state; ``run`` processes events and runs cycles until stopped."""
+
+    def __init__(
+        self,
+        *,
+        settings: settings_mod.Settings,
+        kube: KubeActions,
+        policies: interfaces.Policies,
+        metrics: metrics_mod.Metrics,
+        events: queue.Queue[Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        may_bind: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.policies = policies
+        self.metrics = metrics
+        self.events: queue.Queue[Any] = events if events is not None else queue.Queue()
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.may_bind = may_bind
+        self.cache = cluster.ClusterCache()
+        self.registry = workflows.WorkflowRegistry()
+        self.queue = SchedulingQueue(initial_backoff=1.0, max_backoff=10.0)
+        self.stats = LoopStats()
+        self._names = frozenset(settings.scheduler_names)
+        self._execution_prefix = f"{settings.scheduler_names[0]}-"
+        self._namespaces = frozenset(settings.namespaces)
+        self._pending: dict[str, _Pending] = {}
+        self._key_to_uid: dict[workflow.TaskKey, str] = {}
+        self._in_flight: dict[str, decisions.Bind] = {}
+        self._pending_for_retry: dict[str, _Pending] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._node_raw: dict[str, Mapping[str, Any]] = {}
+        self._usage: dict[str, resources.Resources] = {}
+        self._dirty = True
+        self._cycle_id = 0
+        self._rng = random.Random(settings.seed)
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.bind_workers, thread_name_prefix="wfsched-bind"
+        )
+        self._fetching_dags: set[workflow.RunId] = set()
+
+    # --- ownership -------------------------------------------------------------------------
+
+    def is_ours(self, facts: translate.PodFacts) -> bool:
+        """True when the pod names one of our schedulers and is in a watched namespace."""
+        if self._namespaces and facts.ref.namespace not in self._namespaces:
+            return False
+        name = facts.scheduler_name
+        return name in self._names or name.startswith(self._execution_prefix)
+
+    # --- main loop -------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Process events and run cycles until ``stop`` is set; never raises on bad input."""
+        next_tick = self.clock() + self.settings.cycle_interval_s
+        while not stop.is_set():
+            timeout = max(0.0, min(next_tick - self.clock(), 0.5))
+            if not self._dirty:
+                with contextlib.suppress(queue.Empty):
+                    self._handle(self.events.get(timeout=timeout))
+            self._drain()
+            now = self.clock()
+            if now >= next_tick:
+                self._dirty = True
+                next_tick = now + self.settings.cycle_interval_s
+            if self._dirty and self.may_bind():
+                self._dirty = False
+                self.run_one_cycle()
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+    def _drain(self) -> None:
+        for _ in range(_MAX_EVENTS_PER_TURN):
+            try:
+                item = self.events.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(item)
+
+    def _handle(self, item: Any) -> None:
+        try:
+            if isinstance(item, BindOutcome):
+                self._on_bind_outcome(item)
+            elif isinstance(item, DagLoaded):
+                self._on_dag_loaded(item)
+            elif isinstance(item, tuple) and len(item) == 3:
+                kind, event_type, obj = item
+                if kind == POD_EVENTS:
+                    self._on_pod(event_type, obj)
+                elif kind == NODE_EVENTS:
+                    self._on_node(event_type, obj)
+                elif kind == NODE_USAGE_EVENTS:
+                    self._on_node_usage(obj)
+        except Exception:  # one bad event must never stop scheduling
+            log.exception("event handling failed", extra={"event": repr(item)[:300]})
+
+    # --- pods ------------------------------------------------------------------------------
+
+    def _on_pod(self, event_type: str, obj: Mapping[str, Any]) -> None:
+        try:
+            facts = translate.pod_facts(obj)
+        except ValueError as exc:
+            log.warning("ignoring pod event without identity: %s", exc)
+            return
+        uid = facts.ref.uid
+        gone = event_type == "DELETED"
+        if gone or facts.finished:
+            self._pod_gone(facts)
+            return
+        if facts.node_name:
+            self._pending_gone(uid)
+            self._in_flight.pop(uid, None)
+            self._pending_for_retry.pop(uid, None)
+            self.cache.upsert_pod(translate.pod_info(facts))
+            return
+        if not self.is_ours(facts) or facts.terminating:
+            self._pending_gone(uid)
+            return
+        if uid in self._in_flight:
+            return
+        self._upsert_pending(facts)
+
+    def _upsert_pending(self, facts: translate.PodFacts) -> None:
+        uid = facts.ref.uid
+        known = self._pending.get(uid)
+        labels = (
+            known.labels
+            if known
+            else workflows.read_task_labels(facts, execution_prefix=self._execution_prefix)
+        )
+        problems = list(facts.problems) + list(labels.problems)
+        if known is None:
+            problems += self.registry.observe_task(labels)
+            self._request_dags()
+            submission = self.registry.next_submission()
+        else:
+            submission = known.task.submission
+        task = workflow.Task(
+            key=workflow.TaskKey(labels.run, labels.task_id),
+            step=labels.step,
+            submission=submission,
+            request=facts.request,
+            input_size=labels.input_size,
+            attempt=labels.attempt,
+            constraints=facts.constraints,
+            scheduling_gates=facts.scheduling_gates,
+            pod=facts.ref,
+        )
+        other = self._key_to_uid.get(task.key)
+        if other is not None and other != uid:
+            # Two live pods claim the same task id: keep both schedulable by making the
+            # second one's key unique, and say so.
+            problems.append(
+                translate.Problem("task id", f"{task.key.task} already used by {other}")
+            )
+            task = dataclasses.replace(
+                task, key=workflow.TaskKey(labels.run, f"{labels.task_id}#{facts.ref.name}")
+            )
+        entry = _Pending(facts=facts, labels=labels, task=task)
+        if known is not None:
+            entry.problems_reported = known.problems_reported
+        self._pending[uid] = entry
+        self._key_to_uid[task.key] = uid
+        self.queue.add(task)
+        self._dirty = True
+        if problems and not entry.problems_reported:
+            entry.problems_reported = True
+            self._report_problems(facts, problems)
+
+    def _pending_gone(self, uid: str) -> None:
+        entry = self._pending.pop(uid, None)
+        if entry is not None:
+            self.queue.remove(entry.task.key)
+            if self._key_to_uid.get(entry.task.key) == uid:
+                del self._key_to_uid[entry.task.key]
+
+    def _pod_gone(self, facts: translate.PodFacts) -> None:
+        uid = facts.ref.uid
+        self._pending_gone(uid)
+        self._pending_for_retry.pop(uid, None)
+        if self._in_flight.pop(uid, None) is not None:
+            self.cache.forget(uid)
+        self.cache.remove_pod(uid)
+        self._dirty = True
+        if facts.finished and self.is_ours(facts) and uid not in self._finished:
+            self._finished[uid] = None
+            if len(self._finished) > _FINISHED_MEMORY:
+                self._finished.popitem(last=False)
+            labels = workflows.read_task_labels(facts, execution_prefix=self._execution_prefix)
+            self.registry.ensure_run(labels.run, workflow_name=labels.workflow_name)
+            self.registry.record_finished(
+                labels, success=facts.phase == "Succeeded", runtime_s=facts.runtime_s
+            )
+
+    def _report_problems(
+        self, facts: translate.PodFacts, problems: list[translate.Problem]
+    ) -> None:
+        text = "; ".join(str(p) for p in problems)[:900]
+        for problem in problems:
+            kind = problem.field.split("[")[0].split(".")[0] or "other"
+            self.metrics.input_errors.labels(kind=kind if len(kind) < 40 else "other").inc()
+        log.warning(
+            "malformed workflow metadata ignored",
+            extra={"pod": f"{facts.ref.namespace}/{facts.ref.name}", "problems": text},
+        )
+        self._submit_side_effect(
+            self.kube.create_event,
+            namespace=facts.ref.namespace,
+            pod_name=facts.ref.name,
+            pod_uid=facts.ref.uid,
+            reason="InvalidWorkflowMetadata",
+            note=f"ignored: {text}",
+            event_type="Warning",
+        )
+
+    # --- DAG documents ---------------------------------------------------------------------
+
+    def _request_dags(self) -> None:
+        for run, ref in self.registry.pending_dag_refs():
+            if run in self._fetching_dags:
+                continue
+            self._fetching_dags.add(run)
+            self._pool.submit(self._fetch_dag, run, ref)
+
+    def _fetch_dag(self, run: workflow.RunId, ref: tuple[str, str]) -> None:
+        text: str | None = None
+        try:
+            cm = self.kube.get_configmap(*ref)
+            if cm is not None:
+                value = (cm.get("data") or {}).get(keys.DAG_CONFIGMAP_KEY)
+                text = value if isinstance(value, str) else None
+        except Exception:  # reported as a missing document
+            log.exception("reading DAG ConfigMap %s failed", "/".join(ref))
+        self.events.put(DagLoaded(run=run, text=text))
+
+    def _on_dag_loaded(self, item: DagLoaded) -> None:
+        self._fetching_dags.discard(item.run)
+        error = self.registry.apply_dag_document(item.run, item.text)
+        self._dirty = True
+        if error is None:
+            return
+        self.metrics.input_errors.labels(kind="dag").inc()
+        log.warning("DAG document refused", extra={"run": item.run, "error": error})
+        for entry in self._pending.values():
+            if entry.labels.run == item.run:
+                self._submit_side_effect(
+                    self.kube.create_event,
+                    namespace=entry.facts.ref.namespace,
+                    pod_name=entry.facts.ref.name,
+                    pod_uid=entry.facts.ref.uid,
+                    reason="InvalidWorkflowDAG",
+                    note=error[:900],
+                    event_type="Warning",
+                )
+                break
+
+    # --- nodes -----------------------------------------------------------------------------
+
+    def _on_node(self, event_type: str, obj: Mapping[str, Any]) -> None:
+        name = str((obj.get("metadata") or {}).get("name") or "")
+        if not name:
+            return
+        if event_type == "DELETED":
+            self._node_raw.pop(name, None)
+            self.cache.remove_node(name)
+        else:
+            self._node_raw[name] = obj
+            info, problems = translate.node_info(obj, self._usage.get(name))
+            if problems:
+                log.warning("node %s: %s", name, "; ".join(map(str, problems)))
+            self.cache.upsert_node(info)
+        self._dirty = True
+
+    def _on_node_usage(self, items: Any) -> None:
+        usage: dict[str, resources.Resources] = {}
+        for item in items or ():
+            name = str((item.get("metadata") or {}).get("name") or "")
+            value = translate.usage_from_metrics(item)
+            if name and value is not None:
+                usage[name] = value
+        self._usage = usage
+        for name, raw in self._node_raw.items():
+            info, _ = translate.node_info(raw, usage.get(name))
+            self.cache.upsert_node(info)
+
+    # --- cycles ----------------------------------------------------------------------------
+
+    def run_one_cycle(self) -> decisions.CycleResult | None:
+        """Run one scheduling cycle over the current state and execute its decisions."""
+        self._update_queue_metrics()
+        if not len(self.queue):
+            return None
+        self._cycle_id += 1
+        started = time.perf_counter()
+        ctx = context.CycleContext(cycle_id=self._cycle_id, now=self.clock(), rng=self._rng)
+        result = cycle.run_cycle(
+            snapshot=self.cache.snapshot(),
+            queue=self.queue,
+            dags=self.registry.dags,
+            policies=self.policies,
+            ctx=ctx,
+        )
+        self.queue.apply(result)
+        elapsed = time.perf_counter() - started
+        self.stats.cycles += 1
+        self.stats.last_cycle_s = elapsed
+        if len(self.stats.cycle_times) < 100_000:
+            self.stats.cycle_times.append(elapsed)
+        self.metrics.cycle_duration.observe(elapsed)
+        for decision in result.decisions:
+            if isinstance(decision, decisions.Bind):
+                self._start_bind(decision)
+            elif isinstance(decision, decisions.MarkUnschedulable):
+                self._mark_unschedulable(decision)
+            elif isinstance(decision, decisions.Reject):
+                self.metrics.schedule_attempts.labels(result="unschedulable").inc()
+        self._update_queue_metrics()
+        return result
+
+    def _update_queue_metrics(self) -> None:
+        gated = sum(1 for t in self.queue.tasks() if t.gated)
+        now = self.clock()
+        backoff = sum(1 for t in self.queue.tasks() if self.queue.backing_off(t.key, now))
+        unschedulable = sum(
+            1 for t in self.queue.tasks() if self.queue.reported_reason(t.key) is not None
+        )
+        self.metrics.pending_tasks.labels(queue="gated").set(gated)
+        self.metrics.pending_tasks.labels(queue="backoff").set(backoff)
+        self.metrics.pending_tasks.labels(queue="unschedulable").set(unschedulable)
+        self.metrics.pending_tasks.labels(queue="active").set(
+            max(0, len(self.queue) - gated - backoff - unschedulable)
+        )
+        stale_before = self.wall_clock() - self.settings.stale_pending_s
+        self.metrics.stale_pending.set(
+            sum(1 for p in self._pending.values() if 0 < p.facts.created < stale_before)
+        )
+
+    def _start_bind(self, bind: decisions.Bind) -> None:
+        uid = bind.pod.uid if bind.pod else self._key_to_uid.get(bind.task, "")
+        entry = self._pending.pop(uid, None)
+        if entry is None or bind.pod is None:
+            return
+        if self._key_to_uid.get(bind.task) == uid:
+            del self._key_to_uid[bind.task]
+        self._in_flight[uid] = bind
+        self._pending_for_retry[uid] = entry
+        self.cache.assume(
+            cluster.PodInfo(
+                uid=uid,
+                node_name=bind.node,
+                request=bind.request,
+                namespace=bind.pod.namespace,
+                name=bind.pod.name,
+            )
+        )
+        created = entry.facts.created
+        self._pool.submit(self._bind_worker, bind, created)
+
+    def _bind_worker(self, bind: decisions.Bind, created: float) -> None:
+        assert bind.pod is not None
+        started = time.perf_counter()
+        try:
+            self.kube.bind(bind.pod.namespace, bind.pod.name, bind.pod.uid, bind.node)
+        except Exception as exc:  # classified by HTTP status, reported to the loop
+            status = int(getattr(exc, "http_status", 0) or getattr(exc, "status", 0) or 0)
+            self.events.put(
+                BindOutcome(
+                    bind=bind,
+                    ok=False,
+                    status=status,
+                    reason=str(exc)[:300],
+                    seconds=time.perf_counter() - started,
+                )
+            )
+            return
+        seconds = time.perf_counter() - started
+        if created > 0:
+            self.metrics.pod_scheduling_latency.observe(max(0.0, self.wall_clock() - created))
+        self.events.put(BindOutcome(bind=bind, ok=True, seconds=seconds))
+        self._submit_side_effect(
+            self.kube.create_event,
+            namespace=bind.pod.namespace,
+            pod_name=bind.pod.name,
+            pod_uid=bind.pod.uid,
+            reason="Scheduled",
+            note=f"Successfully assigned {bind.pod.namespace}/{bind.pod.name} to {bind.node}",
+        )
+
+    def _on_bind_outcome(self, outcome: BindOutcome) -> None:
+        bind = outcome.bind
+        assert bind.pod is not None
+        uid = bind.pod.uid
+        entry = self._pending_for_retry.pop(uid, None)
+        self.metrics.binding_duration.observe(outcome.seconds)
+        if outcome.ok:
+            self.stats.binds_ok += 1
+            self.metrics.schedule_attempts.labels(result="scheduled").inc()
+            log.info(
+                "bound",
+                extra={
+                    "cycle_id": bind.cycle_id,
+                    "pod": f"{bind.pod.namespace}/{bind.pod.name}",
+                    "node": bind.node,
+                    "run": bind.task.run,
+                    "task": bind.task.task,
+                },
+            )
+            return
+        self.stats.binds_failed += 1
+        reason = _bind_reason(outcome.status)
+        self.metrics.bind_errors.labels(reason=reason).inc()
+        self.metrics.schedule_attempts.labels(result="error").inc()
+        log.warning(
+            "bind failed",
+            extra={
+                "cycle_id": bind.cycle_id,
+                "pod": f"{bind.pod.namespace}/{bind.pod.name}",
+                "node": bind.node,
+                "status": outcome.status,
+                "reason": reason,
+            },
+        )
+        if self._in_flight.pop(uid, None) is not None:
+            self.cache.forget(uid)
+        if outcome.status == 404 or entry is None:
+            return  # the pod is gone; its DELETED event is on its way
+        # Conflict or transient error: back to the queue with backoff; if the pod was bound
+        # elsewhere meanwhile, the watch removes it again.
+        self._pending[uid] = entry
+        self._key_to_uid[entry.task.key] = uid
+        self.queue.add(entry.task)
+        self.queue.backoff(entry.task.key, now=self.clock())
+        self._dirty = True
+
+    def _mark_unschedulable(self, decision: decisions.MarkUnschedulable) -> None:
+        pod = decision.pod
+        if pod is None:
+            return
+        log.info(
+            "unschedulable",
+            extra={
+                "cycle_id": decision.cycle_id,
+                "pod": f"{pod.namespace}/{pod.name}",
+                "reason": decision.reason,
+            },
+        )
+        condition = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": decision.reason,
+            "lastTransitionTime": datetime.datetime.now(datetime.UTC).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            ),
+        }
+        self._submit_side_effect(self.kube.set_pod_condition, pod.namespace, pod.name, condition)
+        self._submit_side_effect(
+            self.kube.create_event,
+            namespace=pod.namespace,
+            pod_name=pod.name,
+            pod_uid=pod.uid,
+            reason="FailedScheduling",
+            note=decision.reason,
+            event_type="Warning",
+        )
+
+    def _submit_side_effect(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        def call() -> None:
+            try:
+                fn(*args, **kwargs)
+            except Exception:  # side effects (events, conditions) never stop scheduling
+                log.warning("side effect %s failed", getattr(fn, "__name__", fn), exc_info=True)
+
+        with contextlib.suppress(RuntimeError):  # pool already shut down
+            self._pool.submit(call)

@@ -1,0 +1,143 @@
+"""Every Prometheus metric wfsched exports, declared once.
+
+Names follow Prometheus conventions (``wfsched_`` prefix, base units, ``_total`` for counters)
+and mirror kube-scheduler's where one exists, so dashboards carry over. No label ever holds a
+per-pod, per-task or per-run value: label values come from small fixed sets (results, reasons,
+queue names, predictor names), so cardinality stays bounded.
+
+A ``Metrics`` object owns its own ``CollectorRegistry`` so tests can create independent
+instances; the daemon creates one and serves ``registry`` on ``/metrics``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+import scheduler
+
+# Scheduling latencies range from milliseconds (a pod bound in the cycle after it appeared) to
+# minutes (a pod that waited for capacity).
+_LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+)
+_CYCLE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# predicted / observed peak memory: 1.0 is perfect, below 1.0 an under-prediction (OOM risk).
+_RATIO_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+QUEUE_STATES = ("active", "backoff", "unschedulable", "gated", "batch")
+"""Values of ``wfsched_pending_tasks{queue}``."""
+
+
+class Metrics:
+    """The metric families of one wfsched process, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.build_info = Info("wfsched_build", "wfsched build information.", registry=r)
+        self.build_info.info({"version": scheduler.__version__})
+        self.leader = Gauge(
+            "wfsched_leader", "1 while this replica holds the scheduling lease.", registry=r
+        )
+        self.pending_tasks = Gauge(
+            "wfsched_pending_tasks",
+            "Pending tasks waiting to be bound, by queue state.",
+            ["queue"],
+            registry=r,
+        )
+        for state in QUEUE_STATES:
+            self.pending_tasks.labels(queue=state).set(0)
+        self.schedule_attempts = Counter(
+            "wfsched_schedule_attempts",
+            "Scheduling attempts of pending tasks, by result.",
+            ["result"],
+            registry=r,
+        )
+        for result in ("scheduled", "unschedulable", "error"):
+            self.schedule_attempts.labels(result=result)
+        self.cycle_duration = Histogram(
+            "wfsched_scheduling_cycle_duration_seconds",
+            "Time one scheduling cycle (rank, filter, assign) takes.",
+            buckets=_CYCLE_BUCKETS,
+            registry=r,
+        )
+        self.pod_scheduling_latency = Histogram(
+            "wfsched_pod_scheduling_duration_seconds",
+            "Time from a pod's creation to its successful binding.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.binding_duration = Histogram(
+            "wfsched_binding_duration_seconds",
+            "Latency of the Binding API call.",
+            buckets=_CYCLE_BUCKETS,
+            registry=r,
+        )
+        self.bind_errors = Counter(
+            "wfsched_bind_errors",
+            "Failed Binding calls, by reason (conflict, not_found, forbidden, invalid, "
+            "throttled, server_error, unavailable, other).",
+            ["reason"],
+            registry=r,
+        )
+        self.resizes = Counter(
+            "wfsched_resize_requests",
+            "In-place memory resizes before binding, by result (applied, refused, error).",
+            ["result"],
+            registry=r,
+        )
+        self.prediction_ratio = Histogram(
+            "wfsched_memory_prediction_ratio",
+            "Predicted memory over observed peak memory of finished tasks, by predictor.",
+            ["predictor"],
+            buckets=_RATIO_BUCKETS,
+            registry=r,
+        )
+        self.wasted_memory = Counter(
+            "wfsched_memory_wasted_byte_seconds",
+            "Memory requested but not used by finished tasks (request minus peak, times runtime).",
+            registry=r,
+        )
+        self.observations = Gauge(
+            "wfsched_memory_observations",
+            "Peak-memory observations stored for the predictors.",
+            registry=r,
+        )
+        self.stale_pending = Gauge(
+            "wfsched_stale_pending_pods",
+            "Pods with one of our scheduler names pending longer than the stale threshold.",
+            registry=r,
+        )
+        self.batch_timeouts = Counter(
+            "wfsched_batch_timeouts",
+            "Batches released by timeout because a registered pod never appeared.",
+            registry=r,
+        )
+        self.input_errors = Counter(
+            "wfsched_input_errors",
+            "Malformed labels, annotations or DAG documents ignored, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.watch_restarts = Counter(
+            "wfsched_watch_restarts",
+            "Watch restarts, by reason (expired, error, timeout).",
+            ["reason"],
+            registry=r,
+        )

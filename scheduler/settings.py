@@ -1,0 +1,264 @@
+"""Daemon configuration: a YAML file plus ``WFSCHED_*`` environment overrides, validated once.
+
+Precedence: defaults < YAML file < environment. Every key of the YAML file has an environment
+twin: ``WFSCHED_`` + the key in upper case with dots as double underscores
+(``lease.duration_s`` → ``WFSCHED_LEASE__DURATION_S``). List values in the environment are
+comma-separated. ``load_settings`` raises ``SettingsError`` with every problem found, each
+naming the key, so the daemon refuses to start with a clear message instead of crashing later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_SCHEDULER_NAME = "workflow-scheduler"
+
+
+class SettingsError(ValueError):
+    """The configuration is invalid; ``problems`` lists each issue."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration: " + "; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseSettings:
+    """Leader election on a ``coordination.k8s.io`` Lease."""
+
+    enabled: bool = True
+    """Elect a leader; only the leader binds. Off: this replica always schedules."""
+    name: str = "wfsched"
+    """Lease name."""
+    namespace: str = "kube-system"
+    """Lease namespace."""
+    duration_s: float = 15.0
+    """How long a lease is valid without renewal (kube-scheduler: 15 s)."""
+    renew_deadline_s: float = 10.0
+    """The leader gives up when it could not renew for this long."""
+    retry_period_s: float = 2.0
+    """How often to try to acquire or renew."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything the daemon needs to run; immutable once loaded."""
+
+    scheduler_names: tuple[str, ...] = (DEFAULT_SCHEDULER_NAME,)
+    """Pods whose ``spec.schedulerName`` is one of these (or ``<first name>-<execution>`` for
+    executions registered through the REST API) are ours."""
+    policy: str = "rank_min-roundrobin"
+    """Ranking and assignment strategy, ``<ranking>[-<assignment>]``."""
+    predictor: str = ""
+    """Memory predictor spec (e.g. ``ponder``, ``lr-offset=none``); empty: no memory scaling."""
+    min_memory_bytes: int = 128 * 1024 * 1024
+    """Floor for predicted memory."""
+    max_memory_bytes: int = 0
+    """Cap for predicted memory; 0 means no cap (the task's own request still caps it)."""
+    namespaces: tuple[str, ...] = ()
+    """Namespaces whose pods are scheduled; empty: all namespaces."""
+    qps: float = 200.0
+    """Client-side request rate limit towards the API server."""
+    burst: int = 400
+    """Client-side burst."""
+    bind_workers: int = 16
+    """Concurrent Binding calls."""
+    cycle_interval_s: float = 10.0
+    """Safety cycle period when nothing else triggers one."""
+    unschedulable_backoff_s: float = 10.0
+    """Minimum time between two FailedScheduling events for the same pod."""
+    stale_pending_s: float = 300.0
+    """Pods of ours pending longer than this are counted as stale."""
+    seed: int = 0
+    """Seed for random strategies (0: derived from the identity of this replica)."""
+    metrics_poll_s: float = 15.0
+    """How often node usage is read from metrics.k8s.io (0: never)."""
+    health_port: int = 10259
+    """Port of /healthz, /readyz and /metrics."""
+    rest_port: int = 8080
+    """Port of the CWS-compatible REST API (0: off)."""
+    bind_address: str = "0.0.0.0"
+    """Address the HTTP servers listen on."""
+    log_format: str = "json"
+    """``json`` or ``console``."""
+    log_level: str = "info"
+    """``debug``, ``info``, ``warning`` or ``error``."""
+    lease: LeaseSettings = field(default_factory=LeaseSettings)
+    """Leader election."""
+
+
+_LOG_FORMATS = ("json", "console")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _coerce(value: Any, target: Any, key: str, problems: list[str]) -> Any:
+    """Convert ``value`` to the type of the default ``target``; record a problem on failure."""
+    try:
+        if isinstance(target, bool):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(target, int):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if isinstance(target, float):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if isinstance(target, tuple):
+            if isinstance(value, str):
+                items = [v.strip() for v in value.split(",") if v.strip()]
+            elif isinstance(value, list | tuple):
+                items = [str(v).strip() for v in value]
+            else:
+                raise ValueError(value)
+            return tuple(items)
+        if isinstance(target, str):
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                raise ValueError(value)
+            return str(value)
+    except (TypeError, ValueError):
+        problems.append(f"{key}: cannot use {value!r} as {type(target).__name__}")
+        return target
+    problems.append(f"{key}: unsupported setting")
+    return target
+
+
+def _build(cls: Any, values: Mapping[str, Any], prefix: str, problems: list[str]) -> Any:
+    defaults = cls()
+    kwargs: dict[str, Any] = {}
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            problems.append(f"{prefix}{key}: unknown setting (known: {', '.join(sorted(known))})")
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        default = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(default):
+            nested = values[f.name]
+            if not isinstance(nested, Mapping):
+                problems.append(f"{prefix}{f.name}: expected a mapping")
+                continue
+            kwargs[f.name] = _build(type(default), nested, f"{prefix}{f.name}.", problems)
+        else:
+            kwargs[f.name] = _coerce(values[f.name], default, prefix + f.name, problems)
+    return cls(**kwargs)
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith("WFSCHED_") or name in ("WFSCHED_CONFIG", "WFSCHED_API_TOKEN"):
+            continue
+        path = name.removeprefix("WFSCHED_").lower().split("__")
+        target = overrides
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+    return overrides
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+_NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def _validate(settings: Settings, problems: list[str]) -> None:
+    if not settings.scheduler_names:
+        problems.append("scheduler_names: at least one name is required")
+    for name in settings.scheduler_names:
+        if not _NAME_PATTERN.match(name):
+            problems.append(f"scheduler_names: {name!r} is not a valid DNS subdomain name")
+    positive = {
+        "qps": settings.qps,
+        "burst": settings.burst,
+        "bind_workers": settings.bind_workers,
+        "cycle_interval_s": settings.cycle_interval_s,
+        "lease.duration_s": settings.lease.duration_s,
+        "lease.renew_deadline_s": settings.lease.renew_deadline_s,
+        "lease.retry_period_s": settings.lease.retry_period_s,
+    }
+    for key, value in positive.items():
+        if not value > 0:
+            problems.append(f"{key}: must be > 0, got {value}")
+    for key, value in {
+        "unschedulable_backoff_s": settings.unschedulable_backoff_s,
+        "stale_pending_s": settings.stale_pending_s,
+        "metrics_poll_s": settings.metrics_poll_s,
+        "min_memory_bytes": settings.min_memory_bytes,
+        "max_memory_bytes": settings.max_memory_bytes,
+    }.items():
+        if value < 0:
+            problems.append(f"{key}: must be >= 0, got {value}")
+    if settings.max_memory_bytes and settings.max_memory_bytes < settings.min_memory_bytes:
+        problems.append("max_memory_bytes: must be >= min_memory_bytes (or 0 for no cap)")
+    if not settings.lease.renew_deadline_s < settings.lease.duration_s:
+        problems.append("lease.renew_deadline_s: must be shorter than lease.duration_s")
+    if not settings.lease.retry_period_s * 1.2 < settings.lease.renew_deadline_s:
+        problems.append("lease.renew_deadline_s: must exceed 1.2 x lease.retry_period_s")
+    for key, port in {"health_port": settings.health_port, "rest_port": settings.rest_port}.items():
+        if not 0 <= port <= 65535:
+            problems.append(f"{key}: {port} is not a TCP port")
+    if settings.log_format not in _LOG_FORMATS:
+        problems.append(f"log_format: {settings.log_format!r} is not one of {_LOG_FORMATS}")
+    if settings.log_level.lower() not in _LOG_LEVELS:
+        problems.append(f"log_level: {settings.log_level!r} is not one of {_LOG_LEVELS}")
+
+
+def load_settings(path: Path | None = None, *, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, merge and validate the configuration.
+
+    Args:
+        path: YAML file (a mapping); ``None`` uses ``$WFSCHED_CONFIG`` if set, else defaults.
+        env: environment to read overrides from (default ``os.environ``).
+
+    Raises:
+        SettingsError: listing every invalid, unknown or malformed key. Strategy and predictor
+            names are validated by the caller against the registry.
+    """
+    environment = os.environ if env is None else env
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    config_path = path or (
+        Path(environment["WFSCHED_CONFIG"]) if "WFSCHED_CONFIG" in environment else None
+    )
+    if config_path is not None:
+        try:
+            loaded = yaml.safe_load(config_path.read_text()) or {}
+        except OSError as exc:
+            raise SettingsError([f"{config_path}: cannot read ({exc.strerror})"]) from exc
+        except yaml.YAMLError as exc:
+            raise SettingsError([f"{config_path}: not valid YAML ({exc})"]) from exc
+        if not isinstance(loaded, Mapping):
+            raise SettingsError([f"{config_path}: expected a mapping at the top level"])
+        values = dict(loaded)
+    values = _merge(values, _env_overrides(environment))
+    settings: Settings = _build(Settings, values, "", problems)
+    if not problems:
+        _validate(settings, problems)
+    if problems:
+        raise SettingsError(problems)
+    return settings
