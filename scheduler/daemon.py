@@ -26,6 +26,7 @@ from typing import Any
 from prometheus_client import exposition
 
 from scheduler import loop as loop_mod
+from scheduler import memory as memory_mod
 from scheduler import metrics as metrics_mod
 from scheduler import registry
 from scheduler import settings as settings_mod
@@ -104,6 +105,7 @@ class Daemon:
             pool_size=settings.bind_workers + 4,
         )
         self.events: queue.Queue[Any] = queue.Queue()
+        self.memory = self._memory_model(settings)
         self.stop_event = threading.Event()
         self._leading = threading.Event()
         if not settings.lease.enabled:
@@ -111,10 +113,13 @@ class Daemon:
         self.loop = loop_mod.SchedulerLoop(
             settings=settings,
             kube=self.kube,
-            policies=spec.build(),
+            policies=spec.build(memory_planner=self.memory),
             metrics=self.metrics,
             events=self.events,
             may_bind=self._may_bind,
+            memory=self.memory,
+            memory_store=(settings.lease.namespace, settings.memory_store_configmap),
+            memory_save_interval_s=settings.memory_save_interval_s,
         )
         # One watch over every pod: pending pods of ours, accounting of all bound pods, and
         # the terminal transitions that count finished tasks per step.
@@ -159,6 +164,30 @@ class Daemon:
                 on_started_leading=self._on_started_leading,
                 on_stopped_leading=self._on_stopped_leading,
             )
+
+    def _memory_model(self, settings: settings_mod.Settings) -> memory_mod.MemoryModel | None:
+        """Build the memory model and restore stored observations (none when scaling is off)."""
+        if not settings.predictor:
+            return None
+        spec = registry.parse_predictor(settings.predictor)
+        for warning in spec.warnings:
+            log.warning("predictor %s: %s", settings.predictor, warning)
+        model = memory_mod.MemoryModel(
+            spec,
+            floor_bytes=settings.min_memory_bytes,
+            cap_bytes=settings.max_memory_bytes or None,
+        )
+        try:
+            stored = self.kube.get_configmap(
+                settings.lease.namespace, settings.memory_store_configmap
+            )
+            text = ((stored or {}).get("data") or {}).get(memory_mod.STORE_KEY)
+            if text:
+                restored = model.restore(text)
+                log.info("restored %d memory observations", restored)
+        except Exception:  # a missing or broken store only costs the history
+            log.warning("could not restore memory observations", exc_info=True)
+        return model
 
     def _may_bind(self) -> bool:
         """Bind only while leading and the lease was renewed recently enough."""

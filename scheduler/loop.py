@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from scheduler import memory as memory_mod
 from scheduler import metrics as metrics_mod
 from scheduler import settings as settings_mod
 from scheduler import workflows
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 POD_EVENTS = "pods"
 NODE_EVENTS = "nodes"
 NODE_USAGE_EVENTS = "node-metrics"
+POD_USAGE_EVENTS = "pod-metrics"
 
 _MAX_EVENTS_PER_TURN = 5000
 _FINISHED_MEMORY = 200_000
@@ -77,6 +79,49 @@ class KubeActions(Protocol):
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         """Return a ConfigMap, or ``None`` when it does not exist."""
 
+    def resize_pod(self, namespace: str, name: str, containers: list[dict[str, Any]]) -> Any:
+        """PATCH ``pods/resize`` with the given container resources."""
+
+    def patch_pod_metadata(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        labels: Mapping[str, str | None] | None = None,
+        annotations: Mapping[str, str | None] | None = None,
+    ) -> Any:
+        """Merge labels and annotations into a pod (``None`` removes a key)."""
+
+    def put_configmap(
+        self, namespace: str, name: str, data: Mapping[str, str], *, labels: Mapping[str, str]
+    ) -> Any:
+        """Create or update a ConfigMap."""
+
+
+class TaskHook(Protocol):
+    """Lets another component (the CWS REST API) shape and hold tasks; runs on the loop thread.
+
+    ``describe`` sees every pending pod of ours before it is queued and returns the labels to
+    use (e.g. from a task registration) and whether to hold the task back (an open batch).
+    Held pods are re-described when ``SchedulerLoop.refresh_held`` runs. ``finished`` sees
+    every finished pod of ours once.
+    """
+
+    def describe(
+        self, facts: translate.PodFacts, labels: workflows.TaskLabels
+    ) -> tuple[workflows.TaskLabels, bool]:
+        """Return ``(labels, held)`` for a pending pod."""
+
+    def finished(self, facts: translate.PodFacts, labels: workflows.TaskLabels) -> None:
+        """Observe a finished pod (success or failure)."""
+
+
+class LoopCommand(Protocol):
+    """Work another thread hands to the loop thread through the events queue."""
+
+    def apply(self, loop: SchedulerLoop) -> None:
+        """Run on the loop thread with exclusive access to the loop's state."""
+
 
 @dataclass(frozen=True, slots=True)
 class BindOutcome:
@@ -87,6 +132,8 @@ class BindOutcome:
     status: int = 0
     reason: str = ""
     seconds: float = 0.0
+    resize_refused: bool = False
+    """The memory resize before the bind was refused; the pod was not bound."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +187,9 @@ class SchedulerLoop:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         may_bind: Callable[[], bool] = lambda: True,
+        memory: memory_mod.MemoryModel | None = None,
+        memory_store: tuple[str, str] | None = None,
+        memory_save_interval_s: float = 30.0,
     ) -> None:
         self.settings = settings
         self.kube = kube
@@ -149,6 +199,11 @@ class SchedulerLoop:
         self.clock = clock
         self.wall_clock = wall_clock
         self.may_bind = may_bind
+        self.memory = memory
+        self.memory_store = memory_store
+        self._memory_save_interval_s = memory_save_interval_s
+        self._saved_memory_version = memory.version if memory is not None else 0
+        self._next_memory_save = 0.0
         self.cache = cluster.ClusterCache()
         self.registry = workflows.WorkflowRegistry()
         self.queue = SchedulingQueue(initial_backoff=1.0, max_backoff=10.0)
@@ -170,6 +225,10 @@ class SchedulerLoop:
             max_workers=settings.bind_workers, thread_name_prefix="wfsched-bind"
         )
         self._fetching_dags: set[workflow.RunId] = set()
+        self._held: dict[str, translate.PodFacts] = {}
+        self._peak_usage: dict[tuple[str, str], int] = {}
+        self.task_hooks: list[TaskHook] = []
+        """Hooks consulted for every pending and finished pod of ours, in order."""
 
     # --- ownership -------------------------------------------------------------------------
 
@@ -198,6 +257,9 @@ class SchedulerLoop:
             if self._dirty and self.may_bind():
                 self._dirty = False
                 self.run_one_cycle()
+            if now >= self._next_memory_save:
+                self._next_memory_save = now + self._memory_save_interval_s
+                self.save_memory()
         self._pool.shutdown(wait=True, cancel_futures=False)
 
     def _drain(self) -> None:
@@ -214,6 +276,8 @@ class SchedulerLoop:
                 self._on_bind_outcome(item)
             elif isinstance(item, DagLoaded):
                 self._on_dag_loaded(item)
+            elif hasattr(item, "apply") and callable(item.apply):
+                item.apply(self)
             elif isinstance(item, tuple) and len(item) == 3:
                 kind, event_type, obj = item
                 if kind == POD_EVENTS:
@@ -222,6 +286,8 @@ class SchedulerLoop:
                     self._on_node(event_type, obj)
                 elif kind == NODE_USAGE_EVENTS:
                     self._on_node_usage(obj)
+                elif kind == POD_USAGE_EVENTS:
+                    self._on_pod_usage(obj)
         except Exception:  # one bad event must never stop scheduling
             log.exception("event handling failed", extra={"event": repr(item)[:300]})
 
@@ -251,14 +317,31 @@ class SchedulerLoop:
             return
         self._upsert_pending(facts)
 
+    def labels_of(self, facts: translate.PodFacts) -> tuple[workflows.TaskLabels, bool]:
+        """Return the workflow labels of a pod of ours after every hook, and whether held."""
+        labels = workflows.read_task_labels(facts, execution_prefix=self._execution_prefix)
+        held = False
+        for hook in self.task_hooks:
+            labels, hold = hook.describe(facts, labels)
+            held = held or hold
+        return labels, held
+
+    def refresh_held(self) -> None:
+        """Re-describe held pods (call after a batch was released or a task registered)."""
+        for uid, facts in list(self._held.items()):
+            del self._held[uid]
+            self._upsert_pending(facts)
+
     def _upsert_pending(self, facts: translate.PodFacts) -> None:
         uid = facts.ref.uid
         known = self._pending.get(uid)
-        labels = (
-            known.labels
-            if known
-            else workflows.read_task_labels(facts, execution_prefix=self._execution_prefix)
-        )
+        if known is not None:
+            labels = known.labels
+        else:
+            labels, held = self.labels_of(facts)
+            if held:
+                self._held[uid] = facts
+                return
         problems = list(facts.problems) + list(labels.problems)
         if known is None:
             problems += self.registry.observe_task(labels)
@@ -287,6 +370,10 @@ class SchedulerLoop:
             task = dataclasses.replace(
                 task, key=workflow.TaskKey(labels.run, f"{labels.task_id}#{facts.ref.name}")
             )
+        if self.memory is not None:
+            self.memory.set_workflow(labels.run, labels.workflow_name)
+            if len(facts.container_names) != 1 or facts.first_container_memory[0] <= 0:
+                self.memory.mark_unscalable(task.key)
         entry = _Pending(facts=facts, labels=labels, task=task)
         if known is not None:
             entry.problems_reported = known.problems_reported
@@ -299,6 +386,7 @@ class SchedulerLoop:
             self._report_problems(facts, problems)
 
     def _pending_gone(self, uid: str) -> None:
+        self._held.pop(uid, None)
         entry = self._pending.pop(uid, None)
         if entry is not None:
             self.queue.remove(entry.task.key)
@@ -317,11 +405,15 @@ class SchedulerLoop:
             self._finished[uid] = None
             if len(self._finished) > _FINISHED_MEMORY:
                 self._finished.popitem(last=False)
-            labels = workflows.read_task_labels(facts, execution_prefix=self._execution_prefix)
+            labels, _ = self.labels_of(facts)
             self.registry.ensure_run(labels.run, workflow_name=labels.workflow_name)
             self.registry.record_finished(
                 labels, success=facts.phase == "Succeeded", runtime_s=facts.runtime_s
             )
+            for hook in self.task_hooks:
+                hook.finished(facts, labels)
+            self._observe_memory(facts, labels)
+        self._peak_usage.pop((facts.ref.namespace, facts.ref.name), None)
 
     def _report_problems(
         self, facts: translate.PodFacts, problems: list[translate.Problem]
@@ -438,9 +530,10 @@ class SchedulerLoop:
         if len(self.stats.cycle_times) < 100_000:
             self.stats.cycle_times.append(elapsed)
         self.metrics.cycle_duration.observe(elapsed)
+        resizes = {d.task: d for d in result.decisions if isinstance(d, decisions.Resize)}
         for decision in result.decisions:
             if isinstance(decision, decisions.Bind):
-                self._start_bind(decision)
+                self._start_bind(decision, resizes.get(decision.task))
             elif isinstance(decision, decisions.MarkUnschedulable):
                 self._mark_unschedulable(decision)
             elif isinstance(decision, decisions.Reject):
@@ -456,6 +549,7 @@ class SchedulerLoop:
             1 for t in self.queue.tasks() if self.queue.reported_reason(t.key) is not None
         )
         self.metrics.pending_tasks.labels(queue="gated").set(gated)
+        self.metrics.pending_tasks.labels(queue="batch").set(len(self._held))
         self.metrics.pending_tasks.labels(queue="backoff").set(backoff)
         self.metrics.pending_tasks.labels(queue="unschedulable").set(unschedulable)
         self.metrics.pending_tasks.labels(queue="active").set(
@@ -466,7 +560,7 @@ class SchedulerLoop:
             sum(1 for p in self._pending.values() if 0 < p.facts.created < stale_before)
         )
 
-    def _start_bind(self, bind: decisions.Bind) -> None:
+    def _start_bind(self, bind: decisions.Bind, resize: decisions.Resize | None = None) -> None:
         uid = bind.pod.uid if bind.pod else self._key_to_uid.get(bind.task, "")
         entry = self._pending.pop(uid, None)
         if entry is None or bind.pod is None:
@@ -485,11 +579,54 @@ class SchedulerLoop:
             )
         )
         created = entry.facts.created
-        self._pool.submit(self._bind_worker, bind, created)
+        container = entry.facts.container_names[0] if entry.facts.container_names else ""
+        has_limit = entry.facts.first_container_memory[1] > 0
+        self._pool.submit(self._bind_worker, bind, created, resize, container, has_limit)
 
-    def _bind_worker(self, bind: decisions.Bind, created: float) -> None:
+    def _resize_before_bind(
+        self, bind: decisions.Bind, resize: decisions.Resize, container: str, has_limit: bool
+    ) -> BindOutcome | None:
+        """Apply the planned memory; return an outcome when the API server refused it."""
+        assert bind.pod is not None
+        patch = translate.memory_resize_patch(container, resize.memory_bytes, set_limit=has_limit)
+        try:
+            self.kube.resize_pod(bind.pod.namespace, bind.pod.name, patch)
+        except Exception as exc:  # refused or failed: bind later with the original request
+            status = int(getattr(exc, "http_status", 0) or 0)
+            return BindOutcome(
+                bind=bind, ok=False, status=status, reason=str(exc)[:300], resize_refused=True
+            )
+        self.metrics.resizes.labels(result="applied").inc()
+        for _attempt in range(2):  # the label matters to nf-cws: one retry
+            try:
+                self.kube.patch_pod_metadata(
+                    bind.pod.namespace,
+                    bind.pod.name,
+                    labels={keys.CWS_MEMORY_SCALED_LABEL: "true"},
+                    annotations={
+                        keys.ORIGINAL_MEMORY_ANNOTATION: str(resize.original_memory_bytes)
+                    },
+                )
+                break
+            except Exception:  # logged; the resize itself stands
+                log.warning("labelling resized pod %s failed", bind.pod.name, exc_info=True)
+        return None
+
+    def _bind_worker(
+        self,
+        bind: decisions.Bind,
+        created: float,
+        resize: decisions.Resize | None = None,
+        container: str = "",
+        has_limit: bool = False,
+    ) -> None:
         assert bind.pod is not None
         started = time.perf_counter()
+        if resize is not None and container:
+            refused = self._resize_before_bind(bind, resize, container, has_limit)
+            if refused is not None:
+                self.events.put(refused)
+                return
         try:
             self.kube.bind(bind.pod.namespace, bind.pod.name, bind.pod.uid, bind.node)
         except Exception as exc:  # classified by HTTP status, reported to the loop
@@ -537,6 +674,9 @@ class SchedulerLoop:
                 },
             )
             return
+        if outcome.resize_refused:
+            self._on_resize_refused(outcome, entry)
+            return
         self.stats.binds_failed += 1
         reason = _bind_reason(outcome.status)
         self.metrics.bind_errors.labels(reason=reason).inc()
@@ -562,6 +702,97 @@ class SchedulerLoop:
         self.queue.add(entry.task)
         self.queue.backoff(entry.task.key, now=self.clock())
         self._dirty = True
+
+    def _on_resize_refused(self, outcome: BindOutcome, entry: _Pending | None) -> None:
+        """Forget the smaller reservation; requeue at once to bind with the original request."""
+        bind = outcome.bind
+        assert bind.pod is not None
+        uid = bind.pod.uid
+        self.metrics.resizes.labels(result="refused").inc()
+        log.warning(
+            "memory resize refused; binding with the original request",
+            extra={"pod": f"{bind.pod.namespace}/{bind.pod.name}", "status": outcome.status},
+        )
+        self._submit_side_effect(
+            self.kube.create_event,
+            namespace=bind.pod.namespace,
+            pod_name=bind.pod.name,
+            pod_uid=uid,
+            reason="ResizeRefused",
+            note=f"memory resize refused ({outcome.reason[:200]}); using the original request",
+            event_type="Warning",
+        )
+        if self._in_flight.pop(uid, None) is not None:
+            self.cache.forget(uid)
+        if self.memory is not None:
+            self.memory.mark_unscalable(bind.task)
+        if entry is None or outcome.status == 404:
+            return
+        self._pending[uid] = entry
+        self._key_to_uid[entry.task.key] = uid
+        self.queue.add(entry.task)
+        self._dirty = True
+
+    # --- memory observations ---------------------------------------------------------------
+
+    def save_memory(self) -> None:
+        """Store the observations in their ConfigMap if they changed (leader only)."""
+        if self.memory is None or self.memory_store is None or not self.may_bind():
+            return
+        if self.memory.version == self._saved_memory_version:
+            return
+        self._saved_memory_version = self.memory.version
+        text = self.memory.export()
+        namespace, name = self.memory_store
+        self._submit_side_effect(
+            self.kube.put_configmap,
+            namespace,
+            name,
+            {memory_mod.STORE_KEY: text},
+            labels={"app.kubernetes.io/name": "wfsched", "app.kubernetes.io/component": "memory"},
+        )
+
+    def _on_pod_usage(self, items: Any) -> None:
+        for item in items or ():
+            meta = item.get("metadata") or {}
+            total = 0
+            for container in item.get("containers") or ():
+                usage = translate.usage_from_metrics(container)
+                total += usage.memory_bytes if usage else 0
+            key = (str(meta.get("namespace")), str(meta.get("name")))
+            if total > self._peak_usage.get(key, 0):
+                self._peak_usage[key] = total
+
+    def _observe_memory(self, facts: translate.PodFacts, labels: workflows.TaskLabels) -> None:
+        if self.memory is None:
+            return
+        key = self.memory.key(labels.run, labels.step)
+        if facts.phase == "Failed":
+            if facts.termination_reason == "OOMKilled" and facts.first_container_memory[1] > 0:
+                self.memory.observe_failure(
+                    key, float(labels.input_size), float(facts.first_container_memory[1])
+                )
+            return
+        peak = self._peak_bytes(facts)
+        if peak <= 0 or not self.memory.observe(key, float(labels.input_size), float(peak)):
+            return
+        self.metrics.observations.set(self.memory.observations)
+        request = facts.first_container_memory[0]
+        if keys.ORIGINAL_MEMORY_ANNOTATION in facts.annotations and request > 0:
+            self.metrics.prediction_ratio.labels(predictor=self.memory.name).observe(request / peak)
+        runtime = facts.runtime_s
+        if runtime and request > peak:
+            self.metrics.wasted_memory.inc((request - peak) * runtime)
+
+    def _peak_bytes(self, facts: translate.PodFacts) -> int:
+        """Peak memory of a finished pod: the engine's annotation, else metrics.k8s.io's max."""
+        raw = facts.annotations.get(keys.PEAK_MEMORY_ANNOTATION)
+        if raw is not None:
+            try:
+                return resources.integer_value(raw.strip())
+            except (ValueError, ArithmeticError):
+                self.metrics.input_errors.labels(kind=keys.PEAK_MEMORY_ANNOTATION).inc()
+        return self._peak_usage.get((facts.ref.namespace, facts.ref.name), 0)
 
     def _mark_unschedulable(self, decision: decisions.MarkUnschedulable) -> None:
         pod = decision.pod

@@ -63,6 +63,10 @@ class Settings:
     """Floor for predicted memory."""
     max_memory_bytes: int = 0
     """Cap for predicted memory; 0 means no cap (the task's own request still caps it)."""
+    memory_store_configmap: str = "wfsched-memory"
+    """ConfigMap (in the lease namespace) that keeps memory observations across restarts."""
+    memory_save_interval_s: float = 30.0
+    """How often changed observations are written to that ConfigMap (what a crash can lose)."""
     namespaces: tuple[str, ...] = ()
     """Namespaces whose pods are scheduled; empty: all namespaces."""
     qps: float = 200.0
@@ -197,6 +201,7 @@ def _validate(settings: Settings, problems: list[str]) -> None:
         "burst": settings.burst,
         "bind_workers": settings.bind_workers,
         "cycle_interval_s": settings.cycle_interval_s,
+        "memory_save_interval_s": settings.memory_save_interval_s,
         "lease.duration_s": settings.lease.duration_s,
         "lease.renew_deadline_s": settings.lease.renew_deadline_s,
         "lease.retry_period_s": settings.lease.retry_period_s,

@@ -66,6 +66,8 @@ class PodFacts:
     """``status.startTime`` as POSIX seconds (0 when unknown)."""
     finished_at: float = 0.0
     """Latest ``finishedAt`` of a terminated container (0 when none)."""
+    termination_reason: str = ""
+    """The first container's ``state.terminated.reason`` (e.g. ``OOMKilled``)."""
     problems: tuple[Problem, ...] = field(default=())
 
     @property
@@ -295,8 +297,19 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
             ),
             default=0.0,
         ),
+        termination_reason=_termination_reason(containers, statuses),
         problems=tuple(problems),
     )
+
+
+def _termination_reason(
+    containers: Sequence[Mapping[str, Any]], statuses: Mapping[Any, Mapping[str, Any]]
+) -> str:
+    if not containers:
+        return ""
+    status = statuses.get(containers[0].get("name")) or {}
+    terminated = (status.get("state") or {}).get("terminated") or {}
+    return str(terminated.get("reason") or "")
 
 
 def pod_info(facts: PodFacts) -> cluster.PodInfo:
