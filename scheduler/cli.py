@@ -19,6 +19,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "scheduler.run_cli",
     "scheduler.devcluster_cli",
     "scheduler.demo_cli",
+    "scheduler.replay_cli",
     "scheduler.predict_cli",
     "scheduler.simulate_cli",
 )

@@ -1,7 +1,9 @@
-"""``wfsched demo``: the README's main job, runnable on a machine with no cluster.
+"""``wfsched demo``: the README's main job, on a machine with no cluster.
 
-Starts the local control plane (etcd, kube-apiserver, KWOK, metrics-server) in a scratch
-directory, creates fake nodes, shows them as the API server reports them, and stops everything.
+Starts the local control plane (etcd, kube-apiserver, KWOK fake nodes, kube-scheduler) in a
+scratch directory, starts wfsched, replays a real nf-core workflow (a WfCommons instance of an
+nf-core run) twice on the same fake nodes — once scheduled by wfsched, once by kube-scheduler
+— and prints both makespans side by side. Everything is stopped at the end.
 """
 
 from __future__ import annotations
@@ -13,15 +15,35 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scheduler import devcluster
+from scheduler import devcluster, replay, replay_cli, simulate
+
+DEFAULT_INSTANCE = "nextflow-rnaseq.json"
+
+
+def _default_data_dir() -> Path:
+    """``../shared/data/wfinstances`` next to the checkout (where the project keeps data)."""
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "wfinstances"
 
 
 def register(subparsers: Any) -> None:
     """Add the ``demo`` command."""
-    parser = subparsers.add_parser("demo", help="start a local control plane and show it")
-    parser.add_argument("--nodes", type=int, default=4, help="fake nodes (default 4)")
-    parser.add_argument("--node-cpu", default="8", help="CPU per node (default 8)")
-    parser.add_argument("--node-memory", default="32Gi", help="memory per node (default 32Gi)")
+    parser = subparsers.add_parser(
+        "demo",
+        help="replay a real nf-core workflow under wfsched and kube-scheduler, side by side",
+    )
+    parser.add_argument(
+        "--instance",
+        type=Path,
+        default=_default_data_dir() / DEFAULT_INSTANCE,
+        help="WfFormat instance to replay (default: nf-core rnaseq)",
+    )
+    parser.add_argument("--nodes", type=int, default=2, help="fake nodes (default 2)")
+    parser.add_argument("--node-cpu", default="4", help="CPU per node (default 4)")
+    parser.add_argument("--node-memory", default="16Gi", help="memory per node (default 16Gi)")
+    parser.add_argument(
+        "--time-scale", type=float, default=0.05, help="runtime multiplier (default 0.05)"
+    )
+    parser.add_argument("--policy", default="critical_path-roundrobin", help="wfsched strategy")
     parser.set_defaults(func=_demo)
 
 
@@ -29,33 +51,77 @@ def _demo(args: argparse.Namespace) -> int:
     if args.nodes < 1:
         print("wfsched: --nodes must be at least 1", file=sys.stderr)
         return 2
+    try:
+        instance = simulate.load_instance(args.instance)
+    except (OSError, ValueError) as exc:
+        print(f"wfsched: cannot read {args.instance}: {exc}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="wfsched-demo-") as scratch:
-        cluster = devcluster.DevCluster(Path(scratch))
-        started = time.monotonic()
+        workdir = Path(scratch)
+        cluster = devcluster.DevCluster(
+            workdir / "cluster",
+            devcluster.ClusterOptions(metrics_server=False, kube_scheduler=True),
+        )
+        daemon: devcluster.LocalDaemon | None = None
         try:
-            print("starting etcd, kube-apiserver, KWOK and metrics-server ...", flush=True)
+            started = time.monotonic()
+            print("starting etcd, kube-apiserver, KWOK and kube-scheduler ...", flush=True)
             cluster.start(build_missing=True)
-            print(f"control plane ready in {time.monotonic() - started:.1f}s at {cluster.server}")
             cluster.create_nodes(args.nodes, cpu=args.node_cpu, memory=args.node_memory)
-            status, body = cluster.admin().request("GET", "/api/v1/nodes")
-            if status != 200:
-                print(f"wfsched: listing nodes failed: HTTP {status}", file=sys.stderr)
-                return 1
-            print(f"{'NODE':<16} {'READY':<6} {'CPU':>5} {'MEMORY':>8} {'PODS':>5}")
-            for node in body["items"]:
-                alloc = node["status"]["allocatable"]
-                ready = any(
-                    c["type"] == "Ready" and c["status"] == "True"
-                    for c in node["status"].get("conditions", [])
-                )
-                print(
-                    f"{node['metadata']['name']:<16} {ready!s:<6} {alloc['cpu']:>5} "
-                    f"{alloc['memory']:>8} {alloc['pods']:>5}"
-                )
-        except devcluster.DevClusterError as exc:
+            print(
+                f"control plane with {args.nodes} fake nodes ({args.node_cpu} CPU, "
+                f"{args.node_memory}) ready in {time.monotonic() - started:.1f}s",
+                flush=True,
+            )
+            daemon = devcluster.LocalDaemon(
+                cluster.kubeconfig,
+                workdir,
+                policy=args.policy,
+                namespaces=["demo-wfsched"],
+                lease={"enabled": False},
+            )
+            daemon.start()
+            results = _run_both(cluster, instance, args)
+        except (devcluster.DevClusterError, TimeoutError, RuntimeError) as exc:
             print(f"wfsched: {exc}", file=sys.stderr)
             return 1
         finally:
+            if daemon is not None:
+                daemon.stop()
             cluster.stop()
-        print("control plane stopped")
+    wf, kube = results["wfsched"], results["kube-scheduler"]
+    print()
+    print(f"{instance.name}: {len(instance.tasks)} tasks, runtimes x{args.time_scale:g}")
+    print(f"  {'scheduler':<34} {'makespan':>9}")
+    print(f"  {'wfsched (' + args.policy + ')':<34} {wf:>8.1f}s")
+    print(f"  {'kube-scheduler':<34} {kube:>8.1f}s")
+    print(f"  makespan ratio wfsched / kube-scheduler: {wf / kube:.2f}")
     return 0
+
+
+def _run_both(
+    cluster: devcluster.DevCluster, instance: simulate.Instance, args: argparse.Namespace
+) -> dict[str, float]:
+    from scheduler.kube import client  # the API client is only needed once a cluster runs
+
+    api = client.KubeClient.connect(str(cluster.kubeconfig), qps=100, burst=200, pool_size=4)
+    results: dict[str, float] = {}
+    for label, namespace, scheduler_name in (
+        ("wfsched", "demo-wfsched", "workflow-scheduler"),
+        ("kube-scheduler", "demo-kube", "default-scheduler"),
+    ):
+        cluster.admin().apply(
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        )
+        plan = replay.ReplayPlan.from_instance(
+            instance, scheduler_name=scheduler_name, time_scale=args.time_scale
+        )
+        print(f"replaying {instance.name} under {label} ...", flush=True)
+        progress = replay_cli.run_replay(
+            plan, api, namespace=namespace, timeout_s=1800, quiet=False
+        )
+        assert progress.makespan_s is not None
+        results[label] = progress.makespan_s
+        print(f"{label}: makespan {progress.makespan_s:.1f}s", flush=True)
+    return results

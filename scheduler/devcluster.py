@@ -757,3 +757,102 @@ def _https_ok(url: str) -> bool:
         return conn.getresponse().status == 200
     finally:
         conn.close()
+
+
+class LocalDaemon:
+    """``wfsched run`` as a child process with a generated configuration (demos, tests).
+
+    ``settings`` are configuration keys (see ``scheduler.settings.Settings``); the health port
+    is chosen free and the REST API is off unless ``rest_port`` is given.
+    """
+
+    def __init__(self, kubeconfig: Path | str, workdir: Path, **settings: Any) -> None:
+        self.kubeconfig = str(kubeconfig)
+        self.workdir = workdir
+        self.port = free_port()
+        config = {
+            "health_port": self.port,
+            "bind_address": "127.0.0.1",
+            "rest_port": 0,
+            "log_format": "json",
+            "metrics_poll_s": 0,
+            **settings,
+        }
+        self.config_path = workdir / f"wfsched-{self.port}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = workdir / f"wfsched-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, wait_ready_s: float = 30) -> None:
+        """Start the process and wait for ``/readyz``.
+
+        Raises:
+            DevClusterError: the daemon exited or did not become ready in time.
+        """
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "scheduler",
+                    "run",
+                    "--config",
+                    str(self.config_path),
+                    "--kubeconfig",
+                    self.kubeconfig,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + wait_ready_s
+        while True:
+            if self.proc.poll() is not None:
+                raise DevClusterError(
+                    f"wfsched exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if _http_ok(f"http://127.0.0.1:{self.port}/readyz"):
+                    return
+            if time.monotonic() > deadline:
+                raise DevClusterError(f"wfsched not ready in time:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def get(self, path: str) -> str:
+        """GET a path of the health/metrics server and return the body."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.request("GET", path)
+            return conn.getresponse().read().decode()
+        finally:
+            conn.close()
+
+    def metrics(self) -> str:
+        """The Prometheus exposition of the daemon."""
+        return self.get("/metrics")
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the daemon's log."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL the process (crash tests)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> int:
+        """SIGTERM, wait up to 20 s, then SIGKILL; return the exit status."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return int(self.proc.returncode)

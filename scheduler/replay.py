@@ -143,7 +143,7 @@ class ReplayPlan:
 class PodApi(Protocol):
     """The calls a replay makes."""
 
-    def create_pod(self, namespace: str, manifest: Mapping[str, Any]) -> None:
+    def create_pod(self, namespace: str, manifest: Mapping[str, Any]) -> object:
         """Create a pod (an existing one with the same name is fine: idempotent restart)."""
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:

@@ -173,98 +173,18 @@ class CapacityChecker:
             self._stop.wait(self.interval_s)
 
 
-class DaemonProcess:
-    """``wfsched run`` as a subprocess with a generated config; stopped on exit."""
+class DaemonProcess(devcluster.LocalDaemon):
+    """``wfsched run`` for a test: ``start`` returns self and fails the test on errors."""
 
     def __init__(self, kubeconfig: str, workdir: Any, **settings: Any) -> None:
-        import socket
+        super().__init__(kubeconfig, workdir, **settings)
 
-        self.kubeconfig = kubeconfig
-        self.workdir = workdir
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        config = {
-            "health_port": self.port,
-            "bind_address": "127.0.0.1",
-            "rest_port": 0,
-            "log_format": "json",
-            "metrics_poll_s": 0,
-            **settings,
-        }
-        import yaml
-
-        self.config_path = workdir / f"wfsched-{self.port}.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.log_path = workdir / f"wfsched-{self.port}.log"
-        self.proc: Any = None
-
-    def start(self, *, wait_ready_s: float = 30) -> DaemonProcess:
-        import subprocess
-        import sys
-        import urllib.request
-
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "scheduler",
-                "run",
-                "--config",
-                str(self.config_path),
-                "--kubeconfig",
-                self.kubeconfig,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                pytest.fail(f"daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
-                    return bool(r.status == 200)
-            except OSError:
-                return False
-
-        wait_for(ready, timeout_s=wait_ready_s, what="daemon /readyz")
-        return self
-
-    def metrics(self) -> str:
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            return str(r.read().decode())
-
-    def log_tail(self, lines: int = 40) -> str:
+    def start(self, *, wait_ready_s: float = 30) -> DaemonProcess:  # type: ignore[override]
         try:
-            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def kill(self) -> None:
-        import signal
-
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> int:
-        import signal
-
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except Exception:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return int(self.proc.returncode)
+            super().start(wait_ready_s=wait_ready_s)
+        except devcluster.DevClusterError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        return self
 
     def __enter__(self) -> DaemonProcess:
         return self.start()
