@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import enum
 import json
-import socket
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -364,7 +363,7 @@ def from_exception(exc: BaseException) -> ApiError:
     if isinstance(cause, urllib3.exceptions.NewConnectionError):
         # (a subclass of ConnectTimeoutError in urllib3 2.x, but a refusal is no timeout)
         return ApiConnectionError(f"{type(exc).__name__}: {cause}", http_status=0)
-    if isinstance(cause, urllib3.exceptions.TimeoutError | socket.timeout | TimeoutError):
+    if isinstance(cause, urllib3.exceptions.TimeoutError | TimeoutError):
         return ApiTimeoutError(f"{type(exc).__name__}: {cause}", http_status=0)
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError | ssl.SSLError):
         return ApiConnectionError(f"{type(exc).__name__}: {exc}", http_status=0)

@@ -41,7 +41,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from scheduler.kube import errors
+from scheduler.kube import errors, watchcache
+from scheduler.kube.watchcache import (
+    ADDED,
+    DELETED,
+    MODIFIED,
+    apply_watch_event,
+    diff_relist,
+    full_jitter_backoff,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +57,6 @@ JsonDict = dict[str, Any]
 Emitted = tuple[str, str, JsonDict]
 """``(informer_name, event_type, obj)`` as pushed onto the output queue."""
 
-ADDED: Final = "ADDED"
-MODIFIED: Final = "MODIFIED"
-DELETED: Final = "DELETED"
 BOOKMARK: Final = "BOOKMARK"
 SNAPSHOT: Final = "SNAPSHOT"
 _WATCH_TYPES: Final = frozenset({ADDED, MODIFIED, DELETED, BOOKMARK})
@@ -84,6 +89,10 @@ class WatchSource(Protocol):
         """LIST all pages; return items and the list resourceVersion."""
         ...
 
+    def get_object(self, kind: str, name: str, *, namespace: str | None = None) -> JsonDict | None:
+        """GET one object (``None`` when absent); used only with ``refetch_on_leave``."""
+        ...
+
     def open_watch(
         self,
         kind: str,
@@ -96,126 +105,6 @@ class WatchSource(Protocol):
     ) -> WatchStreamLike:
         """Start a watch from ``resource_version``."""
         ...
-
-
-def object_key(obj: Mapping[str, Any]) -> str:
-    """Return ``namespace/name`` (or ``name`` for cluster-scoped objects).
-
-    Raises:
-        ValueError: the object has no ``metadata.name``.
-    """
-    meta = obj.get("metadata")
-    if not isinstance(meta, Mapping):
-        raise ValueError("object without metadata")
-    name = meta.get("name")
-    if not isinstance(name, str) or not name:
-        raise ValueError("object without metadata.name")
-    namespace = meta.get("namespace")
-    return f"{namespace}/{name}" if isinstance(namespace, str) and namespace else name
-
-
-def _meta(obj: Mapping[str, Any], field: str) -> str:
-    meta = obj.get("metadata")
-    if isinstance(meta, Mapping):
-        value = meta.get(field)
-        if isinstance(value, str):
-            return value
-    return ""
-
-
-def diff_relist(
-    cache: Mapping[str, JsonDict],
-    fresh: Iterable[JsonDict],
-    *,
-    keep: Callable[[Mapping[str, Any]], bool] | None = None,
-) -> tuple[dict[str, JsonDict], list[tuple[str, JsonDict]]]:
-    """Compare the cache with a fresh LIST and return the new cache and the events to emit.
-
-    Pure. Events come in this order: ``DELETED`` for every cached key missing from the list
-    (carrying the last known object) and for keys whose uid changed (the old object), then,
-    in list order, ``ADDED`` for new keys and new uids, and ``MODIFIED`` for objects whose
-    resourceVersion changed. Unchanged objects produce nothing. Items without a name, and
-    items ``keep`` rejects, are treated as absent.
-
-    Args:
-        cache: ``namespace/name`` → last known object.
-        fresh: The LIST's items.
-        keep: Optional filter; rejected objects count as absent.
-
-    Returns:
-        ``(new_cache, [(event_type, obj), ...])``.
-    """
-    new_cache: dict[str, JsonDict] = {}
-    for obj in fresh:
-        try:
-            key = object_key(obj)
-        except ValueError:
-            continue
-        if keep is not None and not keep(obj):
-            continue
-        new_cache[key] = obj
-    deletions: list[tuple[str, JsonDict]] = []
-    changes: list[tuple[str, JsonDict]] = []
-    for key, old in cache.items():
-        current = new_cache.get(key)
-        if current is None or _meta(current, "uid") != _meta(old, "uid"):
-            deletions.append((DELETED, old))
-    for key, obj in new_cache.items():
-        old_obj = cache.get(key)
-        if old_obj is None or _meta(obj, "uid") != _meta(old_obj, "uid"):
-            changes.append((ADDED, obj))
-        elif _meta(obj, "resourceVersion") != _meta(old_obj, "resourceVersion"):
-            changes.append((MODIFIED, obj))
-    return new_cache, deletions + changes
-
-
-def apply_watch_event(
-    cache: dict[str, JsonDict],
-    event_type: str,
-    obj: JsonDict,
-    *,
-    keep: Callable[[Mapping[str, Any]], bool] | None = None,
-) -> list[tuple[str, JsonDict]]:
-    """Apply one watch event to the cache (in place) and return the events to emit.
-
-    Types are normalised against the cache (first sighting ``ADDED``, then ``MODIFIED``); a
-    new uid under a known key yields ``DELETED`` (old) then ``ADDED`` (new); an object that
-    stops passing ``keep`` yields ``DELETED``; a ``DELETED`` for an unknown object that
-    ``keep`` rejects yields nothing.
-
-    Raises:
-        ValueError: the object has no name.
-    """
-    key = object_key(obj)
-    old = cache.get(key)
-    if event_type == DELETED:
-        if old is not None and _meta(old, "uid") != _meta(obj, "uid") and _meta(obj, "uid"):
-            # A delete for a different incarnation: drop ours (it is gone too, or will be).
-            del cache[key]
-            return [(DELETED, old)]
-        cache.pop(key, None)
-        if old is None and keep is not None and not keep(obj):
-            return []
-        return [(DELETED, obj)]
-    if keep is not None and not keep(obj):
-        if old is None:
-            return []
-        del cache[key]
-        return [(DELETED, obj)]
-    cache[key] = obj
-    if old is None:
-        return [(ADDED, obj)]
-    if _meta(old, "uid") != _meta(obj, "uid"):
-        return [(DELETED, old), (ADDED, obj)]
-    return [(MODIFIED, obj)]
-
-
-def full_jitter_backoff(failures: int, *, base_s: float, cap_s: float, rng: random.Random) -> float:
-    """Return a sleep in ``[0, min(cap, base * 2**(failures-1))]`` (AWS "full jitter")."""
-    if failures <= 0:
-        return 0.0
-    ceiling = min(cap_s, base_s * (2.0 ** min(failures - 1, 30)))
-    return rng.uniform(0.0, ceiling)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -244,10 +133,34 @@ ACTIVE_PODS: Final = WatchSpec(
     kind="pods",
     field_selector="status.phase!=Succeeded,status.phase!=Failed",
 )
-"""Every non-terminal pod in the cluster, for node accounting. A pod that finishes leaves
-this selection: its ``DELETED`` event carries the pod's last non-terminal state."""
+"""Every non-terminal pod in the cluster (node accounting; includes unbound pods). A pod that
+finishes leaves this selection with a ``DELETED`` event whose object is its *last
+non-terminal* state (the API server sends the previous object), so run it with
+``refetch_on_leave=True`` to see ``phase: Succeeded/Failed`` on that event."""
 NODES: Final = WatchSpec(name="nodes", kind="nodes")
 """Every node."""
+
+
+def scheduler_name_filter(
+    names: Iterable[str], *, prefixes: Iterable[str] = ()
+) -> Callable[[Mapping[str, Any]], bool]:
+    """Return a ``keep`` filter for pods whose ``spec.schedulerName`` is ours.
+
+    Args:
+        names: Exact scheduler names.
+        prefixes: Name prefixes (CWS per-execution names ``<name>-<execution>``).
+    """
+    exact = frozenset(names)
+    starts = tuple(prefixes)
+
+    def keep(obj: Mapping[str, Any]) -> bool:
+        spec = obj.get("spec")
+        name = spec.get("schedulerName") if isinstance(spec, Mapping) else None
+        if not isinstance(name, str):
+            return False
+        return name in exact or (bool(starts) and name.startswith(starts))
+
+    return keep
 
 
 class Informer:
@@ -267,6 +180,7 @@ class Informer:
         events: queue.Queue[Any],
         *,
         keep: Callable[[Mapping[str, Any]], bool] | None = None,
+        refetch_on_leave: bool = False,
         page_size: int = 500,
         watch_timeout_s: int = 300,
         backoff_base_s: float = 0.5,
@@ -280,6 +194,11 @@ class Informer:
             spec: What to watch.
             events: Output queue; receives ``(spec.name, event_type, obj)`` tuples.
             keep: Optional Python-side filter (objects failing it count as absent).
+            refetch_on_leave: For field-selected watches: when an object leaves the
+                selection (``DELETED``), GET it and, if it still exists with the same uid,
+                emit the ``DELETED`` with its *current* state (a pod that left the
+                non-terminal selection then shows ``phase: Succeeded``; one that left the
+                unbound selection shows its ``nodeName``). One GET per departure.
             page_size: LIST page size.
             watch_timeout_s: Server-side watch timeout; the stream then ends cleanly.
             backoff_base_s: First backoff ceiling after an error.
@@ -291,6 +210,7 @@ class Informer:
         self._source = source
         self._out = events
         self._keep = keep
+        self._refetch = refetch_on_leave
         self._page_size = page_size
         self._watch_timeout_s = watch_timeout_s
         self._backoff_base_s = backoff_base_s
@@ -312,6 +232,7 @@ class Informer:
         self.error_count = 0
         self.malformed_count = 0
         self.events_emitted = 0
+        self.refetches = 0
         self.last_error: BaseException | None = None
         """The most recent failure (for logs and tests)."""
 
@@ -477,7 +398,7 @@ class Informer:
         if event_type not in _WATCH_TYPES or not isinstance(obj, dict):
             self._malformed(event, "unexpected event shape")
             return
-        resource_version = _meta(obj, "resourceVersion")
+        resource_version = watchcache.meta_field(obj, "resourceVersion")
         if event_type == BOOKMARK:
             if resource_version:
                 self._resource_version = resource_version
@@ -501,8 +422,28 @@ class Informer:
             extra={"informer": self.name, "why": why, "event": repr(event)[:200]},
         )
 
+    def _current_state(self, obj: JsonDict) -> JsonDict:
+        """The object as it is now, if it merely left the selection; else ``obj``."""
+        meta = obj.get("metadata") or {}
+        name = meta.get("name")
+        if not isinstance(name, str):
+            return obj
+        namespace = meta.get("namespace") if isinstance(meta.get("namespace"), str) else None
+        try:
+            self.refetches += 1
+            current = self._source.get_object(self.spec.kind, name, namespace=namespace)
+        except Exception as exc:  # best effort: the watch object is still right about "gone"
+            log.debug("refetch failed", extra={"informer": self.name, "error": str(exc)[:200]})
+            return obj
+        uid = watchcache.meta_field(obj, "uid")
+        if current is None or watchcache.meta_field(current, "uid") != uid:
+            return obj
+        return current
+
     def _emit(self, event_type: str, obj: JsonDict) -> bool:
         """Put one event on the queue (blocking while it is full); False once stopped."""
+        if event_type == DELETED and self._refetch:
+            obj = self._current_state(obj)
         item: Emitted = (self.name, event_type, obj)
         while True:
             try:
@@ -512,6 +453,45 @@ class Informer:
             except queue.Full:
                 if self._stop.is_set():
                     return False
+
+
+def daemon_informers(
+    source: WatchSource,
+    events: queue.Queue[Any],
+    *,
+    scheduler_names: Iterable[str],
+    name_prefixes: Iterable[str] = (),
+    include_unbound: bool = True,
+    watch_timeout_s: int = 300,
+) -> list[Informer]:
+    """Build (not start) the informers the daemon runs, all feeding ``events``.
+
+    - ``"pods"``: ``ACTIVE_PODS`` with ``refetch_on_leave`` (finished pods arrive as
+      ``DELETED`` carrying their terminal phase);
+    - ``"nodes"``: ``NODES``;
+    - ``"pending-pods"`` (when ``include_unbound``): ``UNBOUND_PODS`` filtered to our
+      scheduler names. Its ``DELETED`` means "left the unbound set" (bound *or* deleted).
+      ``"pods"`` already delivers every unbound pod too; this stream is for consumers that
+      want the pending set alone.
+    """
+    names = tuple(scheduler_names)
+    informers = [
+        Informer(
+            source, ACTIVE_PODS, events, refetch_on_leave=True, watch_timeout_s=watch_timeout_s
+        ),
+        Informer(source, NODES, events, watch_timeout_s=watch_timeout_s),
+    ]
+    if include_unbound:
+        informers.append(
+            Informer(
+                source,
+                UNBOUND_PODS,
+                events,
+                keep=scheduler_name_filter(names, prefixes=name_prefixes),
+                watch_timeout_s=watch_timeout_s,
+            )
+        )
+    return informers
 
 
 class MetricsSource(Protocol):
