@@ -323,3 +323,37 @@ def test_only_the_leader_binds_and_a_standby_takes_over(
     gap = time.monotonic() - killed_at
     assert gap < 4 + 3 + 2, gap  # lease duration + retry period + one cycle
     assert "wfsched_leader 1.0" in standby.metrics()
+
+
+def test_bind_conflicts_between_two_active_replicas_bind_each_pod_once(
+    core_v1, namespace, kwok_nodes, daemon
+) -> None:
+    """Two replicas without leader election race for the same pods: 409s, never doubles."""
+    kwok_nodes(2, cpu="32", memory="64Gi")
+    first = daemon(policy="fifo-roundrobin", bind_workers=8)
+    second = daemon(policy="fifo-roundrobin", bind_workers=8)
+    names = [f"race{i}" for i in range(60)]
+    for name in names:
+        core_v1.create_namespaced_pod(namespace, make_pod(name, runtime="120s"))
+    wait_for(lambda: len(_bound(core_v1, namespace)) == len(names), timeout_s=60, what="bound")
+
+    def conflicts(proc: DaemonProcess) -> float:
+        for line in proc.metrics().splitlines():
+            if line.startswith('wfsched_bind_errors_total{reason="conflict"}'):
+                return float(line.split()[1])
+        return 0.0
+
+    def scheduled(proc: DaemonProcess) -> float:
+        for line in proc.metrics().splitlines():
+            if line.startswith('wfsched_schedule_attempts_total{result="scheduled"}'):
+                return float(line.split()[1])
+        return 0.0
+
+    time.sleep(1)
+    # Every pod was bound by exactly one replica; the loser of each race saw a 409.
+    assert scheduled(first) + scheduled(second) == len(names)
+    assert conflicts(first) + conflicts(second) >= 1
+    for name in names:
+        events = [e for e in _events(core_v1, namespace, name) if e["reason"] == "Scheduled"]
+        assert len(events) == 1, name
+    assert first.proc.poll() is None and second.proc.poll() is None
