@@ -21,8 +21,9 @@ Step weights ``w`` (``Args.prior``):
   default): a pessimistic prior, so chains that still hide unknown steps are explored early
   instead of discovering a long step last (the typical tail of nf-core workflows, e.g. a final
   MultiQC). ``prior="mean"`` uses the mean of the observed means instead;
-- before any observation in the run every step weighs 1 and ``own`` is 1, so
-  ``b = rank + 1`` and the order is exactly ``rank_min``'s.
+- before any observation in the run every step weighs 1 and ``own`` is 1: with step-level
+  paths ``b = rank + 1`` and the order is exactly ``rank_min``'s; with task-level paths ``b``
+  counts the tasks on the longest chain below the task (the task-level analogue of rank).
 
 Sort key: ``(-b, -rank, size)``; ties keep the previous queue order (stable sort). The result
 never depends on edge insertion order because both graphs are evaluated whole. Bottom levels

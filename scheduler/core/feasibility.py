@@ -63,17 +63,6 @@ def prefer_no_schedule_count(node: cluster.NodeInfo, pod: constraints.Constraint
     )
 
 
-def fits_node(
-    *,
-    node: cluster.NodeInfo,
-    free: resources.Resources,
-    request: resources.Resources,
-    pod: constraints.Constraints,
-) -> bool:
-    """Scalar reference check: static filters pass and ``request`` fits into ``free``."""
-    return static_reason(node, pod) is None and request.fits(free)
-
-
 def fit_error_message(total_nodes: int, counts: Mapping[str, int]) -> str:
     """Format per-reason node counts like kube-scheduler's ``FitError``.
 
