@@ -224,6 +224,9 @@ class SchedulerLoop:
         self._pool = ThreadPoolExecutor(
             max_workers=settings.bind_workers, thread_name_prefix="wfsched-bind"
         )
+        # Events, conditions, DAG reads and state saves never wait in line behind binds, and
+        # binds never wait behind them.
+        self._side_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="wfsched-side")
         self._fetching_dags: set[workflow.RunId] = set()
         self._held: dict[str, translate.PodFacts] = {}
         self._peak_usage: dict[tuple[str, str], int] = {}
@@ -261,6 +264,7 @@ class SchedulerLoop:
                 self._next_memory_save = now + self._memory_save_interval_s
                 self.save_memory()
         self._pool.shutdown(wait=True, cancel_futures=False)
+        self._side_pool.shutdown(wait=True, cancel_futures=False)
 
     def _drain(self) -> None:
         for _ in range(_MAX_EVENTS_PER_TURN):
@@ -331,6 +335,20 @@ class SchedulerLoop:
         for uid, facts in list(self._held.items()):
             del self._held[uid]
             self._upsert_pending(facts)
+
+    def redescribe(self, uid: str) -> None:
+        """Run the task hooks again for a pending pod whose registration changed.
+
+        A queued pod leaves the queue and is described afresh (it may become held); a held
+        pod is re-described as by ``refresh_held``. Pods being bound, bound or unknown are left
+        alone.
+        """
+        entry = self._pending.get(uid)
+        facts = entry.facts if entry is not None else self._held.get(uid)
+        if facts is None:
+            return
+        self._pending_gone(uid)
+        self._upsert_pending(facts)
 
     def _upsert_pending(self, facts: translate.PodFacts) -> None:
         uid = facts.ref.uid
@@ -443,7 +461,7 @@ class SchedulerLoop:
             if run in self._fetching_dags:
                 continue
             self._fetching_dags.add(run)
-            self._pool.submit(self._fetch_dag, run, ref)
+            self._side_pool.submit(self._fetch_dag, run, ref)
 
     def _fetch_dag(self, run: workflow.RunId, ref: tuple[str, str]) -> None:
         text: str | None = None
@@ -834,4 +852,4 @@ class SchedulerLoop:
                 log.warning("side effect %s failed", getattr(fn, "__name__", fn), exc_info=True)
 
         with contextlib.suppress(RuntimeError):  # pool already shut down
-            self._pool.submit(call)
+            self._side_pool.submit(call)
