@@ -8,7 +8,9 @@
 * leader election on a Lease: losing it stops binding at once and exits the process with
   status 1 (the Deployment restarts it as a standby);
 * ``/healthz`` (the process and its loop thread are alive), ``/readyz`` (informers synced and
-  the loop running) and ``/metrics`` (Prometheus) on ``health_port``.
+  the loop running) and ``/metrics`` (Prometheus) on ``health_port``;
+* the CWS REST API (``scheduler.rest``) on ``rest_port``: its state is a task hook of the loop,
+  its requests run on the loop thread, and its executions' strategies wrap the loop's policies.
 """
 
 from __future__ import annotations
@@ -25,14 +27,18 @@ from typing import Any
 
 from prometheus_client import exposition
 
+from scheduler import cws, registry
 from scheduler import loop as loop_mod
 from scheduler import memory as memory_mod
 from scheduler import metrics as metrics_mod
-from scheduler import registry
 from scheduler import settings as settings_mod
+from scheduler.cws import policies as cws_policies
 from scheduler.kube import client as kube_client
 from scheduler.kube import informer as kube_informer
 from scheduler.kube import leader as kube_leader
+from scheduler.rest import api as rest_api
+from scheduler.rest import bridge as rest_bridge
+from scheduler.rest import server as rest_server
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +127,7 @@ class Daemon:
             memory_store=(settings.lease.namespace, settings.memory_store_configmap),
             memory_save_interval_s=settings.memory_save_interval_s,
         )
+        self.rest = self._rest_server(settings)
         # One watch over every pod: pending pods of ours, accounting of all bound pods, and
         # the terminal transitions that count finished tasks per step.
         self.informers = [
@@ -136,7 +143,12 @@ class Daemon:
             ),
         ]
         self.poller = (
-            kube_informer.MetricsPoller(self.kube, self.events, interval_s=settings.metrics_poll_s)
+            kube_informer.MetricsPoller(
+                self.kube,
+                self.events,
+                interval_s=settings.metrics_poll_s,
+                pods=self.memory is not None,
+            )
             if settings.metrics_poll_s > 0
             else None
         )
@@ -189,6 +201,48 @@ class Daemon:
             log.warning("could not restore memory observations", exc_info=True)
         return model
 
+    def _rest_server(self, settings: settings_mod.Settings) -> rest_server.RestServer | None:
+        """The CWS REST API: its state, the loop's task hook, per-execution policies.
+
+        The API token comes from ``$WFSCHED_API_TOKEN`` (never from the config file, never
+        logged). Executions plan memory with their own predictors only when the loop's memory
+        scaling is on (``predictor`` set), because only then does the loop resize pods.
+        """
+        if settings.rest_port == 0:
+            return None
+        state = cws.CwsState(
+            workflows_registry=self.loop.registry,
+            default_predictor=settings.predictor,
+            min_memory_bytes=settings.min_memory_bytes,
+            max_memory_bytes=settings.max_memory_bytes,
+            batch_timeout_s=settings.batch_timeout_s,
+            registration_grace_s=settings.registration_grace_s,
+            namespaces=settings.namespaces,
+        )
+        bridge = rest_bridge.CwsBridge(state, events=self.events, clock=self.loop.clock)
+        self.loop.task_hooks.append(bridge)
+        self.loop.policies = cws_policies.wrap(
+            self.loop.policies,
+            state,
+            plan_memory=self.memory is not None,
+            veto=self.memory.is_unscalable if self.memory is not None else None,
+        )
+        api = rest_api.Api(
+            bridge=bridge,
+            max_body_bytes=settings.rest_max_body_bytes,
+            max_items=settings.rest_max_items,
+            token=os.environ.get("WFSCHED_API_TOKEN") or None,
+            may_write=self._may_bind,
+            leader=self._leader_identity,
+        )
+        return rest_server.RestServer(api, address=settings.bind_address, port=settings.rest_port)
+
+    def _leader_identity(self) -> str | None:
+        """The lease holder as last read (for followers' 503 replies), if known."""
+        if self.elector is None:
+            return None
+        return self.elector.observed_holder or None
+
     def _may_bind(self) -> bool:
         """Bind only while leading and the lease was renewed recently enough."""
         if not self._leading.is_set():
@@ -224,6 +278,8 @@ class Daemon:
         if self.poller is not None:
             self.poller.start()
         self._loop_thread.start()
+        if self.rest is not None:
+            self.rest.start()
         if self.elector is not None:
             self.elector.start()
         else:
@@ -234,6 +290,7 @@ class Daemon:
                 "scheduler_names": ",".join(self.settings.scheduler_names),
                 "policy": self.settings.policy,
                 "health_port": self.health.port,
+                "rest_port": self.rest.port if self.rest is not None else 0,
                 "leader_election": self.settings.lease.enabled,
             },
         )
@@ -247,6 +304,8 @@ class Daemon:
         """Stop binding, release the lease, stop watches and servers."""
         self._leading.clear()
         self.stop_event.set()
+        if self.rest is not None:
+            self.rest.stop()
         if self.elector is not None:
             self.elector.stop()
         for informer in self.informers:

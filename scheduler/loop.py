@@ -782,7 +782,9 @@ class SchedulerLoop:
                 self._peak_usage[key] = total
 
     def _observe_memory(self, facts: translate.PodFacts, labels: workflows.TaskLabels) -> None:
-        if self.memory is None:
+        # Tasks of CWS executions report their peaks through the REST task-metrics endpoint;
+        # observing them here too would count each task twice.
+        if self.memory is None or labels.engine == "cws":
             return
         key = self.memory.key(labels.run, labels.step)
         if facts.phase == "Failed":

@@ -84,6 +84,10 @@ class MemoryModel:
         """Never plan this task (multi-container pod, refused resize, ...)."""
         self._unscalable.add(task)
 
+    def is_unscalable(self, task: workflow.TaskKey) -> bool:
+        """True when ``task`` was marked unscalable (other planners honour the mark too)."""
+        return task in self._unscalable
+
     def forget_task(self, task: workflow.TaskKey) -> None:
         """Drop per-task state of a task that left the queue."""
         self._unscalable.discard(task)

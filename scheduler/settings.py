@@ -89,6 +89,16 @@ class Settings:
     """Port of /healthz, /readyz and /metrics."""
     rest_port: int = 8080
     """Port of the CWS-compatible REST API (0: off)."""
+    rest_max_body_bytes: int = 1 << 20
+    """Largest request body the REST API reads (bigger: 413); 1 MiB holds a DAG of ~10k edges."""
+    rest_max_items: int = 10_000
+    """Most vertices, edges or ids one REST request may carry (more: 413)."""
+    batch_timeout_s: float = 30.0
+    """A closed batch is released this long after ``endBatch`` even if some registered pods
+    never appeared (CWS keeps it closed forever, defect D10)."""
+    registration_grace_s: float = 30.0
+    """A pod with a per-execution scheduler name but no task registration waits this long for
+    one, then is scheduled as a task of its own (CWS never schedules it, defect D22)."""
     bind_address: str = "0.0.0.0"
     """Address the HTTP servers listen on."""
     log_format: str = "json"
@@ -201,6 +211,9 @@ def _validate(settings: Settings, problems: list[str]) -> None:
         "burst": settings.burst,
         "bind_workers": settings.bind_workers,
         "cycle_interval_s": settings.cycle_interval_s,
+        "batch_timeout_s": settings.batch_timeout_s,
+        "rest_max_body_bytes": settings.rest_max_body_bytes,
+        "rest_max_items": settings.rest_max_items,
         "memory_save_interval_s": settings.memory_save_interval_s,
         "lease.duration_s": settings.lease.duration_s,
         "lease.renew_deadline_s": settings.lease.renew_deadline_s,
@@ -215,6 +228,7 @@ def _validate(settings: Settings, problems: list[str]) -> None:
         "metrics_poll_s": settings.metrics_poll_s,
         "min_memory_bytes": settings.min_memory_bytes,
         "max_memory_bytes": settings.max_memory_bytes,
+        "registration_grace_s": settings.registration_grace_s,
     }.items():
         if value < 0:
             problems.append(f"{key}: must be >= 0, got {value}")

@@ -409,6 +409,10 @@ class WorkflowRegistry:
             labels.step, success=success, runtime_s=runtime_s, input_size=labels.input_size
         )
 
+    def forget_run(self, run: workflow.RunId) -> bool:
+        """Drop one run and its DAG; returns False when it was not known."""
+        return self._runs.pop(run, None) is not None
+
     def forget_runs(self, keep: Iterable[workflow.RunId]) -> int:
         """Drop runs not in ``keep``; returns how many were dropped (bounded memory)."""
         keep_set = set(keep)

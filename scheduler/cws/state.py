@@ -1,0 +1,532 @@
+"""``CwsState``: executions, batches, task registrations and pod matching (see the package)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from predictors import allocation
+from scheduler import registry, workflows
+from scheduler.core import cluster, interfaces, workflow
+from scheduler.cws import dag as dag_mod
+from scheduler.cws import model
+from scheduler.kube import translate
+
+log = logging.getLogger(__name__)
+
+_MAX_RELEASED_MEMORY = 100_000
+
+
+class CwsState:
+    """All CWS executions; owned by the loop thread. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        workflows_registry: workflows.WorkflowRegistry,
+        default_predictor: str = "",
+        min_memory_bytes: int = allocation.DEFAULT_FLOOR_BYTES,
+        max_memory_bytes: int = 0,
+        batch_timeout_s: float = 30.0,
+        registration_grace_s: float = 30.0,
+        namespaces: Sequence[str] = (),
+        max_executions: int = model.MAX_EXECUTIONS,
+    ) -> None:
+        self._registry = workflows_registry
+        self.default_predictor = default_predictor
+        self.min_memory_bytes = min_memory_bytes
+        self.max_memory_bytes = max_memory_bytes
+        self.batch_timeout_s = batch_timeout_s
+        self.registration_grace_s = registration_grace_s
+        self.namespaces = frozenset(namespaces)
+        self.max_executions = max_executions
+        self.executions: dict[str, model.Execution] = {}
+        self._by_run: dict[workflow.RunId, model.Execution] = {}
+        self._waiting: dict[str, model.Waiting] = {}
+        self._waiting_by_pod: dict[tuple[workflow.RunId, str], str] = {}
+        self._released: OrderedDict[str, tuple[workflow.RunId, str]] = OrderedDict()
+        self._released_by_pod: dict[tuple[workflow.RunId, str], str] = {}
+        self._warned: set[tuple[str, str]] = set()
+        self._effects = model.Effects()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def take_effects(self) -> model.Effects:
+        """Return and clear what the loop must do after the last changes."""
+        effects, self._effects = self._effects, model.Effects()
+        return effects
+
+    def has_effects(self) -> bool:
+        """True when ``take_effects`` would return something to do."""
+        return bool(self._effects)
+
+    def execution(self, name: str) -> model.Execution:
+        """Return a registered execution.
+
+        Raises:
+            model.CwsError: ``UNKNOWN_EXECUTION`` with CWS's message.
+        """
+        exe = self.executions.get(name)
+        if exe is None:
+            raise model.CwsError(
+                model.ErrorKind.UNKNOWN_EXECUTION, f"There is no scheduler for {name}"
+            )
+        return exe
+
+    def by_run(self, run: workflow.RunId) -> model.Execution | None:
+        """The execution whose pods form ``run``, if registered."""
+        return self._by_run.get(run)
+
+    def _dag(self, exe: model.Execution) -> workflow.WorkflowDag:
+        return self._registry.ensure_run(exe.run)
+
+    # --- executions -----------------------------------------------------------------------
+
+    def register(self, reg: model.Registration, *, now: float) -> dict[str, Any]:
+        """Register an execution (route 1).
+
+        Raises:
+            model.CwsError: ``DUPLICATE`` (D20), ``UNKNOWN_NAME`` (unknown ranking or assignment),
+                ``INVALID`` (bad strategy syntax, predictor, memory bounds or namespace),
+                ``LIMIT``.
+        """
+        if reg.name in self.executions:
+            raise model.CwsError(
+                model.ErrorKind.DUPLICATE,
+                f"execution {reg.name!r} is already registered; DELETE it before registering "
+                "it again",
+            )
+        if len(self.executions) >= self.max_executions:
+            raise model.CwsError(
+                model.ErrorKind.LIMIT, f"{self.max_executions} executions are registered already"
+            )
+        if self.namespaces and reg.namespace not in self.namespaces:
+            raise model.CwsError(
+                model.ErrorKind.INVALID,
+                f"namespace {reg.namespace!r} is not watched by this scheduler (watched: "
+                f"{', '.join(sorted(self.namespaces))})",
+            )
+        try:
+            spec = registry.parse_strategy(reg.strategy)
+            policies = spec.build()
+        except registry.UnknownPolicyError as exc:
+            raise model.CwsError(model.ErrorKind.UNKNOWN_NAME, f"strategy: {exc}") from None
+        except registry.PolicyError as exc:
+            raise model.CwsError(model.ErrorKind.INVALID, f"strategy: {exc}") from None
+        predictor = self._predictor(reg.memory_predictor)
+        floor = self.min_memory_bytes if reg.min_memory is None else reg.min_memory
+        cap = reg.max_memory if reg.max_memory is not None else (self.max_memory_bytes or None)
+        if cap is not None and (cap <= 0 or cap < floor):
+            raise model.CwsError(
+                model.ErrorKind.INVALID, f"maxMemory {cap} must be > 0 and >= minMemory {floor}"
+            )
+        run = workflow.RunId(f"{reg.namespace}/{reg.name}")
+        # A fresh DAG: what an earlier execution of the same name left is not this run's.
+        self._registry.forget_run(run)
+        self._registry.ensure_run(run)
+        exe = model.Execution(
+            name=reg.name,
+            namespace=reg.namespace,
+            run=run,
+            strategy=spec,
+            policies=policies,
+            predictor=predictor,
+            allocation=allocation.AllocationPolicy(floor_bytes=floor, cap_bytes=cap),
+            options=dict(reg.options),
+            registered_at=now,
+        )
+        self.executions[reg.name] = exe
+        self._by_run[run] = exe
+        log.info(
+            "execution registered",
+            extra={
+                "execution": reg.name,
+                "run": run,
+                "strategy": str(spec),
+                "predictor": predictor.text if predictor else "",
+            },
+        )
+        for warning in predictor.warnings if predictor else ():
+            log.warning("execution %s: predictor %s", reg.name, warning)
+        return {"execution": reg.name, "run": run, "strategy": str(spec)}
+
+    def _predictor(self, text: str | None) -> registry.PredictorSpec | None:
+        """Resolve the registration's predictor; absent or ``default``: the server default."""
+        if text is None or not text.strip() or text.strip().lower() == "default":
+            text = self.default_predictor
+        if not text:
+            return None
+        try:
+            return registry.parse_predictor(text)
+        except ValueError as exc:
+            raise model.CwsError(model.ErrorKind.INVALID, f"memoryPredictor: {exc}") from None
+
+    def delete(self, name: str) -> dict[str, Any]:
+        """Forget an execution and its DAG (route 2); its held pods are re-described."""
+        exe = self.execution(name)
+        del self.executions[name]
+        del self._by_run[exe.run]
+        self._registry.forget_run(exe.run)
+        if exe.batches:
+            self._effects.refresh_held = True
+        log.info("execution deleted", extra={"execution": name, "run": exe.run})
+        return {"execution": name, "tasks": len(exe.tasks)}
+
+    def info(self, name: str) -> dict[str, Any]:
+        """A summary of an execution (wfsched's ``GET /v1/scheduler/{e}``)."""
+        exe = self.execution(name)
+        states: dict[str, int] = {}
+        for task in exe.tasks.values():
+            states[task.state.value] = states.get(task.state.value, 0) + 1
+        dag = self._dag(exe)
+        return {
+            "execution": exe.name,
+            "namespace": exe.namespace,
+            "run": exe.run,
+            "strategy": str(exe.strategy),
+            "memoryPredictor": exe.predictor.text if exe.predictor else None,
+            "minMemory": exe.allocation.floor_bytes,
+            "maxMemory": exe.allocation.cap_bytes,
+            "vertices": len(exe.vertices),
+            "edges": sum(1 for e in exe.edges.values() if e is not None),
+            "ranks": {step: dag.rank(step) for step in dag.steps()},
+            "tasks": states,
+            "batches": [
+                {
+                    "id": b.id,
+                    "closed": b.closed_at is not None,
+                    "unready": len(b.unready),
+                    "ready": len(b.ready),
+                }
+                for b in exe.batches.values()
+            ],
+            "observations": dict(exe.observations),
+        }
+
+    # --- DAG ------------------------------------------------------------------------------
+
+    def add_vertices(self, name: str, vertices: Sequence[model.Vertex]) -> dict[str, Any]:
+        """Add vertices all at once (route 3); see ``dag.add_vertices``."""
+        exe = self.execution(name)
+        return dag_mod.add_vertices(exe, self._dag(exe), vertices)
+
+    def remove_vertices(self, name: str, uids: Sequence[int]) -> dict[str, Any]:
+        """Remove vertices with their edges (route 4); unknown uids are ignored."""
+        exe = self.execution(name)
+        return dag_mod.remove_vertices(exe, self._dag(exe), uids)
+
+    def add_edges(self, name: str, edges: Sequence[model.Edge]) -> dict[str, Any]:
+        """Add edges all at once (route 5); see ``dag.add_edges``."""
+        exe = self.execution(name)
+        return dag_mod.add_edges(exe, self._dag(exe), edges)
+
+    def remove_edges(self, name: str, uids: Sequence[int]) -> dict[str, Any]:
+        """Remove edges by uid (route 6); unknown uids are ignored."""
+        exe = self.execution(name)
+        return dag_mod.remove_edges(exe, self._dag(exe), uids)
+
+    # --- batches --------------------------------------------------------------------------
+
+    def start_batch(self, name: str, *, now: float) -> dict[str, Any]:
+        """Open a batch unless one is open (route 7)."""
+        exe = self.execution(name)
+        if exe.open_batch is None:
+            batch = model.Batch(id=exe.next_batch, opened_at=now)
+            exe.next_batch += 1
+            exe.batches[batch.id] = batch
+            exe.open_batch = batch.id
+        return {"batch": exe.open_batch}
+
+    def end_batch(self, name: str, count: int, *, now: float) -> dict[str, Any]:
+        """Close the open batch (route 8); without one, a no-op (D21)."""
+        exe = self.execution(name)
+        if exe.open_batch is None:
+            return {"batch": None}
+        batch = exe.batches[exe.open_batch]
+        exe.open_batch = None
+        batch.closed_at = now
+        batch.expected = count
+        if not batch.unready:
+            self._release(exe, batch)
+        return {"batch": batch.id, "waiting_for": len(batch.unready)}
+
+    def _release(self, exe: model.Execution, batch: model.Batch, *, timeout: bool = False) -> None:
+        exe.batches.pop(batch.id, None)
+        for task_id in (*batch.ready, *batch.unready):
+            task = exe.tasks.get(task_id)
+            if task is not None and task.batch == batch.id:
+                task.batch = None
+        self._effects.refresh_held = True
+        if timeout:
+            self._effects.batch_timeouts += 1
+            log.warning(
+                "batch released by timeout",
+                extra={"execution": exe.name, "batch": batch.id, "missing": len(batch.unready)},
+            )
+
+    def tick(self, *, now: float) -> None:
+        """Release timed-out batches (D10) and expire registration grace periods (D22)."""
+        for exe in self.executions.values():
+            for batch in list(exe.batches.values()):
+                closed = batch.closed_at
+                if closed is not None and now >= closed + self.batch_timeout_s:
+                    self._release(exe, batch, timeout=True)
+        for uid, waiting in list(self._waiting.items()):
+            if now >= waiting.since + self.registration_grace_s:
+                self._expire(uid)
+                self._effects.refresh_held = True
+
+    # --- tasks ----------------------------------------------------------------------------
+
+    def register_task(
+        self, name: str, task_id: int, spec: model.TaskRegistration, *, now: float
+    ) -> dict[str, Any]:
+        """Register a task before its pod exists (route 9).
+
+        Returns:
+            ``{"memoryInBytes": <planned bytes or None>, "rank": <rank of the process>}``
+            (CWS always answers ``{}``; D19).
+
+        Raises:
+            model.CwsError: ``DUPLICATE`` if the id is registered for another pod.
+        """
+        exe = self.execution(name)
+        old = exe.tasks.get(task_id)
+        live = old is not None and old.state is not model.TaskState.DELETED
+        if old is not None and live and old.spec.pod_name != spec.pod_name:
+            raise model.CwsError(
+                model.ErrorKind.DUPLICATE,
+                f"task {task_id} is already registered for pod {old.spec.pod_name!r}",
+            )
+        dag = self._dag(exe)
+        if spec.process not in exe.process_uid and spec.process not in exe.implicit:
+            if spec.process not in set(dag.steps()):
+                exe.implicit.add(spec.process)
+                if (exe.name, spec.process) not in self._warned:
+                    self._warned.add((exe.name, spec.process))
+                    log.warning(
+                        "task of an unknown process; registered it implicitly",
+                        extra={"execution": exe.name, "step": spec.process},
+                    )
+            dag.add_step(spec.process)
+        if old is not None and live:
+            old.spec = spec  # the same registration again (an engine's retry): refreshed
+            task = old
+        else:
+            task = model.TaskRecord(id=task_id, spec=spec, registered_at=now)
+            exe.tasks[task_id] = task
+            if exe.open_batch is not None:
+                task.batch = exe.open_batch
+                exe.batches[exe.open_batch].unready.add(task_id)
+        exe.by_pod[spec.pod_name] = task_id
+        key = (exe.run, spec.pod_name)
+        if key in self._waiting_by_pod:
+            self._effects.refresh_held = True
+        elif key in self._released_by_pod:
+            self._effects.redescribe.append(self._released_by_pod[key])
+        return {
+            "memoryInBytes": self._planned(exe, task.spec, task.spec.memory_bytes or 0),
+            "rank": dag.rank(spec.process),
+        }
+
+    def _planned(
+        self, exe: model.Execution, spec: model.TaskRegistration, request: int
+    ) -> int | None:
+        """The memory planned for a task of ``spec`` with a ``request`` in bytes, if any."""
+        if spec.repetition > 0 or request <= 0:
+            return None
+        predictor = exe.predictor_for(spec.process)
+        if predictor is None:
+            return None
+        prediction = predictor.predict(float(spec.input_size))
+        if prediction is None or not math.isfinite(prediction) or prediction <= 0:
+            return None
+        return exe.allocation.allocate(prediction, request_bytes=request)
+
+    def _task(self, name: str, task_id: int) -> tuple[model.Execution, model.TaskRecord]:
+        exe = self.execution(name)
+        task = exe.tasks.get(task_id)
+        if task is None:
+            raise model.CwsError(
+                model.ErrorKind.UNKNOWN_TASK, f"there is no task {task_id} in execution {name}"
+            )
+        return exe, task
+
+    def task_state(
+        self, name: str, task_id: int, *, pod_state: Callable[[str], cluster.PodState]
+    ) -> dict[str, Any]:
+        """The CWS state of a task (route 10); ``pod_state`` reads the loop's cache ledger."""
+        _exe, task = self._task(name, task_id)
+        if task.pod_uid and task.state in (model.TaskState.UNSCHEDULED, model.TaskState.SCHEDULED):
+            ledger = pod_state(task.pod_uid)
+            if ledger is cluster.PodState.ASSUMED:
+                task.advance(model.TaskState.SCHEDULED)
+            elif ledger is cluster.PodState.ADDED:
+                task.advance(model.TaskState.PREPARED)
+        return {"state": task.state.value, "error": task.error}
+
+    def delete_task(self, name: str, task_id: int) -> dict[str, Any]:
+        """Withdraw a task (route 11): out of its batch and, if pending, out of the queue."""
+        exe, task = self._task(name, task_id)
+        if task.state is model.TaskState.DELETED:
+            return {"deleted": False}
+        batch = exe.batches.get(task.batch) if task.batch is not None else None
+        if batch is not None:
+            batch.unready.discard(task_id)
+            if task_id in batch.ready:
+                batch.ready.remove(task_id)
+            if batch.closed_at is not None and not batch.unready:
+                self._release(exe, batch)
+        task.batch = None
+        task.state = model.TaskState.DELETED
+        if task.pod_uid:
+            self._effects.redescribe.append(task.pod_uid)
+        return {"deleted": True}
+
+    def task_metrics(self, name: str, task_id: int, metrics: model.TaskMetrics) -> dict[str, Any]:
+        """Store a task's metrics and feed its process's predictor (route 12); idempotent."""
+        exe, task = self._task(name, task_id)
+        if task.metrics is not None:
+            return {"observed": False, "duplicate": True}
+        task.metrics = metrics
+        if not metrics.valid:
+            return {"observed": False}
+        assert metrics.peak_rss is not None
+        process, size = task.spec.process, task.spec.input_size
+        predictor = exe.predictor_for(process)
+        if predictor is not None:
+            try:
+                predictor.observe(float(size), float(metrics.peak_rss))
+            except ValueError as exc:
+                log.warning("observation refused: %s", exc, extra={"execution": exe.name})
+                return {"observed": False}
+        exe.observations[process] = exe.observations.get(process, 0) + 1
+        self._effects.observations.append(
+            model.Observation(
+                run=exe.run, step=process, input_bytes=size, peak_bytes=metrics.peak_rss
+            )
+        )
+        return {"observed": True}
+
+    # --- pods (TaskHook) ------------------------------------------------------------------
+
+    def describe(
+        self, facts: translate.PodFacts, labels: workflows.TaskLabels, *, now: float
+    ) -> tuple[workflows.TaskLabels, bool]:
+        """Map a pod of a CWS execution to its registered task; return ``(labels, held)``."""
+        if labels.engine != "cws":
+            return labels, False
+        exe = self._by_run.get(labels.run)
+        task_id = exe.by_pod.get(facts.ref.name) if exe is not None else None
+        task = exe.tasks.get(task_id) if exe is not None and task_id is not None else None
+        uid = facts.ref.uid
+        if facts.finished:
+            return (labels if task is None else _relabel(labels, task)), False
+        if exe is None or task is None:
+            return labels, self._unregistered(uid, labels.run, facts.ref.name, now=now)
+        self._forget_pod(uid)
+        task.pod_uid = uid
+        if task.state is model.TaskState.DELETED:
+            return labels, True  # withdrawn by DELETE task: never scheduled
+        task.advance(model.TaskState.UNSCHEDULED)
+        held = False
+        batch = exe.batches.get(task.batch) if task.batch is not None else None
+        if batch is not None:
+            held = True  # even when this pod completes the batch: released in arrival order
+            if task.id in batch.unready:
+                batch.unready.discard(task.id)
+                batch.ready.append(task.id)
+                if batch.closed_at is not None and not batch.unready:
+                    self._release(exe, batch)
+        return _relabel(labels, task), held
+
+    def _unregistered(self, uid: str, run: workflow.RunId, pod: str, *, now: float) -> bool:
+        """Hold a pod without registration during the grace period (D22); True while held."""
+        if uid in self._released:
+            return False
+        waiting = self._waiting.get(uid)
+        if waiting is None:
+            waiting = model.Waiting(run=run, pod=pod, since=now)
+            self._waiting[uid] = waiting
+            self._waiting_by_pod[(run, pod)] = uid
+            log.info(
+                "pod waits for its task registration",
+                extra={"run": run, "pod": pod, "grace_s": self.registration_grace_s},
+            )
+        if now >= waiting.since + self.registration_grace_s:
+            self._expire(uid)
+            return False
+        return True
+
+    def _expire(self, uid: str) -> None:
+        waiting = self._waiting.pop(uid)
+        key = (waiting.run, waiting.pod)
+        self._waiting_by_pod.pop(key, None)
+        self._released[uid] = key
+        self._released_by_pod[key] = uid
+        while len(self._released) > _MAX_RELEASED_MEMORY:
+            _old, old_key = self._released.popitem(last=False)
+            self._released_by_pod.pop(old_key, None)
+        log.warning(
+            "no task registration arrived; scheduling the pod as a task of its own",
+            extra={"run": waiting.run, "pod": waiting.pod},
+        )
+
+    def _forget_pod(self, uid: str) -> None:
+        waiting = self._waiting.pop(uid, None)
+        if waiting is not None:
+            self._waiting_by_pod.pop((waiting.run, waiting.pod), None)
+        key = self._released.pop(uid, None)
+        if key is not None:
+            self._released_by_pod.pop(key, None)
+
+    def finished(self, facts: translate.PodFacts, labels: workflows.TaskLabels) -> None:
+        """Record the end of a pod of ours (TaskHook)."""
+        self._forget_pod(facts.ref.uid)
+        exe = self._by_run.get(labels.run)
+        task_id = exe.by_pod.get(facts.ref.name) if exe is not None else None
+        task = exe.tasks.get(task_id) if exe is not None and task_id is not None else None
+        if task is None:
+            return
+        if facts.phase == "Succeeded":
+            task.advance(model.TaskState.FINISHED)
+        else:
+            task.advance(model.TaskState.FINISHED_WITH_ERROR)
+            task.error = task.error or facts.termination_reason or "Failed"
+
+    # --- planning (behind scheduler.cws_policies) -----------------------------------------
+
+    def plans_memory(self, run: workflow.RunId) -> bool:
+        """True when ``run`` is an execution with a memory predictor of its own."""
+        exe = self._by_run.get(run)
+        return exe is not None and exe.predictor is not None
+
+    def plan(self, task: workflow.Task) -> int | None:
+        """Planned memory of a queued task of an execution with a predictor, or ``None``."""
+        exe = self._by_run.get(task.run)
+        if exe is None:
+            return None
+        spec = model.TaskRegistration(
+            process=task.step, pod_name="", input_size=task.input_size, repetition=task.attempt
+        )
+        planned = self._planned(exe, spec, task.request.memory_bytes)
+        return planned if planned is not None and planned < task.request.memory_bytes else None
+
+    def policies_for(self, run: workflow.RunId) -> interfaces.Policies | None:
+        """The execution's own ranking and assignment, if ``run`` is a registered execution."""
+        exe = self._by_run.get(run)
+        return None if exe is None else exe.policies
+
+
+def _relabel(labels: workflows.TaskLabels, task: model.TaskRecord) -> workflows.TaskLabels:
+    return dataclasses.replace(
+        labels,
+        step=workflow.StepName(task.spec.process),
+        task_id=str(task.id),
+        input_size=task.spec.input_size,
+        attempt=task.spec.repetition,
+    )

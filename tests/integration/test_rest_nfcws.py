@@ -1,0 +1,295 @@
+"""The nf-cws call sequence replayed over HTTP against the real daemon, API server and KWOK.
+
+The DAG is sarek's (``shared/data/nfcore-traces/sarek/dag.html``: 729 vertices, 833 edges) and
+the tasks come from its first trace, so process labels, ranks and input sizes are real. The
+sequence is what nf-cws 2.0.1 sends: register the execution, POST all vertices then all edges
+(through a base URL ending in ``/``), startBatch, register each task and create its pod with
+``schedulerName: workflow-scheduler-<execution>``, endBatch, task metrics after each task,
+the publish routes at shutdown, and DELETE.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from k8s_helpers import make_pod, read_pod, wait_for
+from test_daemon import BindRecorder
+
+pytestmark = pytest.mark.integration
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+SAREK = DATA / "nfcore-traces" / "sarek"
+EXECUTION = "sarek-run1"
+MIB = 1 << 20
+
+
+def load_dag() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Vertices and edges of Nextflow's cytoscape DAG, as nf-cws would send them."""
+    text = (SAREK / "dag.html").read_text()
+    start = text.index("elements:")
+    split = text.index("edges:", start)
+    node = re.compile(
+        r"\{ data: \{ id: 'p(\d+)'(?:, label: '((?:[^'\\]|\\.)*)')?\s*\}, classes: '(\w+)'"
+    )
+    vertices = [
+        {"uid": int(uid), "label": label or None, "type": kind}
+        for uid, label, kind in node.findall(text[start:split])
+    ]
+    edge = re.compile(r"\{ data: \{ source: 'p(\d+)', target: 'p(\d+)'")
+    edges = [
+        {"uid": i, "label": None, "from": int(a), "to": int(b)}
+        for i, (a, b) in enumerate(edge.findall(text[split:]))
+    ]
+    return vertices, edges
+
+
+def expected_ranks(vertices: list[dict[str, Any]], edges: list[dict[str, Any]]) -> dict[str, int]:
+    """Rank of each process: processes on the longest path below it, operators transparent."""
+    kind = {v["uid"]: v["type"] for v in vertices}
+    label = {v["uid"]: v["label"] for v in vertices}
+    below: dict[int, list[int]] = {}
+    for e in edges:
+        below.setdefault(e["from"], []).append(e["to"])
+
+    @functools.cache
+    def depth(uid: int) -> int:
+        down = max((depth(c) for c in below.get(uid, [])), default=0)
+        return down + (1 if kind[uid] == "PROCESS" else 0)
+
+    return {
+        label[u]: max((depth(c) for c in below.get(u, [])), default=0)
+        for u in kind
+        if kind[u] == "PROCESS"
+    }
+
+
+def pick_tasks(ranks: dict[str, int]) -> list[dict[str, str]]:
+    """Two tasks of each of six processes with different ranks, distinct input sizes."""
+    rows = list(csv.DictReader((SAREK / "trace-1.csv").open(), delimiter=";"))
+    by_process: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        by_process.setdefault(row["process"], []).append(row)
+    wanted = [p for p, rs in by_process.items() if len(rs) >= 2]
+    chosen: list[str] = []
+    for process in sorted(wanted, key=lambda p: -ranks[p]):
+        if ranks[process] not in {ranks[c] for c in chosen}:
+            chosen.append(process)
+    tasks = [row for p in chosen[:6] for row in by_process[p][:2]]
+    assert len({int(t["rchar"]) for t in tasks}) == len(tasks)
+    return tasks[::-1]  # sinks first: the wrong order for a rank strategy
+
+
+class Client:
+    def __init__(self, port: int) -> None:
+        # nf-cws's base URL is http://host:port/v1/ and it appends "/scheduler/...".
+        self.base = f"http://127.0.0.1:{port}"
+
+    def __call__(self, method: str, path: str, body: Any = None, raw: bytes | None = None):
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                status, payload, ctype = resp.status, resp.read(), resp.headers["Content-Type"]
+        except urllib.error.HTTPError as exc:
+            status, payload, ctype = exc.code, exc.read(), exc.headers["Content-Type"]
+        if ctype and ctype.startswith("application/json"):
+            return status, json.loads(payload)
+        return status, payload.decode()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def cws_daemon(dev_cluster, namespace, tmp_path):
+    from k8s_helpers import DaemonProcess
+
+    port = free_port()
+    proc = DaemonProcess(
+        str(dev_cluster.kubeconfig),
+        tmp_path,
+        namespaces=[namespace],
+        lease={"enabled": False},
+        policy="fifo-roundrobin",
+        rest_port=port,
+        batch_timeout_s=20,
+        registration_grace_s=5,
+    ).start()
+    yield Client(port), proc
+    proc.stop()
+
+
+def test_nf_cws_sequence_against_the_daemon(core_v1, namespace, kwok_nodes, cws_daemon) -> None:
+    api, proc = cws_daemon
+    kwok_nodes(1, cpu="1", memory="64Gi")
+    vertices, edges = load_dag()
+    ranks = expected_ranks(vertices, edges)
+    tasks = pick_tasks(ranks)
+    e = f"/v1//scheduler/{EXECUTION}"
+
+    assert api("GET", "/health") == (200, {"status": "ok"})
+    config = {
+        "strategy": "rank_min-roundrobin",  # not the daemon's fifo: per-execution strategy
+        "namespace": namespace,
+        "dns": f"{api.base}/v1/",
+        "memoryPredictor": "mean-offset=none",
+        "minMemory": None,
+        "maxMemory": None,
+        "traceEnabled": False,
+        "costFunction": None,
+        "additional": {},
+    }
+    assert api("POST", e, config)[0] == 200
+    assert api("POST", e, config)[0] == 409  # D20
+    assert api("POST", e + "/DAG/vertices", vertices) == (200, {"added": len(vertices)})
+    assert api("POST", e + "/DAG/edges", edges)[0] == 200
+    # Strict: an unknown vertex and a cycle are refused and change nothing.
+    status, reply = api("POST", e + "/DAG/edges", [{"uid": 10**6, "from": 0, "to": 99999}])
+    assert status == 400 and "99999" in reply["error"]
+    assert api("POST", e + "/DAG/edges", [{"uid": 10**6, "from": 3, "to": 0}])[0] == 400
+    info = api("GET", e)[1]
+    assert info["ranks"] == ranks and info["edges"] == len(edges)
+
+    assert api("PUT", e + "/startBatch")[0] == 200
+    with BindRecorder(core_v1, namespace) as recorder:
+        for row in tasks:
+            config = {
+                "runName": row["native_id"],
+                "inputs": {
+                    "booleanInputs": [],
+                    "numberInputs": [],
+                    "stringInputs": [],
+                    "fileInputs": [],
+                },
+                "schedulerParams": {},
+                "name": row["name"],
+                "task": row["process"],
+                "stageInMode": None,
+                "cpus": 1,
+                "memoryInBytes": 1 << 30,
+                "workDir": row["workdir"],
+                "repetition": 0,
+                "inputSize": int(row["rchar"]),
+            }
+            status, reply = api("POST", f"{e}/task/{row['task_id']}", config)
+            assert status == 200
+            assert reply == {"memoryInBytes": None, "rank": ranks[row["process"]]}  # D19
+            pod = make_pod(
+                row["native_id"],
+                scheduler_name=f"workflow-scheduler-{EXECUTION}",
+                cpu="1",
+                memory="1Gi",
+                runtime="1s",
+            )
+            core_v1.create_namespaced_pod(namespace, pod)
+        time.sleep(2)
+        assert recorder.order == []  # held by the open batch
+        task_id = tasks[0]["task_id"]
+        assert api("GET", f"{e}/task/{task_id}") == (200, {"state": "UNSCHEDULED", "error": None})
+        assert api("PUT", e + "/endBatch", raw=str(len(tasks)).encode())[0] == 200
+        wait_for(lambda: len(recorder.order) == len(tasks), timeout_s=120, what="all bound")
+    expected = [
+        row["native_id"]
+        for row in sorted(tasks, key=lambda r: (-ranks[r["process"]], int(r["rchar"])))
+    ]
+    assert recorder.order == expected
+
+    for row in tasks:
+        wait_for(
+            lambda row=row: (
+                read_pod(core_v1, namespace, row["native_id"])["status"].get("phase") == "Succeeded"
+            ),
+            timeout_s=60,
+            what=f"{row['native_id']} succeeded",
+        )
+        metrics = {
+            "ramRequest": int(row["memory"]),
+            "peakVmem": int(row["peak_vmem"]),
+            "peakRss": int(row["peak_rss"]),
+            "realtime": int(row["realtime"]),
+        }
+        assert api("POST", f"{e}/metrics/task/{row['task_id']}", metrics) == (
+            200,
+            {"observed": True},
+        )
+        assert api("POST", f"{e}/metrics/task/{row['task_id']}", metrics)[0] == 200  # D21
+    wait_for(
+        lambda: api("GET", f"{e}/task/{tasks[-1]['task_id']}")[1]["state"] == "FINISHED",
+        what="finished state",
+    )
+    # The metrics reached the execution's predictor: the next task of that process is planned.
+    process = tasks[0]["process"]
+    peaks = [int(r["peak_rss"]) for r in tasks if r["process"] == process]
+    mean = sum(peaks) / len(peaks)
+    planned = min(1 << 30, -(-max(128 * MIB, mean) // MIB) * MIB)
+    config = {"task": process, "runName": "nf-next", "inputSize": 5, "memoryInBytes": 1 << 30}
+    status, reply = api("POST", f"{e}/task/999999", config)
+    assert status == 200 and reply["memoryInBytes"] == planned
+    assert api("GET", e)[1]["observations"][process] == 2
+
+    # nf-cws 2.0.1 shutdown: publish, then DELETE.
+    assert api("POST", f"/v1/file/{EXECUTION}/publish", {})[0] == 200
+    assert api("GET", f"/v1/file/{EXECUTION}/publish") == (200, "0")
+    assert api("DELETE", e)[0] == 200
+    assert api("GET", e) == (400, {"error": f"There is no scheduler for {EXECUTION}"})
+    assert api("DELETE", e)[0] == 400
+    assert api("POST", e, {"strategy": "fifo", "namespace": namespace})[0] == 200
+    fresh = api("GET", e)[1]
+    assert fresh["vertices"] == 0 and fresh["ranks"] == {} and fresh["tasks"] == {}
+    assert "wfsched_batch_timeouts_total 0.0" in proc.metrics()
+
+
+def test_unregistered_pod_runs_after_the_grace_period(core_v1, namespace, kwok_nodes, cws_daemon):
+    kwok_nodes(1, cpu="2", memory="4Gi")
+    pod = make_pod("orphan", scheduler_name="workflow-scheduler-nobody", runtime="1s")
+    core_v1.create_namespaced_pod(namespace, pod)
+    time.sleep(2)
+    assert not read_pod(core_v1, namespace, "orphan")["spec"].get("nodeName")
+    wait_for(
+        lambda: read_pod(core_v1, namespace, "orphan")["spec"].get("nodeName"),
+        timeout_s=30,
+        what="orphan bound after the grace period",
+    )
+
+
+MALFORMED = [
+    ("POST", "/v1/scheduler/x", b"{"),
+    ("POST", "/v1/scheduler/x", b'{"strategy": 5}'),
+    ("POST", "/v1/scheduler/x", b'{"strategy": "nope"}'),
+    ("POST", "/v1/scheduler/x/DAG/vertices", b"[]"),
+    ("POST", "/v1/scheduler/x/task/1", b"null"),
+    ("PUT", "/v1/scheduler/x/endBatch", b"1.5"),
+    ("DELETE", "/v1/scheduler/x/DAG/edges", b'["a"]'),
+    ("GET", "/v1/scheduler/x/task/notanumber", None),
+    ("TRACE", "/v1/scheduler/x", None),
+    ("POST", "/v1/scheduler/" + "a" * 300, b"{}"),
+    ("POST", "/v1/scheduler/x/metrics/task/1", b'{"peakRss": -1}'),
+    ("POST", "/v1/scheduler/x/DAG/vertices", b"[" + b"{}," * 20000 + b"{}]"),
+]
+
+
+def test_malformed_requests_against_the_live_daemon(namespace, cws_daemon) -> None:
+    api, _proc = cws_daemon
+    for method, path, raw in MALFORMED:
+        status, reply = api(method, path, raw=raw)
+        assert 400 <= status < 500, (method, path, status, reply)
+        assert reply["error"]
+    assert api("GET", "/v1/scheduler/x")[0] == 400  # nothing was registered
+    assert api("GET", "/health")[0] == 200
+    status, doc = api("GET", "/openapi.json")
+    assert status == 200 and "/v1/scheduler/{execution}/task/{id}" in doc["paths"]
