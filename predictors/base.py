@@ -183,3 +183,27 @@ class Model(abc.ABC):
         Values may be zero or negative (the offset wrapper and :func:`sanitize` handle them).
         Must not mutate the model.
         """
+
+
+class LineModel(Model):
+    """A model with a straight-line fit ``(intercept, slope)``, refitted lazily.
+
+    The fit is recomputed at the first query after each new observation (never on the hot
+    observe path); ``_refit`` receives the previous fit, e.g. as a warm start.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._fit: tuple[float, float] | None = None
+        self._fit_version = -1
+
+    def coefficients(self) -> tuple[float, float] | None:
+        """Return (intercept, slope), or ``None`` when the fit is undefined."""
+        if self._fit_version != self.version:
+            self._fit = self._refit(self._fit)
+            self._fit_version = self.version
+        return self._fit
+
+    @abc.abstractmethod
+    def _refit(self, previous: tuple[float, float] | None) -> tuple[float, float] | None:
+        """Fit the samples; ``None`` when the fit is undefined."""

@@ -40,20 +40,13 @@ def ols(x: base.FloatArray, y: base.FloatArray) -> tuple[float, float] | None:
     return float(y.mean()) - slope * float(x.mean()), slope
 
 
-class LinearModel(base.Model):
+class LinearModel(base.LineModel):
     """OLS on raw bytes, refitted lazily at the first query after an observation."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._fit: tuple[float, float] | None = None
-        self._fit_version = -1
-
-    def coefficients(self) -> tuple[float, float] | None:
+    def _refit(self, previous: tuple[float, float] | None) -> tuple[float, float] | None:
         """Return (intercept, slope) in bytes, or ``None`` when the fit is undefined."""
-        if self._fit_version != self.version:
-            self._fit = ols(self.samples.x, self.samples.y)
-            self._fit_version = self.version
-        return self._fit
+        del previous  # the closed form needs no start
+        return ols(self.samples.x, self.samples.y)
 
     def predict_many(self, xs: base.FloatArray) -> base.FloatArray:
         """See :meth:`base.Model.predict_many`."""

@@ -127,22 +127,12 @@ def _line_search(e: base.FloatArray, u: base.FloatArray, lam: float) -> float:
     return step if np.isfinite(step) else 1.0
 
 
-class AsymmetricModel(base.Model):
-    """The ``lr2`` model; also the regression inside ``ponder``."""
+class AsymmetricModel(base.LineModel):
+    """The ``lr2`` model; also the regression inside ``ponder``. Coefficients in GiB units."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._fit: tuple[float, float] | None = None
-        self._fit_version = -1
-
-    def coefficients(self) -> tuple[float, float] | None:
-        """Return (intercept, slope) in GiB units, or ``None`` when undefined."""
-        if self._fit_version != self.version:
-            self._fit = fit_asymmetric(
-                self.samples.x / base.GIB, self.samples.y / base.GIB, start=self._fit
-            )
-            self._fit_version = self.version
-        return self._fit
+    def _refit(self, previous: tuple[float, float] | None) -> tuple[float, float] | None:
+        """Fit in GiB units, warm-started from the previous fit."""
+        return fit_asymmetric(self.samples.x / base.GIB, self.samples.y / base.GIB, start=previous)
 
     def predict_many(self, xs: base.FloatArray) -> base.FloatArray:
         """See :meth:`base.Model.predict_many`."""

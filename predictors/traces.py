@@ -111,6 +111,16 @@ def parse_size(text: str) -> int | None:
     return round(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
+def _raw_number(text: str) -> tuple[bool, float | None]:
+    """``(True, value)`` for a missing (``-``) or raw numeric field, ``(False, None)`` else."""
+    if text in ("", "-"):
+        return True, None
+    try:
+        return True, float(text)
+    except ValueError:
+        return False, None
+
+
 def parse_duration(text: str) -> float | None:
     """Parse a duration in ms: raw (``102``) or human-readable (``1m 3s``, ``2.5s``); ``-``=None.
 
@@ -118,12 +128,9 @@ def parse_duration(text: str) -> float | None:
         ValueError: Unparseable text.
     """
     text = text.strip()
-    if text in ("", "-"):
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        pass
+    done, value = _raw_number(text)
+    if done:
+        return value
     parts = _DURATION_PART.findall(text)
     if not parts or _DURATION_PART.sub("", text).strip():
         raise ValueError(f"not a duration: {text!r}")
@@ -137,12 +144,9 @@ def parse_timestamp(text: str) -> float | None:
         ValueError: Unparseable text.
     """
     text = text.strip()
-    if text in ("", "-"):
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        pass
+    done, value = _raw_number(text)
+    if done:
+        return value
     moment = datetime.datetime.fromisoformat(text)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
