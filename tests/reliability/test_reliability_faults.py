@@ -1,0 +1,411 @@
+"""Control-plane faults while a workflow runs, each on a private control plane.
+
+* kube-apiserver crashes (SIGKILL) and comes back; later etcd and kube-apiserver are both
+  stopped (SIGTERM) and started again: the daemon's informers must re-list and the workflow
+  finish;
+* a forced 410: kube-apiserver is killed, a pending pod is deleted directly in etcd and etcd
+  is compacted, so the daemon's watch resumes from a version that no longer exists; it must
+  re-list, notice the pod is gone (and drop it from its queue), and go on;
+* pods deleted while pending: a seeded random subset of the pending pods is deleted in three
+  waves; the daemon must drop them without an error loop and bind all the others.
+
+The daemon runs without leader election here (one replica): an outage longer than the renew
+deadline makes a leader exit by design (``test_reliability_failover`` covers the lease).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import itertools
+import json
+import random
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from reliability_helpers import (
+    SCHED,
+    WFINSTANCES,
+    CapacityMonitor,
+    ControlPlane,
+    PatientPodApi,
+    alive,
+    assert_invariants,
+    bound_timestamps,
+    count_bound,
+    count_log_events,
+    labelled,
+    list_pods,
+    make_daemon,
+    metric,
+    metric_sum,
+    pod_manifest,
+    record,
+    start_component_retrying,
+    start_daemon,
+    verify,
+    wait_until,
+)
+
+from scheduler import replay, simulate
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+class FaultDriver(threading.Thread):
+    """Runs ``(threshold, action)`` steps in order: each fires once ``threshold`` pods of the
+    namespace are bound. Records what it did; an exception is kept for the main thread."""
+
+    def __init__(self, plane: ControlPlane, namespace: str, steps) -> None:
+        super().__init__(name="faults", daemon=True)
+        self.plane = plane
+        self.namespace = namespace
+        self.steps = steps
+        self.done = threading.Event()
+        self.log: list[dict] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for threshold, name, action in self.steps:
+                while True:
+                    try:
+                        bound = count_bound(self.plane.core_v1, self.namespace)
+                    except Exception:
+                        bound = -1
+                    if bound >= threshold:
+                        break
+                    if self.done.wait(0.5):
+                        return
+                began = time.time()
+                details = action() or {}
+                self.log.append(
+                    {
+                        "fault": name,
+                        "at_bound": bound,
+                        "began": began,
+                        "ended": time.time(),
+                        "duration_s": round(time.time() - began, 2),
+                        **details,
+                    }
+                )
+        except BaseException as exc:
+            self.error = exc
+
+
+def _pause_around(binds: list[float], began: float, ended: float) -> float | None:
+    """Longest gap between consecutive bindings that overlaps the fault window."""
+    gaps = [b - a for a, b in itertools.pairwise(binds) if b >= began and a <= ended]
+    return round(max(gaps), 2) if gaps else None
+
+
+def _replay_with_faults(plane, tmp_path, *, instance_file, time_scale, nodes, steps_for):
+    instance = simulate.load_instance(WFINSTANCES / instance_file)
+    plan = replay.ReplayPlan.from_instance(instance, scheduler_name=SCHED, time_scale=time_scale)
+    namespace = plane.namespace("fault")
+    node_names = plane.nodes(nodes, cpu="4", memory="16Gi")
+    daemon = make_daemon(plane, tmp_path, namespace, policy="rank_min-roundrobin")
+    start_daemon(daemon)
+    driver = FaultDriver(plane, namespace, steps_for(plan, namespace, daemon))
+    api = PatientPodApi(plane.core_v1, patience_s=300)
+    started = time.monotonic()
+    try:
+        with CapacityMonitor(plane.core_v1, node_names, interval_s=1.0) as monitor:
+            driver.start()
+            progress = replay.Replayer(plan, api, namespace=namespace).run(timeout_s=600)
+    finally:
+        driver.done.set()
+        driver.join(timeout=180)
+    makespan = time.monotonic() - started
+    return plan, namespace, daemon, driver, monitor, progress, makespan, api
+
+
+# --- kube-apiserver, then etcd + kube-apiserver --------------------------------------------------
+
+
+@pytest.mark.timeout(900)
+def test_apiserver_and_etcd_restarts_mid_workflow(private_plane, tmp_path) -> None:
+    plane = private_plane
+
+    def steps(plan, namespace, daemon):
+        total = len(plan.tasks)
+        return [
+            (
+                total // 4,
+                "kube-apiserver SIGKILL, restarted after 5 s",
+                lambda: {
+                    "outage_s": round(
+                        plane.restart("kube-apiserver", sig=signal.SIGKILL, down_s=5), 2
+                    )
+                },
+            ),
+            (
+                total * 3 // 5,
+                "kube-apiserver + etcd SIGTERM, restarted after 5 s",
+                lambda: {"outage_s": round(plane.restart("etcd", "kube-apiserver", down_s=5), 2)},
+            ),
+        ]
+
+    plan, namespace, daemon, driver, monitor, progress, makespan, api = _replay_with_faults(
+        plane,
+        tmp_path,
+        instance_file="cycles-chameleon-5l-1c-9p-001.json",
+        time_scale=0.1,
+        nodes=6,
+        steps_for=steps,
+    )
+    is_alive = alive(daemon)
+    metrics = daemon.metrics()
+    logs = [daemon.log_path]
+    verdict = verify(plane.core_v1, namespace, [t.pod_name for t in plan.tasks], monitor, logs)
+    binds = bound_timestamps(logs)
+    faults = []
+    for entry in driver.log:
+        entry["binding_pause_s"] = _pause_around(binds, entry.pop("began"), entry.pop("ended"))
+        faults.append(entry)
+    daemon.stop()
+    record(
+        "apiserver-restarts",
+        {
+            "title": "kube-apiserver crash, then etcd + kube-apiserver restart, mid-workflow",
+            "workflow": f"cycles-chameleon-5l-1c-9p-001 ({len(plan.tasks)} tasks), time scale 0.1",
+            "cluster": "6 KWOK nodes x 4 CPU / 16 GiB, private control plane",
+            "injected": "; ".join(f["fault"] for f in faults),
+            "injections": len(faults),
+            "faults": faults,
+            "makespan_s": round(makespan, 1),
+            "workflow_succeeded": progress.succeeded,
+            "daemon_alive_at_end": is_alive,
+            "informer_errors_logged": count_log_events(logs, "informer error; backing off"),
+            "informer_relists_logged": count_log_events(logs, "relist diff applied"),
+            "watch_expired_logged": count_log_events(logs, "watch expired; listing again"),
+            "watch_restarts_metric": metric_sum(metrics, "wfsched_watch_restarts_total"),
+            "bind_errors": labelled(metrics, "wfsched_bind_errors_total", "reason"),
+            "test_client_retries": api.retries,
+            "verdict": verdict.summary(),
+        },
+    )
+    assert driver.error is None, driver.error
+    assert len(faults) == 2, driver.log
+    assert progress.succeeded == len(plan.tasks)
+    assert count_log_events(logs, "informer error; backing off") >= 1, "the faults went unseen"
+    assert is_alive, daemon.log_tail()
+    assert count_log_events(logs, "event handling failed") == 0
+    # Binds just before an outage may lose their best-effort Event: reported, not asserted.
+    assert_invariants(verdict, max_missing_events=None)
+
+
+# --- forced 410 -------------------------------------------------------------------------------
+
+
+def _unschedulable(plane: ControlPlane, namespace: str, name: str) -> bool:
+    pod = plane.core_v1.read_namespaced_pod(name, namespace, _preload_content=False)
+    conditions = json.loads(pod.data)["status"].get("conditions") or []
+    return any(
+        c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable" for c in conditions
+    )
+
+
+def _etcd(plane: ControlPlane, path: str, body: dict) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", plane.cluster._state.ports["etcd"], timeout=30)
+    try:
+        conn.request("POST", path, json.dumps(body))
+        response = conn.getresponse()
+        reply = json.loads(response.read())
+    finally:
+        conn.close()
+    assert response.status == 200, reply
+    return reply
+
+
+@pytest.mark.timeout(900)
+def test_forced_410_relists_and_drops_a_pod_deleted_behind_its_back(
+    private_plane, tmp_path
+) -> None:
+    plane = private_plane
+    ghost = "ghost"
+
+    def steps(plan, namespace, daemon):
+        # Pending for ever (asks for more CPU than any node has): the daemon holds it in its
+        # queue as unschedulable. It disappears while the daemon cannot watch.
+        plane.core_v1.create_namespaced_pod(namespace, pod_manifest(ghost, cpu="64"))
+
+        def cut_watch() -> dict:
+            wait_until(
+                lambda: _unschedulable(plane, namespace, ghost),
+                timeout_s=60,
+                what="the daemon to report the ghost pod unschedulable",
+            )
+            plane.cluster.stop_component("kube-apiserver", sig=signal.SIGKILL)
+            key = base64.b64encode(f"/registry/pods/{namespace}/{ghost}".encode()).decode()
+            deleted = _etcd(plane, "/v3/kv/deleterange", {"key": key})
+            assert deleted["deleted"] == "1", deleted
+            revision = deleted["header"]["revision"]
+            _etcd(plane, "/v3/kv/compaction", {"revision": revision, "physical": True})
+            time.sleep(2)
+            start_component_retrying(plane.cluster, "kube-apiserver")
+            return {"compacted_at_revision": int(revision)}
+
+        return [
+            (len(plan.tasks) // 3, "kube-apiserver SIGKILL + etcd delete + compaction", cut_watch)
+        ]
+
+    plan, namespace, daemon, driver, monitor, progress, makespan, _api = _replay_with_faults(
+        plane,
+        tmp_path,
+        instance_file="cycles-chameleon-5l-1c-9p-001.json",
+        time_scale=0.1,
+        nodes=4,
+        steps_for=steps,
+    )
+    logs = [daemon.log_path]
+
+    def queue_empty() -> bool:
+        return metric_sum(daemon.metrics(), "wfsched_pending_tasks") == 0
+
+    # A safety cycle refreshes the queue gauges at least every cycle_interval_s (10 s).
+    deadline = time.monotonic() + 45
+    while not (queue_drained := queue_empty()) and time.monotonic() < deadline:
+        time.sleep(1)
+    metrics = daemon.metrics()
+    is_alive = alive(daemon)
+    verdict = verify(plane.core_v1, namespace, [t.pod_name for t in plan.tasks], monitor, logs)
+    expired = count_log_events(logs, "watch expired; listing again")
+    daemon.stop()
+    record(
+        "forced-410",
+        {
+            "title": "watch cut with 410 Gone (resourceVersion compacted away) mid-workflow",
+            "workflow": f"cycles-chameleon-5l-1c-9p-001 ({len(plan.tasks)} tasks), time scale 0.1",
+            "cluster": "4 KWOK nodes x 4 CPU / 16 GiB, private control plane",
+            "injected": "kube-apiserver SIGKILL; a pending pod deleted in etcd; etcd compacted; "
+            "kube-apiserver restarted",
+            "injections": len(driver.log),
+            "faults": [
+                {k: v for k, v in f.items() if k not in ("began", "ended")} for f in driver.log
+            ],
+            "makespan_s": round(makespan, 1),
+            "workflow_succeeded": progress.succeeded,
+            "daemon_alive_at_end": is_alive,
+            "watch_expired_logged": expired,
+            "watch_restarts_metric": metric_sum(metrics, "wfsched_watch_restarts_total"),
+            "informer_relists_logged": count_log_events(logs, "relist diff applied"),
+            "deleted_pod_dropped_from_queue": queue_drained,
+            "pending_tasks_at_end": metric_sum(metrics, "wfsched_pending_tasks"),
+            "verdict": verdict.summary(),
+        },
+    )
+    assert driver.error is None, driver.error
+    assert len(driver.log) == 1
+    assert progress.succeeded == len(plan.tasks)
+    assert is_alive, daemon.log_tail()
+    assert expired >= 1, "the daemon's watch never saw the 410"
+    assert queue_drained, f"the deleted pod is still queued: {metrics}"
+    assert count_log_events(logs, "event handling failed") == 0
+    assert_invariants(verdict, max_missing_events=None)
+
+
+# --- pods deleted while pending -------------------------------------------------------------------
+
+
+@pytest.mark.timeout(600)
+def test_pending_pods_deleted_at_random_are_dropped_without_an_error_loop(
+    private_plane, tmp_path
+) -> None:
+    plane = private_plane
+    rng = random.Random(17)
+    namespace = plane.namespace("delete")
+    nodes = plane.nodes(3, cpu="4", memory="16Gi")
+    daemon = make_daemon(plane, tmp_path, namespace, policy="fifo-roundrobin")
+    start_daemon(daemon)
+    names = [f"p{i:03d}" for i in range(240)]
+    deleted: list[str] = []
+    waves: list[dict] = []
+
+    def create(name: str) -> None:
+        plane.core_v1.create_namespaced_pod(
+            namespace, pod_manifest(name, cpu="1", runtime="2s"), _preload_content=False
+        )
+
+    def deleter() -> None:
+        for threshold in (30, 90, 150):
+            wait_until(
+                lambda t=threshold: count_bound(plane.core_v1, namespace) >= t,
+                timeout_s=180,
+                what=f"{threshold} bound",
+            )
+            pending = sorted(
+                p["metadata"]["name"]
+                for p in list_pods(plane.core_v1, namespace, field_selector="spec.nodeName=")
+                if not p["metadata"].get("deletionTimestamp")
+            )
+            victims = rng.sample(pending, min(len(pending), 20))
+            for name in victims:
+                plane.core_v1.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+            deleted.extend(victims)
+            waves.append(
+                {
+                    "at_bound": count_bound(plane.core_v1, namespace),
+                    "pending": len(pending),
+                    "deleted": len(victims),
+                }
+            )
+
+    with CapacityMonitor(plane.core_v1, nodes, interval_s=0.5) as monitor:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(create, names))
+            deletion = pool.submit(deleter)
+            deletion.result(timeout=400)
+        survivors = [n for n in names if n not in set(deleted)]
+        wait_until(
+            lambda: (
+                sum(
+                    p["status"].get("phase") == "Succeeded"
+                    for p in list_pods(plane.core_v1, namespace)
+                )
+                >= len(survivors)
+            ),
+            timeout_s=300,
+            what="every surviving pod to succeed",
+        )
+    logs = [daemon.log_path]
+    wait_until(
+        lambda: metric_sum(daemon.metrics(), "wfsched_pending_tasks") == 0,
+        timeout_s=45,
+        what="the daemon's queue to drain",
+    )
+    time.sleep(3)  # an error loop would keep logging after the queue drained
+    metrics = daemon.metrics()
+    failed_binds = count_log_events(logs, "bind failed")
+    errors = metric(metrics, "wfsched_schedule_attempts_total", 'result="error"')
+    verdict = verify(plane.core_v1, namespace, survivors, monitor, logs)
+    still_there = {p["metadata"]["name"] for p in list_pods(plane.core_v1, namespace)}
+    is_alive = alive(daemon)
+    daemon.stop()
+    record(
+        "deleted-while-pending",
+        {
+            "title": "pending pods deleted at random while the daemon schedules",
+            "workflow": f"{len(names)} independent pods (1 CPU, 2 s) on 12 CPU slots",
+            "cluster": "3 KWOK nodes x 4 CPU / 16 GiB",
+            "injected": f"{len(deleted)} pending pods deleted in {len(waves)} waves (seed 17)",
+            "injections": len(deleted),
+            "waves": waves,
+            "bind_errors": labelled(metrics, "wfsched_bind_errors_total", "reason"),
+            "bind_failures_logged": failed_binds,
+            "daemon_alive_at_end": is_alive,
+            "verdict": verdict.summary(),
+        },
+    )
+    assert len(deleted) >= 30
+    assert not (set(deleted) & still_there), "a deleted pod came back"
+    assert is_alive, daemon.log_tail()
+    # At most one failed bind per deleted pod (a pod deleted while its Binding was in flight);
+    # an error loop would retry the same dead pod.
+    assert failed_binds <= len(deleted), failed_binds
+    assert errors <= len(deleted), errors
+    assert count_log_events(logs, "event handling failed") == 0
+    assert_invariants(verdict)
