@@ -638,6 +638,21 @@ class SchedulerLoop:
         container: str = "",
         has_limit: bool = False,
     ) -> None:
+        """Resize (if planned) and bind; always report exactly one outcome to the loop."""
+        try:
+            self._resize_and_bind(bind, created, resize, container, has_limit)
+        except Exception as exc:  # an unexpected error must not leave the pod assumed forever
+            log.exception("bind worker failed", extra={"task": str(bind.task)})
+            self.events.put(BindOutcome(bind=bind, ok=False, reason=str(exc)[:300]))
+
+    def _resize_and_bind(
+        self,
+        bind: decisions.Bind,
+        created: float,
+        resize: decisions.Resize | None,
+        container: str,
+        has_limit: bool,
+    ) -> None:
         assert bind.pod is not None
         started = time.perf_counter()
         if resize is not None and container:
@@ -648,7 +663,7 @@ class SchedulerLoop:
         try:
             self.kube.bind(bind.pod.namespace, bind.pod.name, bind.pod.uid, bind.node)
         except Exception as exc:  # classified by HTTP status, reported to the loop
-            status = int(getattr(exc, "http_status", 0) or getattr(exc, "status", 0) or 0)
+            status = int(getattr(exc, "http_status", 0) or 0)
             self.events.put(
                 BindOutcome(
                     bind=bind,
