@@ -59,11 +59,25 @@ def pytest_configure(config: pytest.Config) -> None:
     _root.append(config.rootpath)
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    path = Path(report.location[0])
+_collected: set[str] = set()
+_files: set[str] = set()
+
+
+def _ours(location: str) -> bool:
+    path = Path(location)
     if _root and not path.is_absolute():
         path = _root[0] / path
-    if path.resolve().parent != _HERE:
+    return path.resolve().parent == _HERE
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if _ours(item.location[0]):
+        _collected.add(item.nodeid)
+        _files.add(item.nodeid.split("::", 1)[0])
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if not _ours(report.location[0]):
         return
     if report.when == "call" or (report.when == "setup" and not report.passed):
         entry = {"outcome": report.outcome}
@@ -77,4 +91,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _outcomes:
-        record_tests(_outcomes, wall_s=time.time() - _started, args=list(session.config.args))
+        args = [str(a) for a in session.config.invocation_params.args]
+        record_tests(
+            _outcomes,
+            wall_s=time.time() - _started,
+            args=args,
+            known=_collected,
+            files=_files,
+        )

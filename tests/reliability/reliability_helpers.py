@@ -684,13 +684,27 @@ def record(scenario: str, outcome: Mapping[str, Any]) -> None:
 
 
 def record_tests(
-    outcomes: Mapping[str, Mapping[str, str]], *, wall_s: float, args: list[str]
+    outcomes: Mapping[str, Mapping[str, str]],
+    *,
+    wall_s: float,
+    args: list[str],
+    known: Iterable[str] = (),
+    files: Iterable[str] = (),
 ) -> None:
-    """Merge test outcomes (and the run's wall time) into the report file."""
+    """Merge test outcomes, and the run's wall time keyed by its arguments, into the report.
+
+    Entries of the collected ``files`` that are no longer ``known`` (renamed or removed tests)
+    are dropped.
+    """
+    known, files = set(known), set(files)
 
     def change(data: dict[str, Any], now: str) -> None:
-        data.setdefault("tests", {}).update({k: dict(v) for k, v in outcomes.items()})
-        data["last_run"] = {
+        tests = data.setdefault("tests", {})
+        for nodeid in list(tests):
+            if nodeid.split("::", 1)[0] in files and nodeid not in known:
+                del tests[nodeid]
+        tests.update({k: dict(v) for k, v in outcomes.items()})
+        data.setdefault("runs", {})[" ".join(args)] = {
             "finished_at": now,
             "wall_s": round(wall_s, 1),
             "tests_run": len(outcomes),

@@ -105,7 +105,7 @@ def _fmt(value: Any) -> str:
 def _table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     columns: list[str] = []
     for row in rows:
-        columns += [k for k in row if k not in columns]
+        columns += [k for k in row if k not in columns and k != "pid"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
     return lines
@@ -155,7 +155,8 @@ def render(data: Mapping[str, Any]) -> str:
     names = [n for n in ORDER if n in scenarios] + sorted(set(scenarios) - set(ORDER))
     machine = data.get("machine", {})
     versions = machine.get("control_plane", {})
-    run = data.get("last_run", {})
+    runs = list(data.get("runs", {}).values())
+    run = max(runs, key=lambda r: r.get("tests_run", 0)) if runs else {}
     dates = sorted(s.get("recorded_at", "") for s in scenarios.values())
     first, last = (dates[0], dates[-1]) if dates else ("n/a", "n/a")
     out = [
@@ -174,7 +175,8 @@ def render(data: Mapping[str, Any]) -> str:
     ]
     if run:
         out += [
-            f"Last run: {run.get('tests_run')} tests in {run.get('wall_s', 0) / 60:.1f} min "
+            f"Largest recorded run: {run.get('tests_run')} tests in "
+            f"{run.get('wall_s', 0) / 60:.1f} min "
             f"(`pytest {' '.join(run.get('args', []))}`, finished {run.get('finished_at')}).",
             "",
         ]
@@ -290,7 +292,7 @@ def render(data: Mapping[str, Any]) -> str:
         "",
         "Each is a test marked `xfail(strict=True)` that fails today because of the defect; "
         "once the defect is fixed the test passes, the strict marker turns that into a failure, "
-        "and the marker is removed. Outcomes of the last recorded run: "
+        "and the marker is removed. Recorded outcomes: "
         + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         + ".",
         "",

@@ -8,7 +8,10 @@ import report
 
 SAMPLE = {
     "machine": {"cpus": 2, "memory_gib": 23.5, "python": "3.11.7", "control_plane": {}},
-    "last_run": {"wall_s": 600.0, "tests_run": 3, "args": ["tests/reliability"]},
+    "runs": {
+        "tests/reliability": {"wall_s": 600.0, "tests_run": 3, "args": ["tests/reliability"]},
+        "-k x": {"wall_s": 6.0, "tests_run": 1, "args": ["-k", "x"]},
+    },
     "scenarios": {
         "leader-failover": {
             "title": "kill -9 of the leader",
@@ -66,7 +69,7 @@ def test_render_has_the_summary_the_details_and_the_defects():
     assert "| `test_defect` | defect: x |" in text
     assert "1 passed, 1 xfailed" in text
     assert "| at_bound | pause_s |" in text
-    assert "Last run: 3 tests in 10.0 min" in text
+    assert "Largest recorded run: 3 tests in 10.0 min" in text
 
 
 def test_main_writes_the_page(tmp_path):
