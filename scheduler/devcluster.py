@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -759,11 +759,29 @@ def _https_ok(url: str) -> bool:
         conn.close()
 
 
+def daemon_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return ``base`` (default: this process's environment) for a ``wfsched run`` child.
+
+    ``WFSCHED_*`` variables that are not configuration overrides are left out: the daemon reads
+    every ``WFSCHED_*`` variable as a setting and refuses to start on an unknown one, so a
+    variable meant for something else (a test switch, a report path) would stop it.
+    ``WFSCHED_CONFIG``, ``WFSCHED_API_TOKEN`` and every real override are kept.
+    """
+    from scheduler import settings as settings_mod
+
+    known = {"WFSCHED_CONFIG", "WFSCHED_API_TOKEN"}
+    known.update(f"WFSCHED_{f.name.upper()}" for f in fields(settings_mod.Settings))
+    known.update(f"WFSCHED_LEASE__{f.name.upper()}" for f in fields(settings_mod.LeaseSettings))
+    env = dict(os.environ if base is None else base)
+    return {k: v for k, v in env.items() if not k.startswith("WFSCHED_") or k in known}
+
+
 class LocalDaemon:
     """``wfsched run`` as a child process with a generated configuration (demos, tests).
 
     ``settings`` are configuration keys (see ``scheduler.settings.Settings``); the health port
-    is chosen free and the REST API is off unless ``rest_port`` is given.
+    is chosen free and the REST API is off unless ``rest_port`` is given. The child gets
+    ``env`` if set, else ``daemon_environment()`` at the time of ``start``.
     """
 
     def __init__(self, kubeconfig: Path | str, workdir: Path, **settings: Any) -> None:
@@ -782,6 +800,7 @@ class LocalDaemon:
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / f"wfsched-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.env: dict[str, str] | None = None
 
     def start(self, *, wait_ready_s: float = 30) -> None:
         """Start the process and wait for ``/readyz``.
@@ -804,6 +823,7 @@ class LocalDaemon:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env=self.env if self.env is not None else daemon_environment(),
             )
         deadline = time.monotonic() + wait_ready_s
         while True:

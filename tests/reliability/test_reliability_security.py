@@ -281,3 +281,20 @@ def test_a_yaml_syntax_error_does_not_echo_the_line(tmp_path):
     with pytest.raises(settings_mod.SettingsError) as caught:
         settings_mod.load_settings(path, env={})
     assert SECRET not in str(caught.value)
+
+
+def test_the_daemon_environment_keeps_only_real_overrides():
+    """Test switches such as WFSCHED_RELIABILITY or WFSCHED_RELIABILITY_REPORT must not reach
+    ``wfsched run``: it reads every WFSCHED_* variable as a setting and exits on unknown ones."""
+    base = {
+        "PATH": "/bin",
+        "WFSCHED_RELIABILITY": "1",
+        "WFSCHED_RELIABILITY_REPORT": "/tmp/r.json",
+        "WFSCHED_API_TOKEN": SECRET,
+        "WFSCHED_CONFIG": "/etc/wfsched.yaml",
+        "WFSCHED_QPS": "50",
+        "WFSCHED_LEASE__DURATION_S": "20",
+    }
+    env = devcluster.daemon_environment(base)
+    assert env == {k: v for k, v in base.items() if "RELIABILITY" not in k}
+    settings_mod.load_settings(None, env={k: v for k, v in env.items() if k != "WFSCHED_CONFIG"})
