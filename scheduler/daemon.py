@@ -128,19 +128,20 @@ class Daemon:
             memory_save_interval_s=settings.memory_save_interval_s,
         )
         self.rest = self._rest_server(settings)
+
         # One watch over every pod: pending pods of ours, accounting of all bound pods, and
         # the terminal transitions that count finished tasks per step.
+        def count_restart(reason: str) -> None:
+            self.metrics.watch_restarts.labels(reason=reason).inc()
+
         self.informers = [
             kube_informer.Informer(
                 self.kube,
-                kube_informer.WatchSpec(name=loop_mod.POD_EVENTS, kind="pods"),
+                kube_informer.WatchSpec(name=name, kind=kind),
                 self.events,
-            ),
-            kube_informer.Informer(
-                self.kube,
-                kube_informer.WatchSpec(name=loop_mod.NODE_EVENTS, kind="nodes"),
-                self.events,
-            ),
+                on_restart=count_restart,
+            )
+            for name, kind in ((loop_mod.POD_EVENTS, "pods"), (loop_mod.NODE_EVENTS, "nodes"))
         ]
         self.poller = (
             kube_informer.MetricsPoller(

@@ -35,10 +35,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from scheduler import eventrecorder, workflows
 from scheduler import memory as memory_mod
 from scheduler import metrics as metrics_mod
 from scheduler import settings as settings_mod
-from scheduler import workflows
 from scheduler.core import cluster, context, cycle, decisions, interfaces, resources, workflow
 from scheduler.core.queue import SchedulingQueue
 from scheduler.kube import keys, translate
@@ -73,8 +73,12 @@ class KubeActions(Protocol):
         note: str,
         event_type: str = "Normal",
         action: str = "Scheduling",
-    ) -> None:
-        """Emit an ``events.k8s.io/v1`` Event about a pod; must not raise."""
+        regarding_kind: str = "Pod",
+    ) -> str | None:
+        """Emit an Event about a pod (or the ``regarding_kind`` object ``pod_name``).
+
+        Must not raise. May return ``sent``, ``failed`` or ``dropped``.
+        """
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         """Return a ConfigMap, or ``None`` when it does not exist."""
@@ -138,10 +142,15 @@ class BindOutcome:
 
 @dataclass(frozen=True, slots=True)
 class DagLoaded:
-    """The text of a run's DAG ConfigMap (``None`` when missing), fetched off-thread."""
+    """The text of a run's DAG ConfigMap (``None`` when missing), fetched off-thread.
+
+    ``configmap`` is the ConfigMap's (namespace, name, uid) when it exists, so a refusal can be
+    reported on the object the user has to fix.
+    """
 
     run: workflow.RunId
     text: str | None
+    configmap: tuple[str, str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -227,6 +236,12 @@ class SchedulerLoop:
         # Events, conditions, DAG reads and state saves never wait in line behind binds, and
         # binds never wait behind them.
         self._side_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="wfsched-side")
+        self.recorder = eventrecorder.EventRecorder(
+            kube.create_event,
+            on_outcome=lambda event_type, outcome: metrics.events.labels(
+                type=event_type, outcome=outcome
+            ).inc(),
+        )
         self._fetching_dags: set[workflow.RunId] = set()
         self._held: dict[str, translate.PodFacts] = {}
         self._peak_usage: dict[tuple[str, str], int] = {}
@@ -263,8 +278,16 @@ class SchedulerLoop:
             if now >= self._next_memory_save:
                 self._next_memory_save = now + self._memory_save_interval_s
                 self.save_memory()
+        self.shutdown()
+
+    def shutdown(self, *, event_timeout_s: float = 5.0) -> None:
+        """Wait for in-flight binds and side effects, and queued Events (``event_timeout_s``).
+
+        The loop cannot run again afterwards.
+        """
         self._pool.shutdown(wait=True, cancel_futures=False)
         self._side_pool.shutdown(wait=True, cancel_futures=False)
+        self.recorder.close(timeout=event_timeout_s)
 
     def _drain(self) -> None:
         for _ in range(_MAX_EVENTS_PER_TURN):
@@ -444,8 +467,7 @@ class SchedulerLoop:
             "malformed workflow metadata ignored",
             extra={"pod": f"{facts.ref.namespace}/{facts.ref.name}", "problems": text},
         )
-        self._submit_side_effect(
-            self.kube.create_event,
+        self.recorder.record(
             namespace=facts.ref.namespace,
             pod_name=facts.ref.name,
             pod_uid=facts.ref.uid,
@@ -465,14 +487,17 @@ class SchedulerLoop:
 
     def _fetch_dag(self, run: workflow.RunId, ref: tuple[str, str]) -> None:
         text: str | None = None
+        found: tuple[str, str, str] | None = None
         try:
             cm = self.kube.get_configmap(*ref)
             if cm is not None:
+                uid = (cm.get("metadata") or {}).get("uid")
+                found = (ref[0], ref[1], uid if isinstance(uid, str) else "")
                 value = (cm.get("data") or {}).get(keys.DAG_CONFIGMAP_KEY)
                 text = value if isinstance(value, str) else None
         except Exception:  # reported as a missing document
             log.exception("reading DAG ConfigMap %s failed", "/".join(ref))
-        self.events.put(DagLoaded(run=run, text=text))
+        self.events.put(DagLoaded(run=run, text=text, configmap=found))
 
     def _on_dag_loaded(self, item: DagLoaded) -> None:
         self._fetching_dags.discard(item.run)
@@ -482,10 +507,21 @@ class SchedulerLoop:
             return
         self.metrics.input_errors.labels(kind="dag").inc()
         log.warning("DAG document refused", extra={"run": item.run, "error": error})
+        if item.configmap is not None:
+            # On the ConfigMap itself: reported even when every pod of the run is bound.
+            namespace, name, uid = item.configmap
+            self.recorder.record(
+                namespace=namespace,
+                pod_name=name,
+                pod_uid=uid,
+                regarding_kind="ConfigMap",
+                reason="InvalidWorkflowDAG",
+                note=error[:900],
+                event_type="Warning",
+            )
         for entry in self._pending.values():
             if entry.labels.run == item.run:
-                self._submit_side_effect(
-                    self.kube.create_event,
+                self.recorder.record(
                     namespace=entry.facts.ref.namespace,
                     pod_name=entry.facts.ref.name,
                     pod_uid=entry.facts.ref.uid,
@@ -678,8 +714,7 @@ class SchedulerLoop:
         if created > 0:
             self.metrics.pod_scheduling_latency.observe(max(0.0, self.wall_clock() - created))
         self.events.put(BindOutcome(bind=bind, ok=True, seconds=seconds))
-        self._submit_side_effect(
-            self.kube.create_event,
+        self.recorder.record(
             namespace=bind.pod.namespace,
             pod_name=bind.pod.name,
             pod_uid=bind.pod.uid,
@@ -746,8 +781,7 @@ class SchedulerLoop:
             "memory resize refused; binding with the original request",
             extra={"pod": f"{bind.pod.namespace}/{bind.pod.name}", "status": outcome.status},
         )
-        self._submit_side_effect(
-            self.kube.create_event,
+        self.recorder.record(
             namespace=bind.pod.namespace,
             pod_name=bind.pod.name,
             pod_uid=uid,
@@ -851,8 +885,7 @@ class SchedulerLoop:
             ),
         }
         self._submit_side_effect(self.kube.set_pod_condition, pod.namespace, pod.name, condition)
-        self._submit_side_effect(
-            self.kube.create_event,
+        self.recorder.record(
             namespace=pod.namespace,
             pod_name=pod.name,
             pod_uid=pod.uid,

@@ -188,14 +188,17 @@ class MemoryModel:
         Malformed content restores nothing and raises ``ValueError``. Observations stored for a
         different predictor spec are still valid samples and are replayed into this one.
         """
-        doc: Any = json.loads(text)
-        if not isinstance(doc, dict) or doc.get("format") != STORE_FORMAT:
-            raise ValueError("not a wfsched observation store of a known format")
         parsed: list[tuple[tuple[str, str], list[tuple[int, float, float]]]] = []
-        for entry in doc.get("steps", []):
-            key = (str(entry["workflow"]), str(entry["step"]))
-            history = [(int(k), float(x), float(y)) for k, x, y in entry["history"]]
-            parsed.append((key, history))
+        try:
+            doc: Any = json.loads(text)
+            if not isinstance(doc, dict) or doc.get("format") != STORE_FORMAT:
+                raise ValueError("not a wfsched observation store of a known format")
+            for entry in doc.get("steps", []):
+                key = (str(entry["workflow"]), str(entry["step"]))
+                history = [(int(k), float(x), float(y)) for k, x, y in entry["history"]]
+                parsed.append((key, history))
+        except (KeyError, TypeError, AttributeError, RecursionError) as exc:
+            raise ValueError(f"malformed observation store: {exc!r}") from None
         restored = 0
         for key, history in parsed:
             for kind, x, y in history:

@@ -135,6 +135,13 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.events = Counter(
+            "wfsched_events",
+            "Kubernetes Events by type and outcome (sent, failed, dropped by the rate limiter, "
+            "queue_full, coalesced, closed).",
+            ["type", "outcome"],
+            registry=r,
+        )
         self.watch_restarts = Counter(
             "wfsched_watch_restarts",
             "Watch restarts, by reason (expired, error, timeout).",

@@ -10,6 +10,7 @@ naming the key, so the daemon refuses to start with a clear message instead of c
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -132,7 +133,10 @@ def _coerce(value: Any, target: Any, key: str, problems: list[str]) -> Any:
         if isinstance(target, float):
             if isinstance(value, bool):
                 raise ValueError(value)
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(value)
+            return number
         if isinstance(target, tuple):
             if isinstance(value, str):
                 items = [v.strip() for v in value.split(",") if v.strip()]
@@ -145,7 +149,7 @@ def _coerce(value: Any, target: Any, key: str, problems: list[str]) -> Any:
             if not isinstance(value, str | int | float) or isinstance(value, bool):
                 raise ValueError(value)
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         problems.append(f"{key}: cannot use {value!r} as {type(target).__name__}")
         return target
     problems.append(f"{key}: unsupported setting")
@@ -174,16 +178,30 @@ def _build(cls: Any, values: Mapping[str, Any], prefix: str, problems: list[str]
     return cls(**kwargs)
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+def _env_overrides(env: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+    """Turn ``WFSCHED_A__B=v`` into ``{"a": {"b": "v"}}``.
+
+    A name that is both a value and a section (``WFSCHED_LEASE`` next to
+    ``WFSCHED_LEASE__ENABLED``) is a problem.
+    """
     overrides: dict[str, Any] = {}
-    for name, value in env.items():
+    for name in sorted(env):
         if not name.startswith("WFSCHED_") or name in ("WFSCHED_CONFIG", "WFSCHED_API_TOKEN"):
             continue
         path = name.removeprefix("WFSCHED_").lower().split("__")
         target = overrides
-        for part in path[:-1]:
-            target = target.setdefault(part, {})
-        target[path[-1]] = value
+        for depth, part in enumerate(path[:-1]):
+            nested = target.setdefault(part, {})
+            if not isinstance(nested, dict):
+                section = "WFSCHED_" + "__".join(path[: depth + 1]).upper()
+                problems.append(f"{name}: conflicts with {section} (a value, not a section)")
+                break
+            target = nested
+        else:
+            if isinstance(target.get(path[-1]), dict):
+                problems.append(f"{name}: conflicts with {name}__* (a section, not a value)")
+            else:
+                target[path[-1]] = env[name]
     return overrides
 
 
@@ -247,6 +265,14 @@ def _validate(settings: Settings, problems: list[str]) -> None:
         problems.append(f"log_level: {settings.log_level!r} is not one of {_LOG_LEVELS}")
 
 
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    """Describe a YAML error by position and problem, never quoting the document."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem or 'syntax error'}"
+    return type(exc).__name__
+
+
 def load_settings(path: Path | None = None, *, env: Mapping[str, str] | None = None) -> Settings:
     """Read, merge and validate the configuration.
 
@@ -266,15 +292,20 @@ def load_settings(path: Path | None = None, *, env: Mapping[str, str] | None = N
     )
     if config_path is not None:
         try:
-            loaded = yaml.safe_load(config_path.read_text()) or {}
+            loaded = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
         except OSError as exc:
             raise SettingsError([f"{config_path}: cannot read ({exc.strerror})"]) from exc
+        except UnicodeDecodeError as exc:
+            raise SettingsError(
+                [f"{config_path}: not UTF-8 text (byte {exc.start} cannot be decoded)"]
+            ) from None
         except yaml.YAMLError as exc:
-            raise SettingsError([f"{config_path}: not valid YAML ({exc})"]) from exc
+            # Only the position and the parser's verdict: the offending line may hold a secret.
+            raise SettingsError([f"{config_path}: not valid YAML ({_yaml_error(exc)})"]) from None
         if not isinstance(loaded, Mapping):
             raise SettingsError([f"{config_path}: expected a mapping at the top level"])
         values = dict(loaded)
-    values = _merge(values, _env_overrides(environment))
+    values = _merge(values, _env_overrides(environment, problems))
     settings: Settings = _build(Settings, values, "", problems)
     if not problems:
         _validate(settings, problems)

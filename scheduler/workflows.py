@@ -221,6 +221,8 @@ def parse_dag_document(text: str) -> DagDocument:
         doc = json.loads(text)
     except ValueError as exc:
         raise errors.DagError(f"{keys.DAG_CONFIGMAP_KEY} is not JSON: {exc}") from None
+    except RecursionError:
+        raise errors.DagError(f"{keys.DAG_CONFIGMAP_KEY} is nested too deeply") from None
     if not isinstance(doc, Mapping):
         raise errors.DagError(f"{keys.DAG_CONFIGMAP_KEY} must be a JSON object")
     vertices: list[tuple[Any, workflow.VertexKind, str | None]] = []
@@ -262,7 +264,7 @@ def parse_dag_document(text: str) -> DagDocument:
         else:
             raise errors.DagError(f"edges[{i}] must be {{from, to}} or [from, to]")
         for end in pair:
-            if end not in ids:
+            if not isinstance(end, int | str) or isinstance(end, bool) or end not in ids:
                 raise errors.DagError(f"edges[{i}] refers to unknown vertex {end!r}")
         edges.append((ids[pair[0]], ids[pair[1]]))
     return DagDocument(vertices=tuple(vertices), edges=tuple(edges))

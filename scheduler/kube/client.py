@@ -68,6 +68,7 @@ class KubeClient:
         qps: float = 200.0,
         burst: int = 400,
         limiter: TokenBucket | None = None,
+        event_limiter: TokenBucket | None = None,
         identity: str = "",
         request_timeout: Timeout = (5.0, 30.0),
         list_timeout: Timeout = (5.0, 120.0),
@@ -86,6 +87,7 @@ class KubeClient:
             qps: Shared rate limit (requests per second; ``<= 0`` unlimited).
             burst: Shared burst.
             limiter: Use this bucket instead of creating one from ``qps``/``burst``.
+            event_limiter: The Events' own bucket (default: a new one from ``qps``/``burst``).
             identity: ``reportingInstance`` of emitted Events (default: host name + pid).
             request_timeout: (connect, read) timeout of ordinary calls, binds included.
             list_timeout: (connect, read) timeout of each LIST page.
@@ -107,6 +109,9 @@ class KubeClient:
             sleep=sleep,
         )
         self._lease_limiter = TokenBucket(5.0, 10)
+        # Events have a bucket of their own (kube-scheduler uses a separate client for them):
+        # a burst of Scheduled Events never delays a Binding, and binds never starve Events.
+        self._event_limiter = event_limiter or TokenBucket(qps, burst)
         self._unlimited = TokenBucket(0, 1)
         self.identity = identity or f"{os.uname().nodename}-{os.getpid()}"
         self._list_timeout = list_timeout
@@ -441,12 +446,15 @@ class KubeClient:
         note: str,
         event_type: str = "Normal",
         action: str = "Scheduling",
-    ) -> None:
-        """Emit an ``events.k8s.io/v1`` Event about a pod; never raises.
+        regarding_kind: str = "Pod",
+    ) -> str:
+        """Emit an ``events.k8s.io/v1`` Event about a pod (or another object); never raises.
 
         Cheap by design: one POST, no retries, a short timeout, and dropped (counted in
-        ``events_dropped``) rather than queued when the rate limiter would make it wait more
-        than ``event_max_wait_s``. Failures are logged and counted in ``events_failed``.
+        ``events_dropped``) rather than queued when the Event rate limiter (a bucket of its
+        own, sized like the client's) would make it wait more than ``event_max_wait_s``.
+        Failures are logged and counted in ``events_failed``. Returns the outcome:
+        ``sent``, ``failed`` or ``dropped``.
 
         Args:
             namespace: The pod's namespace (the Event lives there too).
@@ -456,13 +464,15 @@ class KubeClient:
             note: Human-readable text (cut to 1 kB).
             event_type: ``Normal`` or ``Warning``.
             action: What wfsched did (``Scheduling``, ``Binding``, ``Resizing``).
+            regarding_kind: The kind of the object named ``pod_name`` (a core/v1 kind, e.g.
+                ``ConfigMap`` for a refused DAG document); ``pod_uid`` may then be empty.
         """
         try:
-            self._t.limiter.acquire(max_wait=self._event_max_wait_s)
+            self._event_limiter.acquire(max_wait=self._event_max_wait_s)
         except RateLimitTimeout:
             with self._counter_lock:
                 self.events_dropped += 1
-            return
+            return "dropped"
         now = datetime.datetime.now(datetime.UTC)
         body = {
             "apiVersion": "events.k8s.io/v1",
@@ -477,10 +487,10 @@ class KubeClient:
             "type": event_type,
             "regarding": {
                 "apiVersion": "v1",
-                "kind": "Pod",
+                "kind": regarding_kind,
                 "namespace": namespace,
                 "name": pod_name,
-                "uid": pod_uid,
+                **({"uid": pod_uid} if pod_uid else {}),
             },
         }
         try:
@@ -503,9 +513,10 @@ class KubeClient:
                     "error": str(exc)[:300],
                 },
             )
-            return
+            return "failed"
         with self._counter_lock:
             self.events_sent += 1
+        return "sent"
 
     # --- config maps, version, metrics ----------------------------------------------------------
 

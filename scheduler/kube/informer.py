@@ -184,8 +184,9 @@ class Informer:
         page_size: int = 500,
         watch_timeout_s: int = 300,
         backoff_base_s: float = 0.5,
-        backoff_cap_s: float = 30.0,
+        backoff_cap_s: float = 5.0,
         rng: random.Random | None = None,
+        on_restart: Callable[[str], None] | None = None,
     ) -> None:
         """Prepare (not start) an informer.
 
@@ -202,8 +203,14 @@ class Informer:
             page_size: LIST page size.
             watch_timeout_s: Server-side watch timeout; the stream then ends cleanly.
             backoff_base_s: First backoff ceiling after an error.
-            backoff_cap_s: Largest backoff ceiling.
+            backoff_cap_s: Largest backoff ceiling. Kept short: a scheduler that reconnects
+                late after an API server restart leaves pods pending, and one client retrying
+                every few seconds costs the server nothing.
             rng: Random source for jitter (seed it in tests).
+            on_restart: Called (on the informer thread; exceptions are logged) each time the
+                watch has to be opened again, with the reason: ``expired`` (410 Gone, a
+                re-LIST follows), ``error`` (any other failure) or ``timeout`` (the stream
+                ended, normally at the server-side timeout).
         """
         self.spec = spec
         self.name = spec.name
@@ -216,6 +223,7 @@ class Informer:
         self._backoff_base_s = backoff_base_s
         self._backoff_cap_s = backoff_cap_s
         self._rng = rng or random.Random()
+        self._on_restart = on_restart
         self._cache: dict[str, JsonDict] = {}
         self._cache_lock = threading.Lock()
         self._resource_version = ""
@@ -285,6 +293,8 @@ class Informer:
                     need_list = False
                 started = time.monotonic()
                 received = self._watch()
+                if not self._stop.is_set():
+                    self._restarted("timeout")
                 if received:
                     consecutive_gone = 0
                     failures = 0
@@ -299,6 +309,7 @@ class Informer:
                 consecutive_gone += 1
                 need_list = True
                 self.resync_count += 1
+                self._restarted("expired")
                 log.info(
                     "watch expired; listing again",
                     extra={"informer": self.name, "resource_version": self._resource_version},
@@ -312,6 +323,7 @@ class Informer:
                     break
                 failures += 1
                 self.error_count += 1
+                self._restarted("error")
                 kind = errors.classify(exc)
                 log.warning(
                     "informer error; backing off",
@@ -324,6 +336,14 @@ class Informer:
                 )
                 self._backoff(failures)
         log.debug("informer stopped", extra={"informer": self.name})
+
+    def _restarted(self, reason: str) -> None:
+        if self._on_restart is None:
+            return
+        try:
+            self._on_restart(reason)
+        except Exception:  # a metrics callback must not stop the informer
+            log.warning("on_restart callback failed", exc_info=True)
 
     def _backoff(self, failures: int) -> None:
         delay = full_jitter_backoff(

@@ -83,6 +83,24 @@ class PodFacts:
         return self.finished_at - self.started
 
 
+def _mapping(raw: Any, where: str, problems: list[Problem]) -> Mapping[str, Any]:
+    """``raw`` if a mapping; else ``{}`` (with a problem when it is present but of another type)."""
+    if isinstance(raw, Mapping):
+        return raw
+    if raw is not None:
+        problems.append(Problem(where, f"expected a mapping, got {type(raw).__name__}"))
+    return {}
+
+
+def _list(raw: Any, where: str, problems: list[Problem]) -> Sequence[Any]:
+    """``raw`` if a list; else ``()`` (with a problem when it is present but of another type)."""
+    if isinstance(raw, list):
+        return raw
+    if raw is not None:
+        problems.append(Problem(where, f"expected a list, got {type(raw).__name__}"))
+    return ()
+
+
 def _quantities(raw: Any, where: str, problems: list[Problem]) -> resources.Resources:
     if raw is None:
         return _ZERO
@@ -108,7 +126,7 @@ def _container_resources(
     *,
     init: bool,
 ) -> podrequest.ContainerResources:
-    spec_resources = container.get("resources") or {}
+    spec_resources = _mapping(container.get("resources"), f"{where}.resources", problems)
     requests = _quantities(spec_resources.get("requests"), f"{where}.resources.requests", problems)
     limits = _quantities(spec_resources.get("limits"), f"{where}.resources.limits", problems)
     # Kubernetes defaults a missing request to the limit.
@@ -122,7 +140,9 @@ def _container_resources(
     if status:
         if status.get("allocatedResources"):
             allocated = _quantities(status["allocatedResources"], f"{where}.allocated", problems)
-        reported = (status.get("resources") or {}).get("requests")
+        reported = _mapping(status.get("resources"), f"{where}.status.resources", []).get(
+            "requests"
+        )
         if reported:
             actual = _quantities(reported, f"{where}.status.resources", problems)
     return podrequest.ContainerResources(
@@ -185,12 +205,30 @@ def _required_terms(
     spec: Mapping[str, Any], problems: list[Problem]
 ) -> tuple[constraints.NodeSelectorTerm, ...] | None:
     where = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
-    affinity = (spec.get("affinity") or {}).get("nodeAffinity") or {}
-    required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
-    if not required:
-        return None
+    # A part we cannot read must not widen placement: it becomes a term matching no node.
+    matches_nothing = constraints.NodeSelectorTerm()
+    required: Any = spec
+    for key, path in (
+        ("affinity", "spec.affinity"),
+        ("nodeAffinity", "spec.affinity.nodeAffinity"),
+        ("requiredDuringSchedulingIgnoredDuringExecution", where),
+    ):
+        required = required.get(key)
+        if not required:
+            return None
+        if not isinstance(required, Mapping):
+            problems.append(Problem(path, f"expected a mapping, got {type(required).__name__}"))
+            return (matches_nothing,)
+    raw_terms = required.get("nodeSelectorTerms")
+    if raw_terms is not None and not isinstance(raw_terms, list):
+        problems.append(Problem(f"{where}.nodeSelectorTerms", "expected a list"))
+        return (matches_nothing,)
     terms = []
-    for i, term in enumerate(required.get("nodeSelectorTerms") or ()):
+    for i, term in enumerate(raw_terms or ()):
+        if not isinstance(term, Mapping):
+            problems.append(Problem(f"{where}.nodeSelectorTerms[{i}]", "expected a mapping"))
+            terms.append(matches_nothing)
+            continue
         exprs = _requirements(
             term.get("matchExpressions"),
             f"{where}.nodeSelectorTerms[{i}].matchExpressions",
@@ -200,8 +238,7 @@ def _required_terms(
             term.get("matchFields"), f"{where}.nodeSelectorTerms[{i}].matchFields", problems
         )
         if exprs is None or fields is None:
-            # A term we cannot read must not widen placement: it matches no node.
-            terms.append(constraints.NodeSelectorTerm())
+            terms.append(matches_nothing)
             continue
         terms.append(constraints.NodeSelectorTerm(match_expressions=exprs, match_fields=fields))
     return tuple(terms)
@@ -232,29 +269,35 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
         ValueError: only when the object has no usable identity (namespace, name, uid).
     """
     problems: list[Problem] = []
-    meta = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
-    status = pod.get("status") or {}
+    meta = _mapping(pod.get("metadata"), "metadata", problems)
+    spec = _mapping(pod.get("spec"), "spec", problems)
+    status = _mapping(pod.get("status"), "status", problems)
     name, namespace, uid = meta.get("name"), meta.get("namespace"), meta.get("uid")
     if not (isinstance(name, str) and isinstance(namespace, str) and isinstance(uid, str)):
         raise ValueError("pod without metadata.name, metadata.namespace or metadata.uid")
     statuses = {
-        s.get("name"): s for s in status.get("containerStatuses") or () if isinstance(s, Mapping)
+        str(s.get("name")): s
+        for s in _list(status.get("containerStatuses"), "status.containerStatuses", problems)
+        if isinstance(s, Mapping)
     }
-    containers = [c for c in spec.get("containers") or () if isinstance(c, Mapping)]
+    containers = [
+        c
+        for c in _list(spec.get("containers"), "spec.containers", problems)
+        if isinstance(c, Mapping)
+    ]
     app = [
         _container_resources(
-            c, statuses.get(c.get("name")), f"spec.containers[{i}]", problems, init=False
+            c, statuses.get(str(c.get("name"))), f"spec.containers[{i}]", problems, init=False
         )
         for i, c in enumerate(containers)
     ]
     init = [
         _container_resources(c, None, f"spec.initContainers[{i}]", problems, init=True)
-        for i, c in enumerate(spec.get("initContainers") or ())
+        for i, c in enumerate(_list(spec.get("initContainers"), "spec.initContainers", problems))
         if isinstance(c, Mapping)
     ]
     overhead = _quantities(spec.get("overhead"), "spec.overhead", problems)
-    pod_level_raw = (spec.get("resources") or {}).get("requests")
+    pod_level_raw = _mapping(spec.get("resources"), "spec.resources", problems).get("requests")
     pod_level = (
         _quantities(pod_level_raw, "spec.resources.requests", problems) if pod_level_raw else None
     )
@@ -264,7 +307,7 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
     selector = _string_map(spec.get("nodeSelector"), "spec.nodeSelector", problems)
     first_memory = (0, 0)
     if containers:
-        res = containers[0].get("resources") or {}
+        res = _mapping(containers[0].get("resources"), "", [])
         req = _quantities(res.get("requests"), "spec.containers[0].resources.requests", [])
         lim = _quantities(res.get("limits"), "spec.containers[0].resources.limits", [])
         first_memory = (req.memory_bytes or lim.memory_bytes, lim.memory_bytes)
@@ -281,7 +324,9 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
             tolerations=_tolerations(spec.get("tolerations"), problems),
         ),
         scheduling_gates=tuple(
-            str(g.get("name")) for g in spec.get("schedulingGates") or () if isinstance(g, Mapping)
+            str(g.get("name"))
+            for g in _list(spec.get("schedulingGates"), "spec.schedulingGates", problems)
+            if isinstance(g, Mapping)
         ),
         labels=_string_map(meta.get("labels"), "metadata.labels", problems),
         annotations=_string_map(meta.get("annotations"), "metadata.annotations", problems),
@@ -291,10 +336,7 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
         first_container_memory=first_memory,
         started=_timestamp(status.get("startTime")),
         finished_at=max(
-            (
-                _timestamp(((st.get("state") or {}).get("terminated") or {}).get("finishedAt"))
-                for st in statuses.values()
-            ),
+            (_timestamp(_terminated(st).get("finishedAt")) for st in statuses.values()),
             default=0.0,
         ),
         termination_reason=_termination_reason(containers, statuses),
@@ -303,13 +345,18 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
 
 
 def _termination_reason(
-    containers: Sequence[Mapping[str, Any]], statuses: Mapping[Any, Mapping[str, Any]]
+    containers: Sequence[Mapping[str, Any]], statuses: Mapping[str, Mapping[str, Any]]
 ) -> str:
     if not containers:
         return ""
-    status = statuses.get(containers[0].get("name")) or {}
-    terminated = (status.get("state") or {}).get("terminated") or {}
-    return str(terminated.get("reason") or "")
+    status = statuses.get(str(containers[0].get("name")))
+    return str(_terminated(status).get("reason") or "") if status else ""
+
+
+def _terminated(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A container status's ``state.terminated`` (``{}`` when absent or malformed)."""
+    state = _mapping(status.get("state"), "", [])
+    return _mapping(state.get("terminated"), "", [])
 
 
 def pod_info(facts: PodFacts) -> cluster.PodInfo:

@@ -12,10 +12,11 @@ daemon's own logs, never from the daemon's opinion of itself:
   run forever, got a node);
 * **the daemon alive** at the end.
 
-Scheduled Events are best effort in wfsched (one POST, no retry, dropped when the rate limiter
-would make it wait): a SIGKILL between a successful Binding and its Event, or an API-server
-outage, can lose the Event. A pod bound with no Event is therefore counted separately
-(``missing_events``); the bound-once invariant is "never more than one".
+Scheduled Events are best effort in wfsched (one POST, no retry, dropped rather than delayed
+when the Event backlog or the Events' rate limiter is full): a SIGKILL between a successful
+Binding and its Event, or an API-server outage, can lose the Event. A pod bound with no Event
+is therefore counted separately (``missing_events``); the bound-once invariant is "never more
+than one".
 
 Measured outcomes go to ``$WFSCHED_RELIABILITY_REPORT`` (default ``build/reliability.json``)
 through ``record``; ``tests/reliability/report.py`` renders ``docs/reliability.md`` from it.
@@ -484,13 +485,16 @@ def metric_sum(text: str, name: str) -> float:
 
 
 def labelled(text: str, name: str, label: str) -> dict[str, float]:
-    """``{label value: sample}`` of one labelled family."""
-    out = {}
-    pattern = re.compile(rf'^{re.escape(name)}\{{{label}="([^"]*)"\}} (\S+)$')
+    """``{label value: sample}`` of one labelled family, summed over its other labels."""
+    out: dict[str, float] = {}
+    pattern = re.compile(rf"^{re.escape(name)}\{{(.*)\}} (\S+)$")
     for line in text.splitlines():
         match = pattern.match(line)
-        if match:
-            out[match.group(1)] = float(match.group(2))
+        if not match:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+        if label in labels:
+            out[labels[label]] = out.get(labels[label], 0.0) + float(match.group(2))
     return out
 
 

@@ -195,8 +195,9 @@ def render(data: Mapping[str, Any]) -> str:
         "pods run for ever: every one is bound);",
         "- **the daemon alive** at the end (restarted where the scenario kills it).",
         "",
-        "`Scheduled` Events are best effort in wfsched (one POST, no retry, dropped when the "
-        "client rate limiter is saturated), so a pod bound without one is counted separately "
+        "`Scheduled` Events are best effort in wfsched (one POST, no retry; a bounded backlog "
+        "of 1,000, and a rate limiter of their own, drop rather than delay them), so a pod "
+        "bound without one is counted separately "
         "(*no Event*); *unattested* pods (neither an Event nor a log record) are only possible "
         "when a SIGKILL lands right after the Binding call.",
         "",
@@ -270,11 +271,12 @@ def render(data: Mapping[str, Any]) -> str:
             )
         if v.get("missing_events_count"):
             out.append(
-                "- Why some Scheduled Events are missing: they are sent after the Binding by a "
-                "small side-effect pool and share the client rate limiter with the Binding "
-                "calls; an Event still queued when the process is killed is lost, and one that "
-                "would wait more than a second for a token is dropped. The bindings themselves "
-                "are attested by the `bound` records and the API server (see *unattested*)."
+                "- Why some Scheduled Events are missing: they are sent after the Binding by "
+                "the Event recorder's workers; an Event still queued when the process is killed "
+                "is lost, one that finds 1,000 Normal Events waiting is dropped (so none is "
+                "written minutes late), and one that would wait more than a second for a token "
+                "of the Events' own rate limiter is dropped. The bindings themselves are "
+                "attested by the `bound` records and the API server (see *unattested*)."
             )
         for key, title in (("kills", "Kills"), ("faults", "Faults"), ("waves", "Deletion waves")):
             if s.get(key):

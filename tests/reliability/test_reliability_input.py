@@ -353,11 +353,8 @@ class ErrorLogs(logging.Handler):
 
 
 def shutdown(loop: loop_mod.SchedulerLoop) -> None:
-    """Wait for every worker pool of the loop (binds, and side effects where separate)."""
-    for name in ("_pool", "_side_pool"):
-        pool = getattr(loop, name, None)
-        if pool is not None:
-            pool.shutdown(wait=True)
+    """Wait for every worker of the loop (binds, side effects, Events)."""
+    loop.shutdown()
 
 
 def make_loop(kube: FakeKube) -> loop_mod.SchedulerLoop:
@@ -431,13 +428,6 @@ def test_the_loop_queues_every_api_shaped_fuzzed_pod_and_reports_problems(pods):
 
 @settings(FUZZ, report_multiple_bugs=False)
 @given(spec=wrong_spec, labels=labels_st, annotations=annotations_st)
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AttributeError, TypeError),
-    reason="defect: translate.pod_facts raises AttributeError on a non-mapping where a mapping "
-    "belongs (container resources, spec.resources, nodeAffinity, its required terms); see "
-    "test_pod_facts_on_wrong_shapes for the minimal cases",
-)
 def test_pod_facts_never_raise_on_wrong_shapes(spec, labels, annotations):
     translate.pod_facts(pod_of(spec, labels, annotations))
 
@@ -467,20 +457,14 @@ WRONG_SHAPES = {
 
 
 @pytest.mark.parametrize("spec", WRONG_SHAPES.values(), ids=WRONG_SHAPES.keys())
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="defect: translate.pod_facts raises AttributeError (minimal case)",
-)
 def test_pod_facts_on_wrong_shapes(spec):
-    translate.pod_facts(pod_of({"schedulerName": "workflow-scheduler", **spec}, {}, {}))
+    facts = translate.pod_facts(pod_of({"schedulerName": "workflow-scheduler", **spec}, {}, {}))
+    assert facts.problems, "the malformed field must be reported"
+    if "affinity" in spec:
+        # an unreadable required affinity must not widen placement: no node matches
+        assert not facts.constraints.matches_node(node_name="n1", labels={})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: the AttributeError of pod_facts is swallowed by SchedulerLoop._handle "
-    "('event handling failed'): the pod is neither queued nor warned about, so never scheduled",
-)
 def test_a_wrong_shaped_pod_is_still_queued_and_warned_about():
     pod = pod_of(
         {"schedulerName": "workflow-scheduler", **WRONG_SHAPES["nodeAffinity is a string"]}, {}, {}
@@ -627,12 +611,6 @@ DAG_DEFECTS = {
 
 
 @pytest.mark.parametrize("text", DAG_DEFECTS.values(), ids=DAG_DEFECTS.keys())
-@pytest.mark.xfail(
-    strict=True,
-    raises=(TypeError, RecursionError),
-    reason="defect: parse_dag_document lets TypeError (unhashable edge endpoint) and "
-    "RecursionError (deep nesting, well under the 1 MiB limit) escape instead of DagError",
-)
 def test_dag_document_defects(text):
     reg, run = _registry_with_dag_ref()
     assert reg.apply_dag_document(run, text)
@@ -683,12 +661,6 @@ def test_a_broken_dag_document_never_costs_the_pod(text):
 
 
 @pytest.mark.parametrize("text", DAG_DEFECTS.values(), ids=DAG_DEFECTS.keys())
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: the exception escapes apply_dag_document and is swallowed by "
-    "SchedulerLoop._handle ('event handling failed' with a traceback): no InvalidWorkflowDAG "
-    "Warning is emitted",
-)
 def test_a_broken_dag_document_is_reported(text):
     kube, errors_seen = _broken_dag_run(text)
     assert [r.getMessage() for r in errors_seen.records] == []
@@ -699,7 +671,12 @@ def test_a_refused_dag_document_is_reported_to_a_pending_pod():
     """The same path with a document that is refused the intended way (control case)."""
     kube, errors_seen = _broken_dag_run("{{{ not json")
     assert errors_seen.records == []
-    assert [e["pod_name"] for e in kube.events if e["reason"] == "InvalidWorkflowDAG"] == ["fuzz-0"]
+    warned = [
+        (e.get("regarding_kind", "Pod"), e["pod_name"])
+        for e in kube.events
+        if e["reason"] == "InvalidWorkflowDAG"
+    ]
+    assert sorted(warned) == [("ConfigMap", "dag"), ("Pod", "fuzz-0")]
     assert kube.binds == [("fuzz-0", "n1")]
 
 
@@ -715,12 +692,6 @@ class SlowConfigMaps(FakeKube):
         return super().get_configmap(namespace, name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: the InvalidWorkflowDAG Warning is emitted only for a pod of the run that "
-    "is still pending when the DAG document arrives; a run whose pods were bound first gets "
-    "no Warning at all (only a log record and wfsched_input_errors_total)",
-)
 def test_a_refused_dag_is_reported_even_when_the_pods_were_bound_first():
     kube = SlowConfigMaps()
     kube.configmaps[("ns", "dag")] = {"data": {keys.DAG_CONFIGMAP_KEY: "{{{ not json"}}
@@ -751,7 +722,8 @@ def test_a_refused_dag_is_reported_even_when_the_pods_were_bound_first():
         kube.release.set()
         shutdown(loop)
     assert loop.metrics.input_errors.labels(kind="dag")._value.get() == 1
-    assert [e for e in kube.events if e["reason"] == "InvalidWorkflowDAG"]
+    warned = [e for e in kube.events if e["reason"] == "InvalidWorkflowDAG"]
+    assert [(e["regarding_kind"], e["pod_name"]) for e in warned] == [("ConfigMap", "dag")]
 
 
 # --- configuration files ------------------------------------------------------------------------
@@ -778,13 +750,11 @@ env_names = st.one_of(
     st.sampled_from([f"WFSCHED_LEASE__{k.upper()}" for k in LEASE_KEYS]),
     st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ_", max_size=12).map(lambda s: f"WFSCHED_{s}"),
 )
-envs = st.dictionaries(env_names, garbage_text, max_size=4).map(
-    # WFSCHED_LEASE=<scalar> next to WFSCHED_LEASE__<key> is a known defect (pinned below).
-    lambda env: {k: v for k, v in env.items() if k != "WFSCHED_LEASE"}
-)
+envs = st.dictionaries(env_names, garbage_text, max_size=4)
 
 
-def _load(tmp: Path, text: str | bytes | None, env: dict[str, str]) -> None:
+def _load_strict(tmp: Path, text: str | bytes | None, env: dict[str, str]) -> None:
+    """``load_settings`` on ``text`` (written to a file) and ``env``; errors propagate."""
     path = None
     if text is not None:
         path = tmp / "config.yaml"
@@ -792,8 +762,13 @@ def _load(tmp: Path, text: str | bytes | None, env: dict[str, str]) -> None:
             path.write_bytes(text)
         else:
             path.write_text(text)
+    settings_mod.load_settings(path, env=env)
+
+
+def _load(tmp: Path, text: str | bytes | None, env: dict[str, str]) -> None:
+    """Like ``_load_strict``, but a ``SettingsError`` is the expected way to refuse input."""
     try:
-        settings_mod.load_settings(path, env=env)
+        _load_strict(tmp, text, env)
     except settings_mod.SettingsError as exc:
         assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
         assert str(exc).startswith("invalid configuration: ")
@@ -822,23 +797,12 @@ SETTINGS_DEFECTS = {
 
 
 @pytest.mark.parametrize("text,env", SETTINGS_DEFECTS.values(), ids=SETTINGS_DEFECTS.keys())
-@pytest.mark.xfail(
-    strict=True,
-    raises=(UnicodeDecodeError, TypeError),
-    reason="defect: load_settings lets UnicodeDecodeError (non-UTF-8 file) and TypeError "
-    "(a scalar and a nested environment override of the same key, in that order) escape "
-    "instead of SettingsError",
-)
 def test_settings_defects(tmp_path, text, env):
-    _load(tmp_path, text, env)
+    with pytest.raises(settings_mod.SettingsError):
+        _load_strict(tmp_path, text, env)
 
 
 @pytest.mark.parametrize("key", ["lease.duration_s", "cycle_interval_s", "qps"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: non-finite durations and rates pass validation (an infinite lease "
-    "duration means a crashed leader is never replaced)",
-)
 def test_non_finite_durations_are_refused(tmp_path, key):
     section, _, name = key.rpartition(".")
     text = f"{section}:\n  {name}: .inf\n" if section else f"{name}: .inf\n"

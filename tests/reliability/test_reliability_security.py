@@ -270,11 +270,6 @@ def test_the_cli_reports_a_bad_configuration_without_the_secret(tmp_path):
     assert SECRET not in result.stdout + result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a YAML syntax error echoes the offending line of the file (PyYAML's "
-    "problem mark with its snippet), secret-looking values included",
-)
 def test_a_yaml_syntax_error_does_not_echo_the_line(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(f'qps: 10\napi_token: "{SECRET}\n')

@@ -233,9 +233,28 @@ def test_create_event_is_dropped_rather_than_queued_behind_the_limiter() -> None
     api = FakeApi([])
     bucket = TokenBucket(0.001, 1)
     bucket.acquire()
-    client = kube_client.KubeClient(api, limiter=bucket, event_max_wait_s=0.01)  # type: ignore[arg-type]
-    client.create_event(namespace="ns", pod_name="p", pod_uid="u", reason="R", note="n")
+    client = kube_client.KubeClient(api, event_limiter=bucket, event_max_wait_s=0.01)  # type: ignore[arg-type]
+    outcome = client.create_event(namespace="ns", pod_name="p", pod_uid="u", reason="R", note="n")
+    assert outcome == "dropped"
     assert client.events_dropped == 1 and api.requests == []
+
+
+def test_events_do_not_spend_the_tokens_of_binds() -> None:
+    api = FakeApi([FakeResponse(201, {"kind": "Event"})])
+    bucket = TokenBucket(0.001, 1)
+    bucket.acquire()  # the shared bucket is empty: binds would wait, Events must not
+    client = kube_client.KubeClient(api, limiter=bucket, event_max_wait_s=0.01)  # type: ignore[arg-type]
+    outcome = client.create_event(
+        namespace="ns",
+        pod_name="dag",
+        pod_uid="",
+        reason="InvalidWorkflowDAG",
+        note="n",
+        regarding_kind="ConfigMap",
+    )
+    assert outcome == "sent" and client.events_sent == 1
+    regarding = api.requests[0][2]["regarding"]
+    assert regarding == {"apiVersion": "v1", "kind": "ConfigMap", "namespace": "ns", "name": "dag"}
 
 
 # --- watch stream parsing --------------------------------------------------------------------

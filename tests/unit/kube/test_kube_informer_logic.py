@@ -285,6 +285,36 @@ def test_errors_back_off_and_retry_list_and_watch() -> None:
     assert source.watch_versions == ["5", "5", "6"]
 
 
+def test_every_watch_restart_is_reported_with_its_reason() -> None:
+    refused = errors.ApiConnectionError("refused")
+    source = ScriptedSource(
+        lists=[refused, ([pod("a", "1")], "5"), ([pod("a", "1")], "7")],
+        watches=[
+            ([{"type": "ADDED", "object": pod("b", "6")}], errors.GoneError("x", http_status=410)),
+            ([{"type": "ADDED", "object": pod("c", "8")}], None),
+            refused,
+        ],
+    )
+    reasons: list[str] = []
+    inf, _ = run_informer(source, on_restart=reasons.append)
+    # a stop while the last watch is open is not a restart
+    assert reasons == ["error", "expired", "timeout", "error"]
+    assert (inf.error_count, inf.resync_count) == (2, 1)
+
+
+def test_a_failing_restart_callback_does_not_stop_the_informer() -> None:
+    source = ScriptedSource(
+        lists=[([pod("a", "1")], "5")],
+        watches=[([{"type": "ADDED", "object": pod("b", "6")}], None)],
+    )
+
+    def broken(reason: str) -> None:
+        raise RuntimeError(reason)
+
+    _, events = run_informer(source, on_restart=broken)
+    assert events == [("pods", "ADDED", "a"), ("pods", "ADDED", "b")]
+
+
 def test_watch_error_event_with_other_code_backs_off_without_relisting() -> None:
     source = ScriptedSource(
         lists=[([pod("a", "1")], "5")],
