@@ -763,6 +763,17 @@ class SchedulerLoop:
             self.cache.forget(uid)
         if outcome.status == 404 or entry is None:
             return  # the pod is gone; its DELETED event is on its way
+        if reason != "conflict":  # a conflict means somebody else bound it: nothing to report
+            self.recorder.record(
+                namespace=bind.pod.namespace,
+                pod_name=bind.pod.name,
+                pod_uid=uid,
+                reason="FailedScheduling",
+                note=f"Binding to {bind.node} rejected ({outcome.status}): "
+                f"{outcome.reason[:300]}; retrying",
+                event_type="Warning",
+                action="Binding",
+            )
         # Conflict or transient error: back to the queue with backoff; if the pod was bound
         # elsewhere meanwhile, the watch removes it again.
         self._pending[uid] = entry

@@ -25,6 +25,7 @@ ORDER = [
     "apiserver-restarts",
     "forced-410",
     "deleted-while-pending",
+    "denied-and-stolen-bindings",
     "leader-failover",
     "load",
     "bad-input-live",
@@ -59,6 +60,11 @@ LABELS = {
     "pending_tasks_at_end": "Pending tasks in the daemon at the end",
     "bind_failures_logged": "Failed bindings logged",
     "bind_errors": "Bind errors by reason (last process)",
+    "bound_while_denied": "Pods the daemon bound while Bindings were refused (must be 0)",
+    "bind_failures_while_denied": "Refused Binding calls while the policy applied",
+    "stolen_pods": "Pending pods bound by the other binder",
+    "other_binder_races_lost": "Other binder's Bindings that lost to the daemon (409)",
+    "seconds_from_allow_to_done": "Policy removed to every pod succeeded (s)",
     "test_client_retries": "Test-side API retries during outages",
     "malformed_warned": "Malformed pods with an InvalidWorkflowMetadata Warning",
     "good_warned": "Well-formed pods warned about (must be 0)",
@@ -145,6 +151,11 @@ def _key_figure(name: str, s: Mapping[str, Any]) -> str:
         return f"{sum(s['leaks'].values())} secret occurrences"
     if "malformed_warned" in s:
         return f"warned {s['malformed_warned']} malformed, {s['bad_dags_warned']} broken DAGs"
+    if "bind_failures_while_denied" in s:
+        return (
+            f"{s['bind_failures_while_denied']} refused bindings retried, "
+            f"{s['stolen_pods']} pods taken by another binder"
+        )
     if "bind_failures_logged" in s:
         return f"{s['bind_failures_logged']} failed bindings for {s['injections']} deletions"
     return ""

@@ -7,7 +7,10 @@
   is compacted, so the daemon's watch resumes from a version that no longer exists; it must
   re-list, notice the pod is gone (and drop it from its queue), and go on;
 * pods deleted while pending: a seeded random subset of the pending pods is deleted in three
-  waves; the daemon must drop them without an error loop and bind all the others.
+  waves; the daemon must drop them without an error loop and bind all the others;
+* bindings refused by a ValidatingAdmissionPolicy for a while, and pods bound under the daemon
+  by another binder (409 Conflict): the daemon must retry the refused ones and bind each pod
+  once.
 
 The daemon runs without leader election here (one replica): an outage longer than the renew
 deadline makes a leader exit by design (``test_reliability_failover`` covers the lease).
@@ -26,6 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from kubernetes import client
 from reliability_helpers import (
     SCHED,
     WFINSTANCES,
@@ -34,9 +38,11 @@ from reliability_helpers import (
     PatientPodApi,
     alive,
     assert_invariants,
+    bound_log_lines,
     bound_timestamps,
     count_bound,
     count_log_events,
+    events_by_reason,
     labelled,
     list_pods,
     make_daemon,
@@ -408,4 +414,207 @@ def test_pending_pods_deleted_at_random_are_dropped_without_an_error_loop(
     assert failed_binds <= len(deleted), failed_binds
     assert errors <= len(deleted), errors
     assert count_log_events(logs, "event handling failed") == 0
+    assert_invariants(verdict)
+
+
+# --- bindings denied by admission and taken by another binder -------------------------------------
+
+
+def _deny_bindings(plane: ControlPlane, name: str, namespace: str, allowed_node: str) -> None:
+    """A ValidatingAdmissionPolicy refusing every Binding in ``namespace`` except onto
+    ``allowed_node`` (the other binder's node)."""
+    admission = client.AdmissionregistrationV1Api(plane.api_client)
+    admission.create_validating_admission_policy(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": namespace}
+                    },
+                    "resourceRules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE"],
+                            # the daemon's pods/{name}/binding, and the older bindings
+                            "resources": ["pods/binding", "bindings"],
+                        }
+                    ],
+                },
+                "validations": [
+                    {
+                        "expression": f"object.target.name == '{allowed_node}'",
+                        "message": "bindings are frozen by the reliability test",
+                        "reason": "Forbidden",
+                    }
+                ],
+            },
+        }
+    )
+    admission.create_validating_admission_policy_binding(
+        {"metadata": {"name": name}, "spec": {"policyName": name, "validationActions": ["Deny"]}}
+    )
+
+
+def _rejections_reported(plane: ControlPlane, namespace: str) -> int:
+    """FailedScheduling Warnings that name a rejected Binding."""
+    return sum(
+        "rejected" in (e.get("message") or "")
+        for e in events_by_reason(plane.core_v1, namespace, "FailedScheduling")
+    )
+
+
+def _bind(plane: ControlPlane, namespace: str, name: str, node: str) -> int:
+    """Bind a pod (``pods/{name}/binding``, as the daemon does); return the HTTP status."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": name},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    }
+    try:
+        plane.core_v1.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
+    except client.ApiException as exc:
+        return int(exc.status)
+    return 201
+
+
+def _allow_bindings(plane: ControlPlane, name: str) -> None:
+    admission = client.AdmissionregistrationV1Api(plane.api_client)
+    admission.delete_validating_admission_policy_binding(name)
+    admission.delete_validating_admission_policy(name)
+
+
+@pytest.mark.timeout(600)
+def test_denied_and_stolen_bindings_are_retried_and_never_doubled(plane, tmp_path) -> None:
+    """Bindings refused by an admission policy for a while, and pods bound under the daemon by
+    another binder (its Binding calls then meet 409 Conflict): every pod ends bound once."""
+    rng = random.Random(23)
+    namespace = plane.namespace("denied")
+    nodes = plane.nodes(3, cpu="4", memory="16Gi")
+    # The other binder's node: tainted so wfsched never picks it, large so it never fills.
+    rogue_node = plane.nodes(
+        1,
+        cpu="1000",
+        memory="4000Gi",
+        pods=1000,
+        prefix=f"rogue-{namespace}-",
+        taints=[{"key": "reliability/rogue", "value": "1", "effect": "NoSchedule"}],
+    )[0]
+    policy = f"deny-bindings-{namespace}"
+    _deny_bindings(plane, policy, namespace, rogue_node)
+    # Admission policies reach the API server's cache asynchronously: wait until one applies.
+    probes = itertools.count()
+
+    def probe() -> bool:
+        name = f"probe-{next(probes)}"
+        plane.core_v1.create_namespaced_pod(
+            namespace, pod_manifest(name, scheduler_name="nobody"), _preload_content=False
+        )
+        status = _bind(plane, namespace, name, nodes[0])
+        plane.core_v1.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+        return status == 403
+
+    wait_until(probe, timeout_s=60, what="the policy to apply", interval_s=1.0)
+
+    daemon = make_daemon(plane, tmp_path, namespace, policy="fifo-roundrobin")
+    start_daemon(daemon)
+    names = [f"p{i:03d}" for i in range(120)]
+    stolen: list[str] = []
+    races_lost: list[str] = []
+    stop_rogue = threading.Event()
+
+    def rogue() -> None:
+        while not stop_rogue.is_set() and len(stolen) < 25:
+            pending = [
+                p["metadata"]["name"]
+                for p in list_pods(plane.core_v1, namespace, field_selector="spec.nodeName=")
+            ]
+            for name in rng.sample(pending, min(3, len(pending))):
+                status = _bind(plane, namespace, name, rogue_node)
+                (stolen if status == 201 else races_lost).append(name)
+            stop_rogue.wait(0.3)
+
+    deny_s = 8.0
+    with CapacityMonitor(plane.core_v1, [*nodes, rogue_node], interval_s=0.5) as monitor:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(
+                pool.map(
+                    lambda n: plane.core_v1.create_namespaced_pod(
+                        namespace, pod_manifest(n, cpu="1", runtime="2s"), _preload_content=False
+                    ),
+                    names,
+                )
+            )
+        rogue_thread = threading.Thread(target=rogue, daemon=True)
+        rogue_thread.start()
+        time.sleep(deny_s)
+        bound_while_denied = len(
+            [
+                p
+                for p in list_pods(plane.core_v1, namespace, field_selector="spec.nodeName!=")
+                if p["spec"]["nodeName"] != rogue_node
+            ]
+        )
+        denied_binds = count_log_events([daemon.log_path], "bind failed")
+        _allow_bindings(plane, policy)
+        allowed_at = time.monotonic()
+        wait_until(
+            lambda: (
+                sum(
+                    p["status"].get("phase") == "Succeeded"
+                    for p in list_pods(plane.core_v1, namespace)
+                )
+                >= len(names)
+            ),
+            timeout_s=300,
+            what="every pod to succeed",
+        )
+        stop_rogue.set()
+        rogue_thread.join(10)
+    logs = [daemon.log_path]
+    metrics = daemon.metrics()
+    # The verdict covers the daemon's pods; the other binder's are checked on their own below.
+    ours = [n for n in names if n not in set(stolen)]
+    verdict = verify(plane.core_v1, namespace, ours, monitor, logs)
+    daemon_bound = bound_log_lines(logs, namespace)
+    on_rogue = {
+        p["metadata"]["name"]
+        for p in list_pods(plane.core_v1, namespace)
+        if p["spec"].get("nodeName") == rogue_node and p["status"].get("phase") == "Succeeded"
+    }
+    is_alive = alive(daemon)
+    daemon.stop()
+    record(
+        "denied-and-stolen-bindings",
+        {
+            "title": "bindings refused by admission, and pods bound by another binder",
+            "workflow": f"{len(names)} independent pods (1 CPU, 2 s) on 12 CPU slots; the "
+            f"verdict covers the {len(ours)} the other binder left to the daemon",
+            "cluster": "3 KWOK nodes x 4 CPU / 16 GiB, and a tainted node of another binder",
+            "injected": f"a ValidatingAdmissionPolicy denying every Binding for {deny_s:.0f} s; "
+            f"another binder binding {len(stolen)} pending pods under the daemon",
+            "injections": 1 + len(stolen),
+            "bound_while_denied": bound_while_denied,
+            "bind_failures_while_denied": denied_binds,
+            "stolen_pods": len(stolen),
+            "other_binder_races_lost": len(races_lost),
+            "bind_errors": labelled(metrics, "wfsched_bind_errors_total", "reason"),
+            "seconds_from_allow_to_done": round(time.monotonic() - allowed_at, 1),
+            "daemon_alive_at_end": is_alive,
+            "verdict": verdict.summary(),
+        },
+    )
+    assert len(daemon_bound) == len(names) - len(stolen)
+    assert bound_while_denied == 0
+    assert denied_binds > 0, "no Binding call was refused: the policy did not apply"
+    assert stolen, "the other binder bound nothing"
+    # A pod the other binder took has no successful Binding of the daemon's.
+    assert not set(stolen) & set(daemon_bound), set(stolen) & set(daemon_bound)
+    assert _rejections_reported(plane, namespace), "no FailedScheduling Warning for a refusal"
+    assert is_alive, daemon.log_tail()
+    assert count_log_events(logs, "event handling failed") == 0
+    assert on_rogue == set(stolen), "a pod the other binder bound moved or did not finish"
     assert_invariants(verdict)

@@ -138,7 +138,7 @@ def test_assumed_pods_are_not_double_booked_before_the_watch_confirms():
     assert kube.binds == [("a", "n1")]
 
 
-@pytest.mark.parametrize("status", [409, 500])
+@pytest.mark.parametrize("status", [409, 403, 500])
 def test_failed_bind_forgets_and_requeues_with_backoff(status):
     kube = FakeKube(fail={"a": status})
     loop = make_loop(kube)
@@ -152,6 +152,13 @@ def test_failed_bind_forgets_and_requeues_with_backoff(status):
     assert [t.key.task for t in loop.queue.tasks()] == ["a"]
     assert loop.queue.backing_off(loop.queue.tasks()[0].key, loop.clock())
     assert loop.cache.snapshot().requested_on("n1").cpu_millis == 0
+    loop.shutdown()
+    # A refusal is reported on the pod; a conflict (somebody else bound it) is not.
+    warned = [e for e in kube.events if e["reason"] == "FailedScheduling"]
+    if status == 409:
+        assert warned == []
+    else:
+        assert len(warned) == 1 and f"rejected ({status})" in warned[0]["note"]
 
 
 def test_404_on_bind_drops_the_task():
