@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from kubernetes import client, config
@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
 WFINSTANCES = DATA / "wfinstances"
 SCHED = "workflow-scheduler"
+T = TypeVar("T")
 REQUEST_TIMEOUT = (5, 20)
 """Connect and read timeouts of every test-side API call (an outage must not hang a test)."""
 
@@ -291,6 +292,22 @@ def wait_until(
         time.sleep(interval_s)
 
 
+def patiently(
+    fn: Callable[[], T], *, patience_s: float = 60, on_error: Callable[[], None] | None = None
+) -> T:
+    """``fn()``, retried every 0.5 s on any exception until ``patience_s`` has passed."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return fn()
+        except Exception:
+            if on_error is not None:
+                on_error()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 # --- capacity -------------------------------------------------------------------------------
 
 
@@ -330,7 +347,12 @@ class CapacityMonitor:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=120)
-        self.check_once()  # one last sample after the scenario
+        # After an API-server restart the client's pool may still hold a socket to the old
+        # process, and the first request on it is reset: ride that out.
+        patiently(self.check_once, on_error=self._count_error)
+
+    def _count_error(self) -> None:
+        self.errors += 1
 
     def _allocatable(self) -> dict[str, dict[str, float]]:
         resp = self.core_v1.list_node(_preload_content=False, _request_timeout=(5, 60))
@@ -579,8 +601,8 @@ def verify(
     must_succeed: bool = True,
 ) -> Verdict:
     """Check the invariants for the pods named ``expected`` (see the module docstring)."""
-    pods = {p["metadata"]["name"]: p for p in list_pods(core_v1, namespace)}
-    events = scheduled_events(core_v1, namespace)
+    pods = {p["metadata"]["name"]: p for p in patiently(lambda: list_pods(core_v1, namespace))}
+    events = patiently(lambda: scheduled_events(core_v1, namespace))
     lines = bound_log_lines(list(logs), namespace)
     verdict = Verdict(pods=len(expected), succeeded=0, bound=0)
     moved = {m.split(":", 1)[0] for m in monitor.moved}
