@@ -161,6 +161,14 @@ def _key_figure(name: str, s: Mapping[str, Any]) -> str:
     return ""
 
 
+def _command(run: Mapping[str, Any]) -> str:
+    """How the run was started, in words a reader can repeat."""
+    args = run.get("args") or []
+    if not args:
+        return "`pytest` without arguments, as `.ci/run` starts it"
+    return f"`pytest {' '.join(args)}`"
+
+
 def render(data: Mapping[str, Any]) -> str:
     scenarios: Mapping[str, Mapping[str, Any]] = data.get("scenarios", {})
     names = [n for n in ORDER if n in scenarios] + sorted(set(scenarios) - set(ORDER))
@@ -186,9 +194,9 @@ def render(data: Mapping[str, Any]) -> str:
     ]
     if run:
         out += [
-            f"Largest recorded run: {run.get('tests_run')} tests in "
-            f"{run.get('wall_s', 0) / 60:.1f} min "
-            f"(`pytest {' '.join(run.get('args', []))}`, finished {run.get('finished_at')}).",
+            f"Largest recorded run: {run.get('tests_run')} reliability tests in a pytest "
+            f"session of {run.get('wall_s', 0) / 60:.1f} min ({_command(run)}, finished "
+            f"{run.get('finished_at')}).",
             "",
         ]
     out += [

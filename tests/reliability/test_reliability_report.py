@@ -69,7 +69,15 @@ def test_render_has_the_summary_the_details_and_the_defects():
     assert "| `test_defect` | defect: x |" in text
     assert "1 passed, 1 xfailed" in text
     assert "| at_bound | pause_s |" in text
-    assert "Largest recorded run: 3 tests in 10.0 min" in text
+    assert "Largest recorded run: 3 reliability tests in a pytest session of 10.0 min" in text
+    assert "`pytest tests/reliability`" in text
+
+
+def test_a_run_without_arguments_is_named_as_the_ci_run():
+    sample = dict(SAMPLE, runs={"": {"wall_s": 900.0, "tests_run": 94, "args": []}})
+    text = report.render(sample)
+    assert "94 reliability tests in a pytest session of 15.0 min" in text
+    assert "`pytest` without arguments, as `.ci/run` starts it" in text
 
 
 def test_main_writes_the_page(tmp_path):
