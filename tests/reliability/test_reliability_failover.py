@@ -16,13 +16,13 @@ from reliability_helpers import (
     bound_log_lines,
     bound_timestamps,
     count_bound,
-    list_pods,
     make_daemon,
     metric,
     pod_manifest,
     record,
     start_daemon,
     verify,
+    wait_for_succeeded,
     wait_until,
 )
 
@@ -77,16 +77,8 @@ def test_kill_9_of_the_leader_under_load(plane, tmp_path) -> None:
         killed_at = time.time()
         leader.kill()
         creator.join(timeout=120)
-        wait_until(
-            lambda: (
-                sum(
-                    p["status"].get("phase") == "Succeeded"
-                    for p in list_pods(plane.core_v1, namespace)
-                )
-                == PODS
-            ),
-            timeout_s=180,
-            what="every pod to succeed",
+        wait_for_succeeded(
+            plane.core_v1, namespace, PODS, timeout_s=180, what="every pod to succeed"
         )
         standby_metrics = standby.metrics()
         # The killed replica comes back and must stay a standby.

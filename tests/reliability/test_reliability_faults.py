@@ -53,6 +53,7 @@ from reliability_helpers import (
     start_component_retrying,
     start_daemon,
     verify,
+    wait_for_succeeded,
     wait_until,
 )
 
@@ -366,14 +367,10 @@ def test_pending_pods_deleted_at_random_are_dropped_without_an_error_loop(
             deletion = pool.submit(deleter)
             deletion.result(timeout=400)
         survivors = [n for n in names if n not in set(deleted)]
-        wait_until(
-            lambda: (
-                sum(
-                    p["status"].get("phase") == "Succeeded"
-                    for p in list_pods(plane.core_v1, namespace)
-                )
-                >= len(survivors)
-            ),
+        wait_for_succeeded(
+            plane.core_v1,
+            namespace,
+            len(survivors),
             timeout_s=300,
             what="every surviving pod to succeed",
         )
@@ -561,16 +558,8 @@ def test_denied_and_stolen_bindings_are_retried_and_never_doubled(plane, tmp_pat
         denied_binds = count_log_events([daemon.log_path], "bind failed")
         _allow_bindings(plane, policy)
         allowed_at = time.monotonic()
-        wait_until(
-            lambda: (
-                sum(
-                    p["status"].get("phase") == "Succeeded"
-                    for p in list_pods(plane.core_v1, namespace)
-                )
-                >= len(names)
-            ),
-            timeout_s=300,
-            what="every pod to succeed",
+        wait_for_succeeded(
+            plane.core_v1, namespace, len(names), timeout_s=300, what="every pod to succeed"
         )
         stop_rogue.set()
         rogue_thread.join(10)

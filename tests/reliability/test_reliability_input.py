@@ -37,13 +37,13 @@ from reliability_helpers import (
     assert_invariants,
     count_log_events,
     events_by_reason,
-    list_pods,
     make_daemon,
     metric_sum,
     pod_manifest,
     record,
     start_daemon,
     verify,
+    wait_for_succeeded,
     wait_until,
 )
 
@@ -953,16 +953,8 @@ def test_live_daemon_schedules_malformed_pods_and_warns_about_them(plane, tmp_pa
         )
         for name in held:
             plane.core_v1.patch_namespaced_pod(name, namespace, {"spec": {"schedulingGates": None}})
-        wait_until(
-            lambda: (
-                sum(
-                    p["status"].get("phase") == "Succeeded"
-                    for p in list_pods(plane.core_v1, namespace)
-                )
-                == len(names)
-            ),
-            timeout_s=240,
-            what="every pod to succeed",
+        wait_for_succeeded(
+            plane.core_v1, namespace, len(names), timeout_s=240, what="every pod to succeed"
         )
     metadata_warned = warned("InvalidWorkflowMetadata")
     dag_warned = warned("InvalidWorkflowDAG")
