@@ -242,16 +242,9 @@ def count_bound(core_v1: client.CoreV1Api, namespace: str) -> int:
     return len(list_pods(core_v1, namespace, field_selector="spec.nodeName!="))
 
 
-def wait_for_succeeded(
-    core_v1: client.CoreV1Api, namespace: str, count: int, *, timeout_s: float, what: str
-) -> None:
-    """Wait until at least ``count`` pods of the namespace have succeeded."""
-
-    def succeeded() -> bool:
-        pods = list_pods(core_v1, namespace)
-        return sum(p["status"].get("phase") == "Succeeded" for p in pods) >= count
-
-    wait_until(succeeded, timeout_s=timeout_s, what=what)
+def count_succeeded(core_v1: client.CoreV1Api, namespace: str) -> int:
+    """How many pods of the namespace have succeeded."""
+    return sum(p["status"].get("phase") == "Succeeded" for p in list_pods(core_v1, namespace))
 
 
 def pod_manifest(

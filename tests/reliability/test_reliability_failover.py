@@ -16,13 +16,13 @@ from reliability_helpers import (
     bound_log_lines,
     bound_timestamps,
     count_bound,
+    count_succeeded,
     make_daemon,
     metric,
     pod_manifest,
     record,
     start_daemon,
     verify,
-    wait_for_succeeded,
     wait_until,
 )
 
@@ -77,8 +77,10 @@ def test_kill_9_of_the_leader_under_load(plane, tmp_path) -> None:
         killed_at = time.time()
         leader.kill()
         creator.join(timeout=120)
-        wait_for_succeeded(
-            plane.core_v1, namespace, PODS, timeout_s=180, what="every pod to succeed"
+        wait_until(
+            lambda: count_succeeded(plane.core_v1, namespace) == PODS,
+            timeout_s=180,
+            what="every pod to succeed",
         )
         standby_metrics = standby.metrics()
         # The killed replica comes back and must stay a standby.

@@ -42,6 +42,7 @@ from reliability_helpers import (
     bound_timestamps,
     count_bound,
     count_log_events,
+    count_succeeded,
     events_by_reason,
     labelled,
     list_pods,
@@ -53,7 +54,6 @@ from reliability_helpers import (
     start_component_retrying,
     start_daemon,
     verify,
-    wait_for_succeeded,
     wait_until,
 )
 
@@ -367,10 +367,8 @@ def test_pending_pods_deleted_at_random_are_dropped_without_an_error_loop(
             deletion = pool.submit(deleter)
             deletion.result(timeout=400)
         survivors = [n for n in names if n not in set(deleted)]
-        wait_for_succeeded(
-            plane.core_v1,
-            namespace,
-            len(survivors),
+        wait_until(
+            lambda: count_succeeded(plane.core_v1, namespace) >= len(survivors),
             timeout_s=300,
             what="every surviving pod to succeed",
         )
@@ -558,8 +556,10 @@ def test_denied_and_stolen_bindings_are_retried_and_never_doubled(plane, tmp_pat
         denied_binds = count_log_events([daemon.log_path], "bind failed")
         _allow_bindings(plane, policy)
         allowed_at = time.monotonic()
-        wait_for_succeeded(
-            plane.core_v1, namespace, len(names), timeout_s=300, what="every pod to succeed"
+        wait_until(
+            lambda: count_succeeded(plane.core_v1, namespace) >= len(names),
+            timeout_s=300,
+            what="every pod to succeed",
         )
         stop_rogue.set()
         rogue_thread.join(10)

@@ -36,6 +36,7 @@ from reliability_helpers import (
     alive,
     assert_invariants,
     count_log_events,
+    count_succeeded,
     events_by_reason,
     make_daemon,
     metric_sum,
@@ -43,7 +44,6 @@ from reliability_helpers import (
     record,
     start_daemon,
     verify,
-    wait_for_succeeded,
     wait_until,
 )
 
@@ -953,8 +953,10 @@ def test_live_daemon_schedules_malformed_pods_and_warns_about_them(plane, tmp_pa
         )
         for name in held:
             plane.core_v1.patch_namespaced_pod(name, namespace, {"spec": {"schedulingGates": None}})
-        wait_for_succeeded(
-            plane.core_v1, namespace, len(names), timeout_s=240, what="every pod to succeed"
+        wait_until(
+            lambda: count_succeeded(plane.core_v1, namespace) == len(names),
+            timeout_s=240,
+            what="every pod to succeed",
         )
     metadata_warned = warned("InvalidWorkflowMetadata")
     dag_warned = warned("InvalidWorkflowDAG")
