@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scheduler import devcluster, replay, replay_cli, simulate
+from scheduler import devcluster, registry, replay, replay_cli, simulate
 
 DEFAULT_INSTANCE = "nextflow-rnaseq.json"
 
@@ -44,6 +44,11 @@ def register(subparsers: Any) -> None:
         "--time-scale", type=float, default=0.05, help="runtime multiplier (default 0.05)"
     )
     parser.add_argument("--policy", default="critical_path-roundrobin", help="wfsched strategy")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the arguments and read the instance, then exit without starting anything",
+    )
     parser.set_defaults(func=_demo)
 
 
@@ -56,6 +61,14 @@ def _demo(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"wfsched: cannot read {args.instance}: {exc}", file=sys.stderr)
         return 2
+    try:
+        registry.parse_strategy(args.policy)
+    except registry.PolicyError as exc:
+        print(f"wfsched: --policy: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"demo ok: {instance.name} ({len(instance.tasks)} tasks), policy {args.policy}")
+        return 0
     with tempfile.TemporaryDirectory(prefix="wfsched-demo-") as scratch:
         workdir = Path(scratch)
         cluster = devcluster.DevCluster(

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Build the local control plane (etcd, kube-apiserver, kube-scheduler, KWOK, metrics-server,
-# helm, promtool) from published Go modules into a cache outside the repository.
+# helm, promtool, and the Prometheus Operator's ServiceMonitor CRD) from published Go modules
+# into a cache outside the repository.
 #
-#   tests/controlplane/build.sh [COMPONENT ...]     (default: all components)
-#   tests/controlplane/build.sh --print-dir COMPONENT
+#   scheduler/devcluster_assets/build.sh [COMPONENT ...]            (default: all components)
+#   scheduler/devcluster_assets/build.sh --dry-run [COMPONENT ...]  (check names, say what would
+#                                                                    be built; build nothing)
+#   scheduler/devcluster_assets/build.sh --print-dir COMPONENT
+#   scheduler/devcluster_assets/build.sh --help
 #
 # Cache layout: ${WFSCHED_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wfsched}/controlplane/
 #   <component>/<version>-<go version>-<recipe hash>/{bin/,manifest.json}
@@ -14,6 +18,12 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+
+if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
+  sed -n '2,/^set -euo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"
+  exit 0
+fi
+
 # shellcheck source=versions.env
 source "$here/versions.env"
 
@@ -23,7 +33,7 @@ export GOFLAGS="${GOFLAGS:-} -trimpath"
 
 cache_root="${WFSCHED_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wfsched}/controlplane"
 go_version=$(go env GOVERSION)
-all_components=(etcd kubernetes kwok metrics-server helm promtool)
+all_components=(etcd kubernetes kwok metrics-server helm promtool prometheus-operator-crds)
 
 component_version() {
   case "$1" in
@@ -33,6 +43,7 @@ component_version() {
     metrics-server) echo "$METRICS_SERVER_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
     promtool) echo "$PROMETHEUS_VERSION" ;;
+    prometheus-operator-crds) echo "$PROMETHEUS_OPERATOR_VERSION" ;;
     *) echo "unknown component: $1 (known: ${all_components[*]})" >&2; return 2 ;;
   esac
 }
@@ -159,6 +170,20 @@ PY
     -o "$out/promtool" github.com/prometheus/prometheus/cmd/promtool)
 }
 
+build_prometheus_operator_crds() {
+  local out=$1 module_dir
+  # Nothing to compile: the operator's Go module ships its generated CRD manifests, so the
+  # module proxy serves the exact CRD of this release. Only the ServiceMonitor CRD is kept (the
+  # chart renders no other operator kind); it lands in crds/ beside the (empty) bin/.
+  module_dir=$(go mod download -json \
+    "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+  mkdir -p "$out/../crds"
+  cp "$module_dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" \
+    "$out/../crds/"
+  chmod -R u+w "$out/../crds"
+}
+
 # --- driver ---------------------------------------------------------------------------------
 
 build_component() {
@@ -200,11 +225,29 @@ if [[ "${1:-}" == "--print-dir" ]]; then
   exit 0
 fi
 
+dry_run=false
+if [[ "${1:-}" == "--dry-run" ]]; then
+  dry_run=true
+  shift
+fi
+
 components=("$@")
 [[ ${#components[@]} -gt 0 ]] || components=("${all_components[@]}")
+for c in "${components[@]}"; do
+  component_version "$c" >/dev/null  # an unknown name fails here, before anything is built
+done
+if $dry_run; then
+  for c in "${components[@]}"; do
+    if [[ -f "$(component_dir "$c")/manifest.json" ]]; then
+      echo "$c $(component_version "$c"): cached at $(component_dir "$c")"
+    else
+      echo "$c $(component_version "$c"): would build into $(component_dir "$c")"
+    fi
+  done
+  exit 0
+fi
 total_start=$(date +%s)
 for c in "${components[@]}"; do
-  component_version "$c" >/dev/null
   build_component "$c"
 done
 log "all requested components ready in $(( $(date +%s) - total_start ))s"
