@@ -250,6 +250,26 @@ def _restart_apiserver(cluster: devcluster.DevCluster) -> None:
             time.sleep(1.0)
 
 
+def _create_riding_out_restart(
+    admin: devcluster.AdminClient, path: str, body: dict, *, patience_s: float = 60
+) -> int:
+    """POST ``body`` to a just-restarted API server: refused or cut connections, 5xx and 429 are
+    retried for ``patience_s``; a 409 after a lost answer means the first try created it."""
+    deadline = time.monotonic() + patience_s
+    retried = False
+    while True:
+        try:
+            status, _ = admin.request("POST", path, body)
+        except (OSError, http.client.HTTPException):
+            status = 0
+        if status == 201 or (status == 409 and retried):
+            return 201
+        if (status and status < 500 and status != 429) or time.monotonic() > deadline:
+            return status
+        retried = True
+        time.sleep(0.5)
+
+
 def test_forced_410_relists_emits_synthetic_delete_and_continues(
     private_cluster: devcluster.DevCluster,
 ) -> None:
@@ -290,7 +310,7 @@ def test_forced_410_relists_emits_synthetic_delete_and_continues(
         assert int(inf.resource_version) > int(stale_version)
 
         # And it keeps watching from the new list.
-        status, _ = admin.request("POST", f"/api/v1/namespaces/{ns}/pods", make_pod("d"))
+        status = _create_riding_out_restart(admin, f"/api/v1/namespaces/{ns}/pods", make_pod("d"))
         assert status == 201
         events.until(has("ADDED", "d"))
     finally:

@@ -213,7 +213,12 @@ def list_pods(
     field_selector: str = "",
     call: Callable[[Callable[[], Any]], Any] = lambda fn: fn(),
 ) -> list[dict[str, Any]]:
-    """Every pod of a namespace (``None``: all namespaces) as dicts, paged."""
+    """Every pod of a namespace (``None``: all namespaces) as dicts, paged.
+
+    Each page is requested *and read* inside ``call``: a server restarted while the body is on
+    its way cuts it short (``IncompleteRead``, a reset), and a patient ``call`` retries that
+    like a refused connection.
+    """
     items: list[dict[str, Any]] = []
     token = None
     while True:
@@ -226,11 +231,16 @@ def list_pods(
         }
         if token:
             kwargs["_continue"] = token
-        if namespace is None:
-            resp = call(lambda kw=kwargs: core_v1.list_pod_for_all_namespaces(**kw))
-        else:
-            resp = call(lambda kw=kwargs: core_v1.list_namespaced_pod(namespace, **kw))
-        page = json.loads(resp.data)
+
+        def fetch(kw: dict[str, Any] = kwargs) -> dict[str, Any]:
+            if namespace is None:
+                resp = core_v1.list_pod_for_all_namespaces(**kw)
+            else:
+                resp = core_v1.list_namespaced_pod(namespace, **kw)
+            page: dict[str, Any] = json.loads(resp.data)
+            return page
+
+        page = call(fetch)
         items.extend(page["items"])
         token = page["metadata"].get("continue")
         if not token:
