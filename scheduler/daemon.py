@@ -10,12 +10,18 @@
 * ``/healthz`` (the process and its loop thread are alive), ``/readyz`` (informers synced and
   the loop running) and ``/metrics`` (Prometheus) on ``health_port``;
 * the CWS REST API (``scheduler.rest``) on ``rest_port``: its state is a task hook of the loop,
-  its requests run on the loop thread, and its executions' strategies wrap the loop's policies.
+  its requests run on the loop thread, and its executions' strategies wrap the loop's policies;
+* on taking the lease (or at start without election), a take-over thread restores the CWS
+  executions the previous leader stored (``scheduler.rest.persist``), then accepts REST writes,
+  then labels this replica's pod (``$POD_NAME``/``$POD_NAMESPACE``) so that the REST Service
+  reaches it (``scheduler.leaderpod``); the label is removed on shutdown and on losing the lease.
+
+Both HTTP servers run on waitress with connection, thread and time limits
+(``scheduler.httpserver``).
 """
 
 from __future__ import annotations
 
-import http.server
 import logging
 import os
 import queue
@@ -27,7 +33,7 @@ from typing import Any
 
 from prometheus_client import exposition
 
-from scheduler import cws, registry
+from scheduler import cws, httpserver, leaderpod, registry
 from scheduler import loop as loop_mod
 from scheduler import memory as memory_mod
 from scheduler import metrics as metrics_mod
@@ -38,13 +44,14 @@ from scheduler.kube import informer as kube_informer
 from scheduler.kube import leader as kube_leader
 from scheduler.rest import api as rest_api
 from scheduler.rest import bridge as rest_bridge
+from scheduler.rest import persist as rest_persist
 from scheduler.rest import server as rest_server
 
 log = logging.getLogger(__name__)
 
 
 class HealthServer:
-    """``/healthz``, ``/readyz`` and ``/metrics`` on a small threaded HTTP server."""
+    """``/healthz``, ``/readyz`` and ``/metrics`` on a small HTTP server with limits."""
 
     def __init__(
         self,
@@ -54,47 +61,43 @@ class HealthServer:
         metrics: metrics_mod.Metrics,
         healthy: Callable[[], bool],
         ready: Callable[[], bool],
+        limits: httpserver.HttpLimits | None = None,
     ) -> None:
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    body = exposition.generate_latest(metrics.registry)
-                    self._reply(200, body, exposition.CONTENT_TYPE_LATEST)
-                elif path in ("/healthz", "/livez"):
-                    ok = healthy()
-                    self._reply(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n")
-                elif path == "/readyz":
-                    ok = ready()
-                    self._reply(200 if ok else 503, b"ok\n" if ok else b"not ready\n")
-                else:
-                    self._reply(404, b"not found\n")
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+            path = str(environ.get("PATH_INFO") or "/")
+            ctype = "text/plain"
+            if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+                status, body = "405 Method Not Allowed", b"only GET\n"
+            elif path == "/metrics":
+                status, body = "200 OK", exposition.generate_latest(metrics.registry)
+                ctype = exposition.CONTENT_TYPE_LATEST
+            elif path in ("/healthz", "/livez"):
+                ok = healthy()
+                status, body = ("200 OK", b"ok\n") if ok else ("503 Unavailable", b"unhealthy\n")
+            elif path == "/readyz":
+                ok = ready()
+                status, body = ("200 OK", b"ok\n") if ok else ("503 Unavailable", b"not ready\n")
+            else:
+                status, body = "404 Not Found", b"not found\n"
+            start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+            return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
-            def _reply(self, status: int, body: bytes, ctype: str = "text/plain") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                del format, args  # probes would flood the log
-
-        self._server = http.server.ThreadingHTTPServer((address, port), Handler)
-        self._server.daemon_threads = True
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="wfsched-health", daemon=True
+        self._server = httpserver.HttpServer(
+            app,
+            address=address,
+            port=port,
+            limits=limits or httpserver.HttpLimits(threads=2, max_body_bytes=1024),
+            name="health",
         )
+        self.port: int = self._server.port
 
     def start(self) -> None:
         """Serve in a background thread."""
-        self._thread.start()
+        self._server.start()
 
     def stop(self) -> None:
         """Stop serving."""
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
 
 class Daemon:
@@ -126,6 +129,12 @@ class Daemon:
             memory=self.memory,
             memory_store=(settings.lease.namespace, settings.memory_store_configmap),
             memory_save_interval_s=settings.memory_save_interval_s,
+        )
+        self._cws_ready = threading.Event()
+        self.bridge: rest_bridge.CwsBridge | None = None
+        self.persister: rest_persist.Persister | None = None
+        self.leader_label = leaderpod.LeaderPodLabel.from_environment(
+            self.kube, os.environ, value=settings.lease.name
         )
         self.rest = self._rest_server(settings)
 
@@ -162,6 +171,7 @@ class Daemon:
             metrics=self.metrics,
             healthy=self._healthy,
             ready=self._ready,
+            limits=self._http_limits(settings, threads=2, max_body_bytes=1024),
         )
         self.elector: kube_leader.LeaderElector | None = None
         if settings.lease.enabled:
@@ -202,6 +212,18 @@ class Daemon:
             log.warning("could not restore memory observations", exc_info=True)
         return model
 
+    @staticmethod
+    def _http_limits(
+        settings: settings_mod.Settings, *, threads: int, max_body_bytes: int
+    ) -> httpserver.HttpLimits:
+        return httpserver.HttpLimits(
+            threads=threads,
+            connection_limit=settings.http_connection_limit,
+            request_timeout_s=settings.http_request_timeout_s,
+            idle_timeout_s=settings.http_idle_timeout_s,
+            max_body_bytes=max_body_bytes,
+        )
+
     def _rest_server(self, settings: settings_mod.Settings) -> rest_server.RestServer | None:
         """The CWS REST API: its state, the loop's task hook, per-execution policies.
 
@@ -219,8 +241,24 @@ class Daemon:
             batch_timeout_s=settings.batch_timeout_s,
             registration_grace_s=settings.registration_grace_s,
             namespaces=settings.namespaces,
+            adopt_unregistered=settings.adopt_unregistered_executions,
+            idle_expiry_s=settings.cws_execution_idle_s,
         )
-        bridge = rest_bridge.CwsBridge(state, events=self.events, clock=self.loop.clock)
+        if settings.cws_state_save_interval_s > 0:
+            self.persister = rest_persist.Persister(
+                rest_persist.StateStore(
+                    self.kube, namespace=settings.lease.namespace, owner=settings.lease.name
+                )
+            )
+        bridge = rest_bridge.CwsBridge(
+            state,
+            submit=self.loop.submit_command,
+            clock=self.loop.clock,
+            persister=self.persister,
+            save_interval_s=settings.cws_state_save_interval_s or 1.0,
+            may_persist=self._may_bind,
+        )
+        self.bridge = bridge
         self.loop.task_hooks.append(bridge)
         self.loop.policies = cws_policies.wrap(
             self.loop.policies,
@@ -231,18 +269,66 @@ class Daemon:
         api = rest_api.Api(
             bridge=bridge,
             max_body_bytes=settings.rest_max_body_bytes,
+            max_task_body_bytes=settings.rest_max_task_body_bytes,
             max_items=settings.rest_max_items,
             token=os.environ.get("WFSCHED_API_TOKEN") or None,
-            may_write=self._may_bind,
+            may_write=self._may_write,
             leader=self._leader_identity,
         )
-        return rest_server.RestServer(api, address=settings.bind_address, port=settings.rest_port)
+        return rest_server.RestServer(
+            api,
+            address=settings.bind_address,
+            port=settings.rest_port,
+            limits=self._http_limits(
+                settings,
+                threads=settings.rest_threads,
+                max_body_bytes=max(settings.rest_max_body_bytes, settings.rest_max_task_body_bytes),
+            ),
+        )
 
     def _leader_identity(self) -> str | None:
         """The lease holder as last read (for followers' 503 replies), if known."""
         if self.elector is None:
             return None
         return self.elector.observed_holder or None
+
+    def _may_write(self) -> bool:
+        """Accept REST writes: leading, and the stored CWS executions are restored."""
+        return self._cws_ready.is_set() and self._may_bind()
+
+    def _take_over(self) -> None:
+        """Become the REST API's leader: restore stored executions, accept writes, label the pod.
+
+        Runs on its own thread (election callbacks must return at once). Writes are refused
+        (503) until the executions are back, so no request sees a half-restored state.
+        """
+        if self.persister is not None and self.bridge is not None:
+            self._restore_executions(self.persister, self.bridge)
+        self._cws_ready.set()
+        if self.leader_label is not None:
+            self.leader_label.claim()
+
+    def _restore_executions(
+        self, persister: rest_persist.Persister, bridge: rest_bridge.CwsBridge
+    ) -> None:
+        for attempt in range(5):
+            try:
+                documents = persister.store.load()
+                restored = bridge.restore(documents)
+            except Exception as exc:  # API or loop trouble: try again, then go on without them
+                log.warning("restoring CWS executions failed (attempt %d): %s", attempt + 1, exc)
+                if self.stop_event.wait(1.0):
+                    return
+                continue
+            log.info(
+                "CWS executions restored",
+                extra={"stored": len(documents), "restored": len(restored)},
+            )
+            return
+        log.error("CWS executions not restored; their runs will get 400 from this replica")
+
+    def _start_take_over(self) -> None:
+        threading.Thread(target=self._take_over, name="wfsched-take-over", daemon=True).start()
 
     def _may_bind(self) -> bool:
         """Bind only while leading and the lease was renewed recently enough."""
@@ -260,6 +346,8 @@ class Daemon:
         log.info("became leader; scheduling")
         self.metrics.leader.set(1)
         self._leading.set()
+        if self.rest is not None or self.leader_label is not None:
+            self._start_take_over()
 
     def _on_stopped_leading(self) -> None:
         # Stop binding before anything else, then leave: a fresh process rejoins as standby.
@@ -267,6 +355,10 @@ class Daemon:
         self.metrics.leader.set(0)
         if self.stop_event.is_set():
             return  # graceful shutdown released the lease
+        if self.leader_label is not None:  # best effort: the next leader removes it otherwise
+            releaser = threading.Thread(target=self.leader_label.release, daemon=True)
+            releaser.start()
+            releaser.join(timeout=2.0)
         log.error("lost the scheduling lease; exiting")
         logging.shutdown()
         os._exit(1)
@@ -279,12 +371,15 @@ class Daemon:
         if self.poller is not None:
             self.poller.start()
         self._loop_thread.start()
+        if self.persister is not None:
+            self.persister.start()
         if self.rest is not None:
             self.rest.start()
         if self.elector is not None:
             self.elector.start()
         else:
             self.metrics.leader.set(1)
+            self._start_take_over()
         log.info(
             "wfsched started",
             extra={
@@ -305,8 +400,12 @@ class Daemon:
         """Stop binding, release the lease, stop watches and servers."""
         self._leading.clear()
         self.stop_event.set()
+        if self.leader_label is not None:
+            self.leader_label.release()  # the Service stops routing here before the lease goes
         if self.rest is not None:
             self.rest.stop()
+        if self.persister is not None:
+            self.persister.stop()
         if self.elector is not None:
             self.elector.stop()
         for informer in self.informers:

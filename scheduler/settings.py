@@ -94,6 +94,31 @@ class Settings:
     """Largest request body the REST API reads (bigger: 413); 1 MiB holds a DAG of ~10k edges."""
     rest_max_items: int = 10_000
     """Most vertices, edges or ids one REST request may carry (more: 413)."""
+    rest_max_task_body_bytes: int = 32 << 20
+    """Largest task registration body (bigger: 413). nf-cws lists every input file of a task in
+    it, about 240 bytes each: a MultiQC task of a large nf-core run sends 10^4+ files, and
+    32 MiB holds about 140,000. It is buffered on disk by the server (beyond 512 KiB) and parsed
+    as a stream: only the fields wfsched uses and the number of input files are kept."""
+    rest_threads: int = 8
+    """Threads answering REST requests (a request is read in full before it takes one)."""
+    http_connection_limit: int = 100
+    """Open connections each HTTP server (REST, health) accepts; more wait in the backlog."""
+    http_request_timeout_s: float = 30.0
+    """A request (headers and body) must arrive within this; a slower client is disconnected."""
+    http_idle_timeout_s: float = 60.0
+    """A keep-alive connection idle this long is closed (whole seconds)."""
+    adopt_unregistered_executions: bool = False
+    """Schedule pods named ``<first name>-<execution>`` whose execution was never registered
+    here (after ``registration_grace_s``). Off: they are left alone, because a CWS instance
+    using the same scheduler name may own them (see docs/rest-api.md, coexistence)."""
+    cws_execution_idle_s: float = 86_400.0
+    """A CWS execution with no request and no pod event for this long is dropped, as if
+    DELETEd (engines that crash never DELETE); 0: never. Raise it above the longest task of
+    your workflows: nf-cws calls nothing while its only running task runs."""
+    cws_state_save_interval_s: float = 1.0
+    """How often the leader writes changed CWS executions to ConfigMaps in the lease namespace,
+    so that a new leader continues their runs (registrations and deletions are written before
+    the reply); 0: not kept (a failover loses every execution)."""
     batch_timeout_s: float = 30.0
     """A closed batch is released this long after ``endBatch`` even if some registered pods
     never appeared (CWS keeps it closed forever, defect D10)."""
@@ -232,6 +257,11 @@ def _validate(settings: Settings, problems: list[str]) -> None:
         "batch_timeout_s": settings.batch_timeout_s,
         "rest_max_body_bytes": settings.rest_max_body_bytes,
         "rest_max_items": settings.rest_max_items,
+        "rest_max_task_body_bytes": settings.rest_max_task_body_bytes,
+        "rest_threads": settings.rest_threads,
+        "http_connection_limit": settings.http_connection_limit,
+        "http_request_timeout_s": settings.http_request_timeout_s,
+        "http_idle_timeout_s": settings.http_idle_timeout_s,
         "memory_save_interval_s": settings.memory_save_interval_s,
         "lease.duration_s": settings.lease.duration_s,
         "lease.renew_deadline_s": settings.lease.renew_deadline_s,
@@ -247,6 +277,8 @@ def _validate(settings: Settings, problems: list[str]) -> None:
         "min_memory_bytes": settings.min_memory_bytes,
         "max_memory_bytes": settings.max_memory_bytes,
         "registration_grace_s": settings.registration_grace_s,
+        "cws_execution_idle_s": settings.cws_execution_idle_s,
+        "cws_state_save_interval_s": settings.cws_state_save_interval_s,
     }.items():
         if value < 0:
             problems.append(f"{key}: must be >= 0, got {value}")

@@ -117,6 +117,8 @@ class TaskRegistration:
     memory_bytes: int | None = None
     cpus: float | None = None
     repetition: int = 0
+    input_files: int = 0
+    """How many entries ``inputs.fileInputs`` had (counted, not stored: it can hold 10^4+)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,6 +188,10 @@ class Execution:
     allocation: allocation.AllocationPolicy
     options: Mapping[str, Any]
     registered_at: float
+    registration: Registration | None = None
+    """The request that created it, as sent (replayed when the state is restored)."""
+    last_active: float = 0.0
+    """The last request or pod event of the execution (loop clock); idle ones expire."""
     vertices: dict[int, tuple[workflow.VertexKind, str | None]] = field(default_factory=dict)
     process_uid: dict[str, int] = field(default_factory=dict)
     edges: dict[int, tuple[int, int] | None] = field(default_factory=dict)

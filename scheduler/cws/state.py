@@ -13,12 +13,16 @@ from predictors import allocation
 from scheduler import registry, workflows
 from scheduler.core import cluster, interfaces, workflow
 from scheduler.cws import dag as dag_mod
-from scheduler.cws import model
+from scheduler.cws import model, snapshot
 from scheduler.kube import translate
 
 log = logging.getLogger(__name__)
 
 _MAX_RELEASED_MEMORY = 100_000
+_MAX_RUN_MEMORY = 10_000
+"""Runs remembered as ended (deleted, expired) or seen without registration."""
+_MAX_FINISHED_UNKNOWN = 10_000
+"""Finished pods of executions not (yet) known, kept for a restore to claim."""
 
 
 class CwsState:
@@ -35,7 +39,16 @@ class CwsState:
         registration_grace_s: float = 30.0,
         namespaces: Sequence[str] = (),
         max_executions: int = model.MAX_EXECUTIONS,
+        adopt_unregistered: bool = False,
+        idle_expiry_s: float = 0.0,
     ) -> None:
+        """Create an empty state.
+
+        ``adopt_unregistered``: schedule pods of executions never registered here (after
+        ``registration_grace_s``); off, they are held for ever, because another CWS instance
+        with the same scheduler name may own them. ``idle_expiry_s``: drop an execution after
+        this long without a request or a pod event (nobody DELETEd it); 0 never drops one.
+        """
         self._registry = workflows_registry
         self.default_predictor = default_predictor
         self.min_memory_bytes = min_memory_bytes
@@ -44,6 +57,16 @@ class CwsState:
         self.registration_grace_s = registration_grace_s
         self.namespaces = frozenset(namespaces)
         self.max_executions = max_executions
+        self.adopt_unregistered = adopt_unregistered
+        self.idle_expiry_s = idle_expiry_s
+        self._now = 0.0
+        self._dirty: set[str] = set()
+        self._removed: set[str] = set()
+        self._ended: OrderedDict[workflow.RunId, None] = OrderedDict()
+        self._foreign: OrderedDict[workflow.RunId, None] = OrderedDict()
+        self._finished_unknown: OrderedDict[tuple[workflow.RunId, str], tuple[bool, str]] = (
+            OrderedDict()
+        )
         self.executions: dict[str, model.Execution] = {}
         self._by_run: dict[workflow.RunId, model.Execution] = {}
         self._waiting: dict[str, model.Waiting] = {}
@@ -84,6 +107,138 @@ class CwsState:
     def _dag(self, exe: model.Execution) -> workflow.WorkflowDag:
         return self._registry.ensure_run(exe.run)
 
+    def _clock(self, now: float) -> None:
+        """Advance the state's idea of the time (methods without ``now`` use the last one)."""
+        self._now = max(self._now, now)
+
+    def _active(self, exe: model.Execution) -> None:
+        """The execution was used: restart its idle clock."""
+        exe.last_active = self._now
+
+    def _changed(self, exe: model.Execution) -> None:
+        """The execution was used and changed: restart its idle clock, save it again."""
+        exe.last_active = self._now
+        self._dirty.add(exe.name)
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def take_changes(self) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        """Return the documents of executions changed since the last call, and the removed names.
+
+        A name is in at most one of the two. Documents are built here (loop thread); encoding
+        and writing them is the caller's business, off the loop thread.
+        """
+        docs = {
+            name: snapshot.dump(self.executions[name])
+            for name in sorted(self._dirty)
+            if name in self.executions
+        }
+        removed = self._removed - docs.keys()
+        self._dirty, self._removed = set(), set()
+        return docs, removed
+
+    def has_changes(self) -> bool:
+        """True when :meth:`take_changes` would return something."""
+        return bool(self._dirty or self._removed)
+
+    def restore(self, doc: Any, *, now: float) -> str:
+        """Re-create an execution from a document of :meth:`take_changes`; return its name.
+
+        The registration is replayed (same checks), then the DAG, the tasks with their states
+        and metrics (which retrain the process predictors), F from finished tasks, and the
+        batches; a closed batch's timeout and the idle clock start again now. Pods held while
+        the execution was unknown are re-described.
+
+        Raises:
+            ValueError: The document is malformed.
+            model.CwsError: The registration is refused (e.g. the name is registered already).
+        """
+        self._clock(now)
+        stored = snapshot.load(doc)
+        name = stored.registration.name
+        self.register(stored.registration, now=now)
+        exe = self.executions[name]
+        dag = self._dag(exe)
+        try:
+            if stored.vertices:
+                dag_mod.add_vertices(exe, dag, stored.vertices)
+            for label in stored.implicit:
+                if label not in exe.process_uid:
+                    dag.add_step(label)
+                    exe.implicit.add(label)
+            if stored.edges:
+                dag_mod.add_edges(exe, dag, stored.edges)
+        except model.CwsError as exc:
+            self._drop(exe)
+            self._removed.discard(name)
+            raise ValueError(f"DAG: {exc.message}") from None
+        for item in stored.tasks:
+            task = model.TaskRecord(
+                id=item.id,
+                spec=item.spec,
+                registered_at=now,
+                state=item.state,
+                error=item.error,
+                pod_uid=item.pod_uid,
+                batch=item.batch,
+                metrics=item.metrics,
+            )
+            ended = self._finished_unknown.pop((exe.run, item.spec.pod_name), None)
+            if ended is not None:  # finished while no replica knew the execution
+                succeeded, reason = ended
+                task.advance(
+                    model.TaskState.FINISHED if succeeded else model.TaskState.FINISHED_WITH_ERROR
+                )
+                if not succeeded:
+                    task.error = task.error or reason
+            exe.tasks[item.id] = task
+            self._replay(exe, dag, task)
+        exe.by_pod.update(stored.by_pod)
+        for stored_batch in stored.batches:
+            exe.batches[stored_batch.id] = model.Batch(
+                id=stored_batch.id,
+                opened_at=now,
+                closed_at=now if stored_batch.closed else None,
+                expected=stored_batch.expected,
+                unready=set(stored_batch.unready),
+                ready=list(stored_batch.ready),
+            )
+        exe.open_batch = stored.open_batch if stored.open_batch in exe.batches else None
+        exe.next_batch = stored.next_batch
+        for batch in list(exe.batches.values()):
+            if batch.closed_at is not None and not batch.unready:
+                self._release(exe, batch)
+        self._dirty.discard(name)
+        self._effects.refresh_held = True
+        log.info(
+            "execution restored",
+            extra={"execution": name, "run": exe.run, "tasks": len(exe.tasks)},
+        )
+        return name
+
+    def _replay(
+        self, exe: model.Execution, dag: workflow.WorkflowDag, task: model.TaskRecord
+    ) -> None:
+        """Feed a restored task's metrics to its predictor and its end to F."""
+        process = task.spec.process
+        if task.state in (model.TaskState.FINISHED, model.TaskState.FINISHED_WITH_ERROR):
+            dag.record_finished(
+                process,
+                success=task.state is model.TaskState.FINISHED,
+                input_size=task.spec.input_size,
+            )
+        metrics = task.metrics
+        if metrics is None or not metrics.valid:
+            return
+        assert metrics.peak_rss is not None
+        predictor = exe.predictor_for(process)
+        if predictor is not None:
+            try:
+                predictor.observe(float(task.spec.input_size), float(metrics.peak_rss))
+            except ValueError:
+                return  # refused when it was first posted, too: not counted then either
+        exe.observations[process] = exe.observations.get(process, 0) + 1
+
     # --- executions -----------------------------------------------------------------------
 
     def register(self, reg: model.Registration, *, now: float) -> dict[str, Any]:
@@ -94,6 +249,7 @@ class CwsState:
                 ``INVALID`` (bad strategy syntax, predictor, memory bounds or namespace),
                 ``LIMIT``.
         """
+        self._clock(now)
         if reg.name in self.executions:
             raise model.CwsError(
                 model.ErrorKind.DUPLICATE,
@@ -138,9 +294,16 @@ class CwsState:
             allocation=allocation.AllocationPolicy(floor_bytes=floor, cap_bytes=cap),
             options=dict(reg.options),
             registered_at=now,
+            registration=reg,
+            last_active=now,
         )
         self.executions[reg.name] = exe
         self._by_run[run] = exe
+        self._changed(exe)
+        self._ended.pop(run, None)
+        if run in self._foreign:
+            del self._foreign[run]
+            self._effects.refresh_held = True  # its pods were held as another CWS's
         log.info(
             "execution registered",
             extra={
@@ -168,17 +331,27 @@ class CwsState:
     def delete(self, name: str) -> dict[str, Any]:
         """Forget an execution and its DAG (route 2); its held pods are re-described."""
         exe = self.execution(name)
-        del self.executions[name]
-        del self._by_run[exe.run]
-        self._registry.forget_run(exe.run)
-        if exe.batches:
-            self._effects.refresh_held = True
+        self._drop(exe)
         log.info("execution deleted", extra={"execution": name, "run": exe.run})
         return {"execution": name, "tasks": len(exe.tasks)}
+
+    def _drop(self, exe: model.Execution) -> None:
+        """Forget an execution, its DAG and its stored document; remember its run as ended."""
+        del self.executions[exe.name]
+        del self._by_run[exe.run]
+        self._registry.forget_run(exe.run)
+        self._dirty.discard(exe.name)
+        self._removed.add(exe.name)
+        self._ended[exe.run] = None
+        while len(self._ended) > _MAX_RUN_MEMORY:
+            self._ended.popitem(last=False)
+        if exe.batches:
+            self._effects.refresh_held = True
 
     def info(self, name: str) -> dict[str, Any]:
         """A summary of an execution (wfsched's ``GET /v1/scheduler/{e}``)."""
         exe = self.execution(name)
+        self._active(exe)
         states: dict[str, int] = {}
         for task in exe.tasks.values():
             states[task.state.value] = states.get(task.state.value, 0) + 1
@@ -212,28 +385,42 @@ class CwsState:
     def add_vertices(self, name: str, vertices: Sequence[model.Vertex]) -> dict[str, Any]:
         """Add vertices all at once (route 3); see ``dag.add_vertices``."""
         exe = self.execution(name)
-        return dag_mod.add_vertices(exe, self._dag(exe), vertices)
+        self._active(exe)
+        reply = dag_mod.add_vertices(exe, self._dag(exe), vertices)
+        self._changed(exe)
+        return reply
 
     def remove_vertices(self, name: str, uids: Sequence[int]) -> dict[str, Any]:
         """Remove vertices with their edges (route 4); unknown uids are ignored."""
         exe = self.execution(name)
-        return dag_mod.remove_vertices(exe, self._dag(exe), uids)
+        self._active(exe)
+        reply = dag_mod.remove_vertices(exe, self._dag(exe), uids)
+        self._changed(exe)
+        return reply
 
     def add_edges(self, name: str, edges: Sequence[model.Edge]) -> dict[str, Any]:
         """Add edges all at once (route 5); see ``dag.add_edges``."""
         exe = self.execution(name)
-        return dag_mod.add_edges(exe, self._dag(exe), edges)
+        self._active(exe)
+        reply = dag_mod.add_edges(exe, self._dag(exe), edges)
+        self._changed(exe)
+        return reply
 
     def remove_edges(self, name: str, uids: Sequence[int]) -> dict[str, Any]:
         """Remove edges by uid (route 6); unknown uids are ignored."""
         exe = self.execution(name)
-        return dag_mod.remove_edges(exe, self._dag(exe), uids)
+        self._active(exe)
+        reply = dag_mod.remove_edges(exe, self._dag(exe), uids)
+        self._changed(exe)
+        return reply
 
     # --- batches --------------------------------------------------------------------------
 
     def start_batch(self, name: str, *, now: float) -> dict[str, Any]:
         """Open a batch unless one is open (route 7)."""
+        self._clock(now)
         exe = self.execution(name)
+        self._changed(exe)
         if exe.open_batch is None:
             batch = model.Batch(id=exe.next_batch, opened_at=now)
             exe.next_batch += 1
@@ -243,7 +430,9 @@ class CwsState:
 
     def end_batch(self, name: str, count: int, *, now: float) -> dict[str, Any]:
         """Close the open batch (route 8); without one, a no-op (D21)."""
+        self._clock(now)
         exe = self.execution(name)
+        self._changed(exe)
         if exe.open_batch is None:
             return {"batch": None}
         batch = exe.batches[exe.open_batch]
@@ -255,6 +444,7 @@ class CwsState:
         return {"batch": batch.id, "waiting_for": len(batch.unready)}
 
     def _release(self, exe: model.Execution, batch: model.Batch, *, timeout: bool = False) -> None:
+        self._dirty.add(exe.name)
         exe.batches.pop(batch.id, None)
         for task_id in (*batch.ready, *batch.unready):
             task = exe.tasks.get(task_id)
@@ -269,7 +459,17 @@ class CwsState:
             )
 
     def tick(self, *, now: float) -> None:
-        """Release timed-out batches (D10) and expire registration grace periods (D22)."""
+        """Release timed-out batches (D10), expire grace periods (D22) and idle executions."""
+        self._clock(now)
+        if self.idle_expiry_s > 0:
+            for exe in list(self.executions.values()):
+                if now - exe.last_active >= self.idle_expiry_s:
+                    log.warning(
+                        "execution expired: no request and no pod event for %gs (never DELETEd)",
+                        self.idle_expiry_s,
+                        extra={"execution": exe.name, "run": exe.run, "tasks": len(exe.tasks)},
+                    )
+                    self._drop(exe)
         for exe in self.executions.values():
             for batch in list(exe.batches.values()):
                 closed = batch.closed_at
@@ -294,7 +494,9 @@ class CwsState:
         Raises:
             model.CwsError: ``DUPLICATE`` if the id is registered for another pod.
         """
+        self._clock(now)
         exe = self.execution(name)
+        self._changed(exe)
         old = exe.tasks.get(task_id)
         live = old is not None and old.state is not model.TaskState.DELETED
         if old is not None and live and old.spec.pod_name != spec.pod_name:
@@ -360,18 +562,21 @@ class CwsState:
         self, name: str, task_id: int, *, pod_state: Callable[[str], cluster.PodState]
     ) -> dict[str, Any]:
         """The CWS state of a task (route 10); ``pod_state`` reads the loop's cache ledger."""
-        _exe, task = self._task(name, task_id)
+        exe, task = self._task(name, task_id)
+        self._active(exe)
         if task.pod_uid and task.state in (model.TaskState.UNSCHEDULED, model.TaskState.SCHEDULED):
             ledger = pod_state(task.pod_uid)
             if ledger is cluster.PodState.ASSUMED:
                 task.advance(model.TaskState.SCHEDULED)
             elif ledger is cluster.PodState.ADDED:
                 task.advance(model.TaskState.PREPARED)
+            self._dirty.add(exe.name)
         return {"state": task.state.value, "error": task.error}
 
     def delete_task(self, name: str, task_id: int) -> dict[str, Any]:
         """Withdraw a task (route 11): out of its batch and, if pending, out of the queue."""
         exe, task = self._task(name, task_id)
+        self._changed(exe)
         if task.state is model.TaskState.DELETED:
             return {"deleted": False}
         batch = exe.batches.get(task.batch) if task.batch is not None else None
@@ -390,6 +595,7 @@ class CwsState:
     def task_metrics(self, name: str, task_id: int, metrics: model.TaskMetrics) -> dict[str, Any]:
         """Store a task's metrics and feed its process's predictor (route 12); idempotent."""
         exe, task = self._task(name, task_id)
+        self._changed(exe)
         if task.metrics is not None:
             return {"observed": False, "duplicate": True}
         task.metrics = metrics
@@ -420,14 +626,18 @@ class CwsState:
         """Map a pod of a CWS execution to its registered task; return ``(labels, held)``."""
         if labels.engine != "cws":
             return labels, False
+        self._clock(now)
         exe = self._by_run.get(labels.run)
         task_id = exe.by_pod.get(facts.ref.name) if exe is not None else None
         task = exe.tasks.get(task_id) if exe is not None and task_id is not None else None
         uid = facts.ref.uid
         if facts.finished:
             return (labels if task is None else _relabel(labels, task)), False
+        if exe is None and not self.adopt_unregistered and labels.run not in self._ended:
+            return labels, self._foreign_pod(labels.run, facts.ref.name)
         if exe is None or task is None:
             return labels, self._unregistered(uid, labels.run, facts.ref.name, now=now)
+        self._changed(exe)
         self._forget_pod(uid)
         task.pod_uid = uid
         if task.state is model.TaskState.DELETED:
@@ -443,6 +653,20 @@ class CwsState:
                 if batch.closed_at is not None and not batch.unready:
                     self._release(exe, batch)
         return _relabel(labels, task), held
+
+    def _foreign_pod(self, run: workflow.RunId, pod: str) -> bool:
+        """Hold a pod of an execution never registered here: another CWS may own it (True)."""
+        if run not in self._foreign:
+            log.info(
+                "pods of an execution not registered with wfsched are left alone "
+                "(adopt_unregistered_executions is off)",
+                extra={"run": run, "pod": pod},
+            )
+        self._foreign[run] = None
+        self._foreign.move_to_end(run)
+        while len(self._foreign) > _MAX_RUN_MEMORY:
+            self._foreign.popitem(last=False)
+        return True
 
     def _unregistered(self, uid: str, run: workflow.RunId, pod: str, *, now: float) -> bool:
         """Hold a pod without registration during the grace period (D22); True while held."""
@@ -484,14 +708,28 @@ class CwsState:
         if key is not None:
             self._released_by_pod.pop(key, None)
 
-    def finished(self, facts: translate.PodFacts, labels: workflows.TaskLabels) -> None:
+    def finished(
+        self, facts: translate.PodFacts, labels: workflows.TaskLabels, *, now: float | None = None
+    ) -> None:
         """Record the end of a pod of ours (TaskHook)."""
+        if now is not None:
+            self._clock(now)
         self._forget_pod(facts.ref.uid)
         exe = self._by_run.get(labels.run)
+        if exe is None and labels.engine == "cws":
+            # A restore may claim it (the leader that knew the execution died).
+            key = (labels.run, facts.ref.name)
+            reason = facts.termination_reason or "Failed"
+            self._finished_unknown[key] = (facts.phase == "Succeeded", reason)
+            while len(self._finished_unknown) > _MAX_FINISHED_UNKNOWN:
+                self._finished_unknown.popitem(last=False)
+            return
         task_id = exe.by_pod.get(facts.ref.name) if exe is not None else None
         task = exe.tasks.get(task_id) if exe is not None and task_id is not None else None
         if task is None:
             return
+        assert exe is not None
+        self._changed(exe)
         if facts.phase == "Succeeded":
             task.advance(model.TaskState.FINISHED)
         else:

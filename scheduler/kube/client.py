@@ -29,6 +29,7 @@ reason); every other call takes a token from the shared bucket (``qps``/``burst`
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import logging
@@ -651,19 +652,35 @@ class KubeClient:
     # --- wfsched's own state ---------------------------------------------------------------
 
     def put_configmap(
-        self, namespace: str, name: str, data: Mapping[str, str], *, labels: Mapping[str, str]
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, str],
+        *,
+        labels: Mapping[str, str],
+        annotations: Mapping[str, str] | None = None,
+        binary_data: Mapping[str, bytes] | None = None,
     ) -> JsonDict:
         """Create or update a ConfigMap with ``data`` (server-side apply, our field manager).
+
+        ``binary_data`` values are sent base64-encoded (``binaryData``).
 
         Raises:
             errors.ApiError: the apply failed.
         """
-        body = {
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels)}
+        if annotations:
+            metadata["annotations"] = dict(annotations)
+        body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+            "metadata": metadata,
             "data": dict(data),
         }
+        if binary_data:
+            body["binaryData"] = {
+                key: base64.b64encode(value).decode("ascii") for key, value in binary_data.items()
+            }
         return self._t.request_json(
             "PATCH",
             resources.RESOURCES["configmaps"].path(namespace=namespace, name=name),
@@ -671,3 +688,17 @@ class KubeClient:
             body=body,
             content_type="application/apply-patch+yaml",
         )
+
+    def delete_configmap(self, namespace: str, name: str) -> bool:
+        """Delete a ConfigMap; ``False`` when it did not exist.
+
+        Raises:
+            errors.ApiError: any failure other than 404.
+        """
+        try:
+            self._t.request_json(
+                "DELETE", resources.RESOURCES["configmaps"].path(namespace=namespace, name=name)
+            )
+        except errors.NotFoundError:
+            return False
+        return True

@@ -17,6 +17,8 @@ key                                    where       meaning
 ``wfsched.io/attempt``                 annotation  1 for the first attempt, >1 for retries
 ``wfsched.io/peak-memory-bytes``       annotation  observed peak memory (engine-reported)
 ``wfsched.io/original-memory``         annotation  memory request saved before a resize
+``wfsched.io/leader``                  label       on the leader's own pod: its Lease's name
+``wfsched.io/cws-state``               label       on CWS state ConfigMaps: the Lease's name
 =====================================  ==========  ==========================================
 
 Engine keys are the engines' own (Nextflow's nf-k8s ``getLabels``, Argo's workflow
@@ -54,6 +56,16 @@ PEAK_MEMORY_ANNOTATION: Final = "wfsched.io/peak-memory-bytes"
 """Annotation: peak memory in bytes reported after the task ran (predictor training)."""
 ORIGINAL_MEMORY_ANNOTATION: Final = "wfsched.io/original-memory"
 """Annotation: the container's memory request (quantity) saved before wfsched resized it."""
+LEADER_LABEL: Final = "wfsched.io/leader"
+"""Label on the leader's own pod, valued with its Lease's name: the REST Service selects it."""
+CWS_STATE_LABEL: Final = "wfsched.io/cws-state"
+"""Label on the ConfigMaps keeping CWS executions, valued with the Lease's name."""
+CWS_EXECUTION_LABEL: Final = "wfsched.io/cws-execution"
+"""Label on a CWS state ConfigMap: a digest of the execution's name (names can be long)."""
+CWS_EXECUTION_ANNOTATION: Final = "wfsched.io/cws-execution"
+"""Annotation on a CWS state ConfigMap: the execution's name."""
+CWS_PART_ANNOTATION: Final = "wfsched.io/cws-part"
+"""Annotation on a CWS state ConfigMap: ``<index>/<count>/<generation>`` of a chunked state."""
 
 # --- Common Workflow Scheduler (CWS) compatibility ---------------------------------------------
 

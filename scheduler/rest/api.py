@@ -11,6 +11,10 @@ nothing): path normalisation (``//`` collapses: nf-cws builds ``http://host:port
 and item counts (413) → body schema (400) → the operation on the loop thread (4xx from
 ``CwsError``, 503 if the loop does not answer in time).
 
+Bodies arrive as bytes or as a stream. A task registration (nf-cws lists every input file in
+it) is parsed from the stream up to ``max_task_body_bytes`` (``schemas.read_task``); every
+other body is read up to ``max_body_bytes`` and decoded whole.
+
 Compatibility with nf-cws: every success is exactly 200. Error statuses follow CWS where CWS
 has one (400 unknown execution, 404 unknown strategy name), and fix CWS where it answers 500 or
 misleads (cws-semantics.md section 7: D19-D21, D25).
@@ -19,13 +23,14 @@ misleads (cws-semantics.md section 7: D19-D21, D25).
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import logging
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import scheduler
 from scheduler import cws
@@ -80,6 +85,8 @@ class Route:
         write: Only the leader serves it.
         body: Request body kind: ``None``, a component name, ``"vertices"``, ``"edges"``,
             ``"uids"`` or ``"count"``.
+        streamed: The body is parsed as a stream, up to ``max_task_body_bytes`` (the operation
+            gets the stream, not bytes).
         response: Component name of the 200 body, or ``"text"``/``"html"``/``"openapi"``.
         errors: Documented error statuses.
     """
@@ -91,6 +98,7 @@ class Route:
     description: str = ""
     write: bool = False
     body: str | None = None
+    streamed: bool = False
     response: str = "Result"
     errors: tuple[int, ...] = (400,)
 
@@ -197,6 +205,7 @@ ROUTES: tuple[Route, ...] = (
         "unknown process is registered implicitly (CWS: 500, D21).",
         write=True,
         body="TaskConfig",
+        streamed=True,
         response="TaskRegistered",
         errors=(*_RW, 409),
     ),
@@ -285,6 +294,7 @@ class Api:
         *,
         bridge: bridge_mod.CwsBridge,
         max_body_bytes: int = 1 << 20,
+        max_task_body_bytes: int = 32 << 20,
         max_items: int = 10_000,
         token: str | None = None,
         may_write: Callable[[], bool] = lambda: True,
@@ -293,6 +303,7 @@ class Api:
         self.bridge = bridge
         self.state = bridge.state
         self.max_body_bytes = max_body_bytes
+        self.max_task_body_bytes = max_task_body_bytes
         self.max_items = max_items
         self._token = token.encode() if token else None
         self.may_write = may_write
@@ -311,16 +322,23 @@ class Api:
     # --- dispatch -------------------------------------------------------------------------
 
     def handle(
-        self, method: str, target: str, headers: Mapping[str, str], body: bytes = b""
+        self,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes | IO[bytes] = b"",
     ) -> Reply:
-        """Serve one request; never raises."""
+        """Serve one request; never raises. ``body`` is the bytes or a stream of the body."""
+        stream = io.BytesIO(body) if isinstance(body, bytes) else body
         try:
-            return self._handle(method.upper(), target, headers, body)
+            return self._handle(method.upper(), target, headers, stream)
         except Exception:  # a bug must cost one 500, never the server
             log.exception("REST handler failed", extra={"method": method})
             return error(500, "internal error")
 
-    def _handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
+    def _handle(
+        self, method: str, target: str, headers: Mapping[str, str], body: IO[bytes]
+    ) -> Reply:
         # Not urlsplit: a target starting with "//" would lose its first segment as a netloc.
         raw_path = target.split("?", 1)[0].split("#", 1)[0]
         path = _SLASHES.sub("/", raw_path if raw_path.startswith("/") else "/" + raw_path)
@@ -350,11 +368,20 @@ class Api:
             return error(400, problem)
         if route.write and not self.may_write():
             return error(503, "not the leader", leader=self.leader())
-        if len(body) > self.max_body_bytes:
-            return error(413, f"the body is larger than {self.max_body_bytes} bytes")
-        handler: Callable[[dict[str, str], bytes], Reply] = getattr(self, route.operation)
+        limit = self.max_task_body_bytes if route.streamed else self.max_body_bytes
+        too_large = error(413, f"the body is larger than {limit} bytes")
+        if _content_length(headers) > limit:
+            return too_large
+        handler: Callable[[dict[str, str], Any], Reply] = getattr(self, route.operation)
         try:
-            return handler(params, body)
+            if route.streamed:
+                return handler(params, _LimitedReader(body, limit))
+            data = body.read(limit + 1)
+            if len(data) > limit:
+                return too_large
+            return handler(params, data)
+        except _BodyTooLargeError:
+            return too_large
         except schemas.ValidationError as exc:
             return error(400, str(exc))
         except cws.CwsError as exc:
@@ -381,12 +408,12 @@ class Api:
     def register_execution(self, params: dict[str, str], body: bytes) -> Reply:
         """Route 1."""
         reg = schemas.parse_registration(params["execution"], schemas.load_json(body))
-        return self._run(lambda loop: self.state.register(reg, now=loop.clock()))
+        return self._run_stored(lambda loop: self.state.register(reg, now=loop.clock()))
 
     def delete_execution(self, params: dict[str, str], body: bytes) -> Reply:
         """Route 2."""
         name = params["execution"]
-        return self._run(lambda loop: self.state.delete(name))
+        return self._run_stored(lambda loop: self.state.delete(name))
 
     def get_execution(self, params: dict[str, str], body: bytes) -> Reply:
         """A summary of the execution (not in CWS)."""
@@ -444,9 +471,9 @@ class Api:
         name = params["execution"]
         return self._run(lambda loop: self.state.end_batch(name, count, now=loop.clock()))
 
-    def register_task(self, params: dict[str, str], body: bytes) -> Reply:
-        """Route 9."""
-        spec = schemas.parse_task(schemas.load_json(body))
+    def register_task(self, params: dict[str, str], body: _LimitedReader) -> Reply:
+        """Route 9 (the body is a stream: see ``schemas.read_task``)."""
+        spec = schemas.read_task(body)
         name, task_id = params["execution"], int(params["id"])
         return self._run(
             lambda loop: self.state.register_task(name, task_id, spec, now=loop.clock())
@@ -497,9 +524,45 @@ class Api:
     def _run(self, op: Callable[[bridge_mod.LoopLike], dict[str, Any]]) -> Reply:
         return json_reply(200, self.bridge.call(op))
 
+    def _run_stored(self, op: Callable[[bridge_mod.LoopLike], dict[str, Any]]) -> Reply:
+        """Like ``_run``, and the change is stored before the reply (a failover keeps it)."""
+        result = self.bridge.call(op)
+        if not self.bridge.persist_now():
+            log.warning("execution change not stored yet; retrying in the background")
+        return json_reply(200, result)
+
 
 class _TooManyError(ValueError):
     """A list body with more items than ``max_items``."""
+
+
+class _BodyTooLargeError(Exception):
+    """A streamed body went past its limit."""
+
+
+class _LimitedReader:
+    """Reads a stream, raising ``_BodyTooLargeError`` once more than ``limit`` bytes came."""
+
+    def __init__(self, stream: IO[bytes], limit: int) -> None:
+        self._stream = stream
+        self._left = limit
+
+    def read(self, size: int = -1) -> bytes:
+        want = self._left + 1 if size is None or size < 0 else min(size, self._left + 1)
+        data = self._stream.read(want)
+        self._left -= len(data)
+        if self._left < 0:
+            raise _BodyTooLargeError
+        return data
+
+
+def _content_length(headers: Mapping[str, str]) -> int:
+    """The declared body length (0 when absent or unreadable: the read limit still applies)."""
+    value = next((v for k, v in headers.items() if k.lower() == "content-length"), "")
+    try:
+        return int(value)
+    except ValueError:
+        return 0
 
 
 def _match(template: tuple[str, ...], segments: tuple[str, ...]) -> dict[str, str] | None:

@@ -2,8 +2,9 @@
 
 Data flow::
 
-    handler thread: CwsBridge.call(op) ──► _Call(op, future) ──► loop.events
-                                                                     │ (loop thread)
+    handler thread: CwsBridge.call(op) ──► _Call(op, future) ──► loop.submit_command
+                                                                     │ (loop thread, ahead
+                                                                     │  of watch events)
                                               op(loop) on CwsState, then flush(loop) ◄┘
                     future.result(timeout) ◄── result or CwsError
 
@@ -16,15 +17,16 @@ registration grace). After each, :meth:`CwsBridge.flush` executes the state's ``
 the batch-timeout metric. Effects produced inside a hook (while the loop is upserting a pod)
 are deferred to a ``_Flush`` command, so the loop is never re-entered.
 
-A handler that times out cancels its command; a command whose future was cancelled before it
-started is skipped, so a 503 never leaves a half-applied request behind.
+Commands go through ``SchedulerLoop.submit_command``: the loop runs them ahead of queued watch
+events, so a request is answered within a cycle even while a re-list queues tens of thousands of
+events. A handler that times out cancels its command; a command whose future was cancelled
+before it started is skipped, so a 503 never leaves a half-applied request behind.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
-import queue
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -34,6 +36,7 @@ from scheduler import memory as memory_mod
 from scheduler import metrics as metrics_mod
 from scheduler.core import cluster
 from scheduler.kube import translate
+from scheduler.rest import persist
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,13 @@ class LoopLike(Protocol):
 
     def redescribe(self, uid: str) -> None:
         """Re-describe one pending pod."""
+
+
+class CommandSink(Protocol):
+    """Where commands for the loop thread go: ``SchedulerLoop.submit_command``."""
+
+    def __call__(self, command: Any, /) -> None:
+        """Queue ``command`` (an object with ``apply(loop)``) for the loop thread."""
 
 
 class LoopTimeoutError(Exception):
@@ -111,8 +121,12 @@ class _Tick:
         self.bridge = bridge
 
     def apply(self, loop: LoopLike) -> None:
-        self.bridge.state.tick(now=loop.clock())
+        now = loop.clock()
+        self.bridge.state.tick(now=now)
         self.bridge.flush(loop)
+        if now >= self.bridge.next_save:
+            self.bridge.next_save = now + self.bridge.save_interval_s
+            self.bridge.save()
 
 
 class CwsBridge:
@@ -122,13 +136,25 @@ class CwsBridge:
         self,
         state: cws.CwsState,
         *,
-        events: queue.Queue[Any],
+        submit: CommandSink,
         clock: Callable[[], float],
         timeout_s: float = 10.0,
         tick_s: float = 1.0,
+        persister: persist.Persister | None = None,
+        save_interval_s: float = 1.0,
+        may_persist: Callable[[], bool] = lambda: True,
     ) -> None:
+        """Connect ``state`` to the loop through ``submit``.
+
+        With a ``persister``, changed executions are handed to it every ``save_interval_s``
+        (on the tick) while ``may_persist()`` (the leader), and at once by :meth:`persist_now`.
+        """
         self.state = state
-        self.events = events
+        self.persister = persister
+        self.save_interval_s = save_interval_s
+        self.may_persist = may_persist
+        self.next_save = 0.0
+        self.submit = submit
         self.clock = clock
         self.timeout_s = timeout_s
         self.tick_s = tick_s
@@ -146,7 +172,7 @@ class CwsBridge:
                 cancelled and will not run.
         """
         future: concurrent.futures.Future[_T] = concurrent.futures.Future()
-        self.events.put(_Call(self, op, future))
+        self.submit(_Call(self, op, future))
         try:
             return future.result(timeout=self.timeout_s)
         except concurrent.futures.TimeoutError:
@@ -155,6 +181,42 @@ class CwsBridge:
                     f"the scheduling loop did not answer within {self.timeout_s:g}s"
                 ) from None
         return future.result()  # started meanwhile: it finishes quickly
+
+    def persist_now(self, timeout_s: float = 5.0) -> bool:
+        """Hand the changes made so far to the persister and wait until they are written.
+
+        Returns:
+            True when written (or nothing to write, or persistence is off), False when the
+            write failed or took longer than ``timeout_s`` (it is retried in the background).
+        """
+        if self.persister is None or not self.may_persist():
+            return True
+        try:
+            future = self.call(lambda loop: self.save())
+            return future.result(timeout=timeout_s)
+        except (LoopTimeoutError, concurrent.futures.TimeoutError):
+            return False
+
+    def restore(self, documents: list[tuple[str, Any]]) -> list[str]:
+        """Restore stored executions on the loop thread; return the names restored.
+
+        A document that cannot be restored is logged and skipped.
+        """
+
+        def apply(loop: LoopLike) -> list[str]:
+            restored = []
+            for name, document in documents:
+                try:
+                    restored.append(self.state.restore(document, now=loop.clock()))
+                except (ValueError, cws.CwsError) as exc:
+                    log.error(
+                        "stored CWS execution not restored: %s",
+                        getattr(exc, "message", str(exc))[:300],
+                        extra={"execution": name},
+                    )
+            return restored
+
+        return self.call(apply)
 
     # --- ticker -----------------------------------------------------------------------------
 
@@ -173,9 +235,18 @@ class CwsBridge:
 
     def _tick(self) -> None:
         while not self._stop.wait(self.tick_s):
-            self.events.put(_Tick(self))
+            self.submit(_Tick(self))
 
     # --- loop thread ------------------------------------------------------------------------
+
+    def save(self) -> concurrent.futures.Future[bool]:
+        """Hand changed executions to the persister (loop thread); its future says when written."""
+        done: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        if self.persister is None or not self.may_persist() or not self.state.has_changes():
+            done.set_result(True)
+            return done
+        documents, removed = self.state.take_changes()
+        return self.persister.submit(documents, removed)
 
     def flush(self, loop: LoopLike) -> None:
         """Execute the state's effects (loop thread, outside of any hook)."""
@@ -207,10 +278,10 @@ class CwsBridge:
 
     def finished(self, facts: translate.PodFacts, labels: workflows.TaskLabels) -> None:
         """See ``scheduler.loop.TaskHook.finished``."""
-        self.state.finished(facts, labels)
+        self.state.finished(facts, labels, now=self.clock())
         self._defer_flush()
 
     def _defer_flush(self) -> None:
         if not self.flush_queued and self.state.has_effects():
             self.flush_queued = True
-            self.events.put(_Flush(self))
+            self.submit(_Flush(self))

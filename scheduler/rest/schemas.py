@@ -7,16 +7,20 @@ schemas use (``type`` incl. lists, ``properties``, ``required``, ``additionalPro
 ``items``, ``minItems``/``maxItems``, ``minimum``/``maximum``, ``minLength``/``maxLength``,
 ``pattern``, ``enum``, ``$ref`` to a component) and reports the first problem with its JSON path.
 
-``parse_*`` turn validated bodies into the typed requests of ``scheduler.cws``. Everything here
-is pure.
+``parse_*`` turn validated bodies into the typed requests of ``scheduler.cws``.
+:func:`read_task` parses a task registration from a stream (``ijson``) instead: nf-cws lists
+every input file of a task in it, so it can be megabytes; only the fields wfsched uses are
+built, and ``inputs.fileInputs`` is counted, never held. Everything here is pure.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
+
+import ijson
 
 from scheduler import cws
 from scheduler.core import workflow
@@ -371,10 +375,17 @@ def parse_batch_count(body: Any) -> int:
     return int(body)
 
 
-def parse_task(body: Any) -> cws.TaskRegistration:
-    """Build a task registration from a validated TaskConfig."""
+def parse_task(body: Any, *, input_files: int | None = None) -> cws.TaskRegistration:
+    """Build a task registration from a validated TaskConfig.
+
+    ``input_files`` is the number of ``inputs.fileInputs`` entries when the caller counted them
+    already (:func:`read_task`); otherwise they are counted in ``body``.
+    """
     validate(body, COMPONENTS["TaskConfig"])
     cpus = body.get("cpus")
+    if input_files is None:
+        files = (body.get("inputs") or {}).get("fileInputs")
+        input_files = len(files) if isinstance(files, list) else 0
     return cws.TaskRegistration(
         process=body["task"],
         pod_name=body["runName"],
@@ -383,7 +394,136 @@ def parse_task(body: Any) -> cws.TaskRegistration:
         memory_bytes=body.get("memoryInBytes"),
         cpus=None if cpus is None else float(cpus),
         repetition=body.get("repetition") or 0,
+        input_files=input_files,
     )
+
+
+_TASK_SCALARS = frozenset(
+    key for key in COMPONENTS["TaskConfig"]["properties"] if key not in ("inputs",)
+)
+"""TaskConfig fields that are built (all scalars); any other field is skipped unread."""
+_Event = tuple[str, str, Any]
+_OPEN = ("start_map", "start_array")
+_CLOSE = ("end_map", "end_array")
+
+
+class Readable(Protocol):
+    """Anything with ``read(size)`` returning bytes (a file, a request body stream)."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to ``size`` bytes; ``b""`` at the end."""
+
+
+def read_task(stream: Readable) -> cws.TaskRegistration:
+    """Parse a TaskConfig body from ``stream`` without building what wfsched does not use.
+
+    Memory stays small whatever the body holds: scalar fields are built and validated as by
+    :func:`parse_task`; ``inputs`` is walked and its ``fileInputs`` entries counted; unknown
+    fields are skipped. Errors name the field as :func:`validate` does.
+
+    Raises:
+        ValidationError: Empty, malformed or invalid body.
+    """
+    events = ijson.parse(stream, use_float=True)
+    fields: dict[str, Any] = {}
+    input_files = 0
+    first: _Event | None = None
+    try:
+        first = next(events, None)
+        if first is None:
+            raise ValidationError("body: a JSON body is required")
+        if first[1] != "start_map":
+            raise ValidationError(f"body: expected object, got {_event_kind(first[1])}")
+        for _prefix, event, value in events:
+            if event == "end_map":
+                break
+            key = str(value)  # a map_key: the next event starts its value
+            _prefix, event, value = next(events)
+            if key == "inputs":
+                fields[key] = None if event == "null" else {}
+                input_files = _count_inputs(events, event)
+            elif key in _TASK_SCALARS:
+                if event in _OPEN:
+                    types = COMPONENTS["TaskConfig"]["properties"][key]["type"]
+                    expected = " or ".join([types] if isinstance(types, str) else types)
+                    raise ValidationError(
+                        f"body.{key}: expected {expected}, got {_event_kind(event)}"
+                    )
+                fields[key] = value
+            elif event in _OPEN:
+                _skip(events)
+        for _ in events:  # trailing content after the object is an error
+            pass
+    except ijson.JSONError as exc:
+        if first is None:
+            raise ValidationError("body: a JSON body is required") from None
+        raise ValidationError(f"body: malformed JSON ({_parser_message(exc)})") from None
+    except UnicodeDecodeError:
+        raise ValidationError("body: not UTF-8") from None
+    return parse_task(fields, input_files=input_files)
+
+
+def _count_inputs(events: Iterator[_Event], event: str) -> int:
+    """Walk the value of ``inputs`` (its first event given); return the fileInputs count."""
+    if event == "null":
+        return 0
+    if event != "start_map":
+        raise ValidationError(f"body.inputs: expected object or null, got {_event_kind(event)}")
+    files = 0
+    for _prefix, inner, kind in events:
+        if inner == "end_map":
+            return files
+        _p, start, _v = next(events)
+        if start == "start_array":
+            count = _count_items(events)
+            if kind == "fileInputs":
+                files = count
+        elif start in _OPEN:
+            _skip(events)
+    return files
+
+
+def _count_items(events: Iterator[_Event]) -> int:
+    """Count the items of an array whose ``start_array`` was consumed, skipping their content."""
+    count = 0
+    for _prefix, event, _value in events:
+        if event == "end_array":
+            return count
+        count += 1
+        if event in _OPEN:
+            _skip(events)
+    return count
+
+
+def _skip(events: Iterator[_Event]) -> None:
+    """Consume a container whose opening event was consumed, up to its closing event."""
+    depth = 1
+    for _prefix, event, _value in events:
+        if event in _OPEN:
+            depth += 1
+        elif event in _CLOSE:
+            depth -= 1
+            if depth == 0:
+                return
+
+
+def _event_kind(event: str) -> str:
+    return {
+        "start_map": "object",
+        "start_array": "array",
+        "string": "string",
+        "number": "number",
+        "boolean": "boolean",
+        "null": "null",
+    }.get(event, event)
+
+
+def _parser_message(exc: Exception) -> str:
+    """The parser's verdict without the excerpt of the body it appends."""
+    text = str(exc)
+    if text.startswith(("b'", 'b"')):
+        text = text[2:]
+    return text.replace("\\n", "\n").split("\n")[0].strip(" .'\"")[:100]
 
 
 def parse_metrics(body: Any) -> cws.TaskMetrics:

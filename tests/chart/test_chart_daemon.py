@@ -3,13 +3,17 @@
 The chart's ServiceAccount, ClusterRole(Binding) and lease/memory-store Role(Binding) are
 applied to the live API server, a token is requested for the ServiceAccount (TokenRequest), and
 ``wfsched run`` is started with a kubeconfig holding only that token and the chart's rendered
-configuration (leader election and memory scaling on). It must take the lease, schedule a small
-workflow in another namespace, save its memory observations, and never be refused by RBAC.
+configuration (leader election, memory scaling and the REST API on). It must take the lease,
+label its own pod as the leader (a placeholder pod named by ``$POD_NAME``), schedule a small
+workflow in another namespace, save its memory observations, keep a CWS execution in a
+ConfigMap and remove it again, and never be refused by RBAC.
 """
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -107,7 +111,8 @@ def test_daemon_schedules_with_only_the_charts_permissions(
 
     rendered = yaml.safe_load(index(docs)[("ConfigMap", "wfsched-config")]["data"]["config.yaml"])
     rendered.pop("health_port", None)  # LocalDaemon picks a free one
-    rendered.update(rest_port=0, bind_address="127.0.0.1", metrics_poll_s=0)
+    rest_port = devcluster.free_port()
+    rendered.update(rest_port=rest_port, bind_address="127.0.0.1", metrics_poll_s=0)
     assert rendered["lease"]["enabled"] is True
     assert rendered["lease"]["namespace"] == release_namespace
     node = f"chart-node-{uuid.uuid4().hex[:4]}"
@@ -118,7 +123,20 @@ def test_daemon_schedules_with_only_the_charts_permissions(
         "/api/v1/namespaces",
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": workload}},
     )
+    replica = {  # the pod this replica would run in; nothing runs it
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "wfsched-0", "labels": {"app.kubernetes.io/name": "wfsched"}},
+        "spec": {"schedulerName": "none", "containers": [{"name": "c", "image": "busybox"}]},
+    }
+    status, body = kube.request("POST", f"/api/v1/namespaces/{release_namespace}/pods", replica)
+    assert status == 201, body
     daemon = devcluster.LocalDaemon(kubeconfig, tmp_path, **rendered)
+    daemon.env = {
+        **devcluster.daemon_environment(),
+        "POD_NAME": "wfsched-0",
+        "POD_NAMESPACE": release_namespace,
+    }
     daemon.start(wait_ready_s=60)
     try:
         deadline = time.monotonic() + 30
@@ -167,6 +185,39 @@ def test_daemon_schedules_with_only_the_charts_permissions(
         )
         assert events_status == 200
         assert any(e.get("reason") == "Scheduled" for e in events["items"])
+        # The leader's label, and a CWS execution kept for the next leader, then removed.
+        lease = rendered["lease"]["name"]
+
+        def labelled() -> bool:
+            _, own = kube.request("GET", f"/api/v1/namespaces/{release_namespace}/pods/wfsched-0")
+            return bool(own["metadata"].get("labels", {}).get("wfsched.io/leader") == lease)
+
+        def stored() -> int:
+            _, found = kube.request(
+                "GET",
+                f"/api/v1/namespaces/{release_namespace}/configmaps",
+                query={"labelSelector": f"wfsched.io/cws-state={lease}"},
+            )
+            return len(found["items"])
+
+        def rest(method: str, body: Any = None) -> int:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{rest_port}/v1/scheduler/run-1",
+                data=None if body is None else json.dumps(body).encode(),
+                method=method,
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                return int(resp.status)
+
+        deadline = time.monotonic() + 30
+        while not labelled():
+            assert time.monotonic() < deadline, daemon.log_tail()
+            time.sleep(0.5)
+        assert rest("POST", {"strategy": "rank_min", "namespace": workload}) == 200
+        assert stored() >= 1  # a registration is stored before the reply
+        assert rest("DELETE") == 200
+        assert stored() == 0
         log = daemon.log_path.read_text()
         assert "Forbidden" not in log and '"http_status": 403' not in log, daemon.log_tail(80)
     finally:

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.integration
 
 LEASE = "wfsched"
 MEMORY_STORE = "wfsched-memory"
+CWS_STATE = "wfsched-cws-0123456789abcdef-a0"  # one ConfigMap per CWS execution: any name
 VALUES = {"policies": {"predictor": "ponder"}}  # a predictor: the daemon keeps a memory store
 WORKLOAD_NS = "genomics"  # any namespace other than the release's
 
@@ -135,6 +136,8 @@ def _denials(
     check(True, "create", "", "configmaps", "", namespace=release_ns)
     check(True, "get", "", "configmaps", "", namespace=release_ns, name=MEMORY_STORE)
     check(True, "patch", "", "configmaps", "", namespace=release_ns, name=MEMORY_STORE)
+    for verb in ("get", "list", "patch", "delete"):  # CWS executions kept for the next leader
+        check(True, verb, "", "configmaps", "", namespace=release_ns, name=CWS_STATE)
 
     for rule in FORBIDDEN_NAMESPACED:
         check(False, *rule, namespace=WORKLOAD_NS)
@@ -148,9 +151,11 @@ def _denials(
     check(False, "watch", *lease, namespace=release_ns)
     check(False, "update", *lease, namespace="kube-system", name=LEASE)
     check(False, "get", "", "secrets", "", namespace=release_ns)
-    check(False, "patch", "", "configmaps", "", namespace=release_ns, name="wfsched-config")
+    # The CWS state ConfigMaps are named after executions, so their verbs cannot be limited
+    # by name: in the release namespace the daemon may patch and delete any ConfigMap (update
+    # stays forbidden: server-side apply is a patch).
     check(False, "update", "", "configmaps", "", namespace=release_ns, name=MEMORY_STORE)
-    check(False, "delete", "", "configmaps", "", namespace=release_ns, name=MEMORY_STORE)
+    check(False, "update", "", "configmaps", "", namespace=release_ns, name=CWS_STATE)
     return denied_needed, allowed_forbidden, needed
 
 
@@ -161,7 +166,7 @@ def test_subject_access_reviews_match_the_daemons_needs(
     # Before the chart, the service account may do none of it: the grants come from the chart.
     before_denied, before_allowed, needed = _denials(kube, user, release_namespace)
     assert not before_allowed
-    assert len(before_denied) == needed == 2 * len(NEEDED_NAMESPACED) + len(NEEDED_CLUSTER) + 6
+    assert len(before_denied) == needed == 2 * len(NEEDED_NAMESPACED) + len(NEEDED_CLUSTER) + 10
 
     for doc in _rbac_docs(helm, release_namespace):
         status, body = apply(doc)
@@ -348,7 +353,29 @@ def test_service_account_can_run_the_daemons_calls(
 
     assert store(MEMORY_STORE) == 201
     assert store(MEMORY_STORE) == 200
-    assert store("wfsched-config") == 403
+
+    # CWS executions for the next leader: written, listed by label, removed.
+    assert store(CWS_STATE) == 201
+    assert store(CWS_STATE) == 200
+    configmaps = f"/api/v1/namespaces/{release_namespace}/configmaps"
+    status, listing = as_sa("GET", configmaps, query={"labelSelector": "wfsched.io/cws-state"})
+    assert status == 200, listing
+    assert as_sa("DELETE", f"{configmaps}/{CWS_STATE}")[0] == 200
+
+    # The leader labels its own pod (in the release namespace) and unlabels a stale one.
+    replica = dict(pod, metadata={"name": "wfsched-0"})
+    assert kube.request("POST", f"/api/v1/namespaces/{release_namespace}/pods", replica)[0] == 201
+    own = f"/api/v1/namespaces/{release_namespace}/pods/wfsched-0"
+    for value in (LEASE, None):
+        leader = {"metadata": {"labels": {"wfsched.io/leader": value}}}
+        status, body = as_sa("PATCH", own, leader, content_type="application/merge-patch+json")
+        assert status == 200, body
+    status, listing = as_sa(
+        "GET",
+        f"/api/v1/namespaces/{release_namespace}/pods",
+        query={"labelSelector": f"wfsched.io/leader={LEASE}"},
+    )
+    assert status == 200, listing
 
     # Bind the pod.
     binding = {

@@ -44,6 +44,9 @@ RENDERED_SETTINGS = {
     "metrics_poll_s",
     "health_port",
     "rest_port",
+    "adopt_unregistered_executions",
+    "cws_execution_idle_s",
+    "cws_state_save_interval_s",
     "log_format",
     "log_level",
     "lease",
@@ -120,6 +123,7 @@ def test_defaults_render_the_expected_objects(helm: Path) -> None:
         "PodDisruptionBudget",
         "Role",
         "RoleBinding",
+        "Service",
         "Service",
         "ServiceAccount",
     ]
@@ -201,20 +205,38 @@ def test_config_checksum_follows_the_configuration(helm: Path) -> None:
     assert checksum(None) != checksum({"policies": {"ranking": "fifo"}})
 
 
-def test_service_exposes_rest_and_metrics_by_name(helm: Path) -> None:
-    docs = render(helm)
-    service = one(docs, "Service")
-    ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
-    assert ports == {"http": (8080, "http"), "metrics": (10259, "metrics")}
+def test_rest_service_reaches_the_leader_and_metrics_every_replica(helm: Path) -> None:
+    docs = render(helm, {"leaderElection": {"leaseName": "my-lease"}})
+    services = index(docs)
+    rest, metrics = services[("Service", "wfsched")], services[("Service", "wfsched-metrics")]
+
+    def ports(service: dict[str, Any]) -> dict[str, tuple[int, str]]:
+        return {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
+
+    assert ports(rest) == {"http": (8080, "http")}
+    assert ports(metrics) == {"metrics": (10259, "metrics")}
     pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["selector"].items() <= pod_labels.items()
-    assert one(docs, "Deployment")["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    replicas = one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert metrics["spec"]["selector"] == replicas
+    # The REST Service: the replicas' labels plus the label the leader puts on its own pod.
+    assert rest["spec"]["selector"] == {**replicas, "wfsched.io/leader": "my-lease"}
+    assert "wfsched.io/leader" not in pod_labels
+    assert _settings_lease_name(docs) == "my-lease"
+    env = _env(docs)
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+
+def _settings_lease_name(docs: list[dict[str, Any]]) -> str:
+    name: str = _config(docs)["lease"]["name"]
+    return name
 
 
 def test_rest_disabled_drops_the_port_everywhere(helm: Path, tmp_path: Path) -> None:
     docs = render(helm, {"rest": {"enabled": False}, "networkPolicy": {"enabled": True}})
     assert _settings(docs, tmp_path).rest_port == 0
     assert [p["name"] for p in one(docs, "Service")["spec"]["ports"]] == ["metrics"]
+    assert all(r["resources"] == ["leases"] for r in one(docs, "Role")["rules"])  # no state
     assert [p["name"] for p in _container(docs)["ports"]] == ["metrics"]
     ingress = one(docs, "NetworkPolicy")["spec"]["ingress"]
     assert [rule["ports"][0]["port"] for rule in ingress] == ["metrics"]
@@ -291,7 +313,7 @@ def test_lease_role_is_limited_to_the_configured_lease(helm: Path, tmp_path: Pat
     docs = render(helm, {"leaderElection": {"leaseName": "my-lease"}})
     role = one(docs, "Role")
     assert role["metadata"]["namespace"] == RELEASE_NS
-    create, named = role["rules"]
+    create, named = role["rules"][:2]
     assert create == {
         "apiGroups": ["coordination.k8s.io"],
         "resources": ["leases"],
@@ -304,11 +326,20 @@ def test_lease_role_is_limited_to_the_configured_lease(helm: Path, tmp_path: Pat
     assert one(docs, "RoleBinding")["roleRef"]["name"] == role["metadata"]["name"]
 
 
+CREATE_CONFIGMAPS = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}
+CWS_STATE_RULE = {
+    "apiGroups": [""],
+    "resources": ["configmaps"],
+    "verbs": ["get", "list", "patch", "delete"],
+}
+
+
 def test_memory_store_rules_only_with_a_predictor(helm: Path, tmp_path: Path) -> None:
-    docs = render(helm, {"policies": {"predictor": "ponder"}})
+    no_rest = {"rest": {"enabled": False}}
+    docs = render(helm, {"policies": {"predictor": "ponder"}, **no_rest})
     rules = one(docs, "Role")["rules"]
     assert rules[2:] == [
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+        CREATE_CONFIGMAPS,
         {
             "apiGroups": [""],
             "resources": ["configmaps"],
@@ -317,13 +348,26 @@ def test_memory_store_rules_only_with_a_predictor(helm: Path, tmp_path: Path) ->
         },
     ]
     assert _settings(docs, tmp_path).memory_store_configmap == "wfsched-memory"
-    # Without a predictor the daemon keeps no memory store: no write access at all.
-    assert all(r["resources"] == ["leases"] for r in one(render(helm), "Role")["rules"])
+    # Without a predictor (nor CWS state) the daemon keeps no store: no write access at all.
+    assert all(r["resources"] == ["leases"] for r in one(render(helm, no_rest), "Role")["rules"])
     # Without leader election the Role holds only the memory store.
     docs = render(
-        helm, {"replicaCount": 1, "leaderElect": False, "policies": {"predictor": "ponder"}}
+        helm,
+        {"replicaCount": 1, "leaderElect": False, "policies": {"predictor": "ponder"}, **no_rest},
     )
     assert [r["resources"] for r in one(docs, "Role")["rules"]] == [["configmaps"]] * 2
+
+
+def test_cws_state_rules_only_with_the_rest_api_keeping_state(helm: Path, tmp_path: Path) -> None:
+    docs = render(helm)
+    assert one(docs, "Role")["rules"][2:] == [CREATE_CONFIGMAPS, CWS_STATE_RULE]
+    assert _settings(docs, tmp_path).cws_state_save_interval_s == 1.0
+    docs = render(helm, {"policies": {"predictor": "ponder"}})
+    rules = one(docs, "Role")["rules"]
+    assert rules.count(CREATE_CONFIGMAPS) == 1 and rules[-1] == CWS_STATE_RULE
+    docs = render(helm, {"rest": {"enabled": True, "port": 8080, "stateSaveIntervalSeconds": 0}})
+    assert all(r["resources"] == ["leases"] for r in one(docs, "Role")["rules"])
+    assert _settings(docs, tmp_path).cws_state_save_interval_s == 0
 
 
 def test_rbac_can_be_left_to_the_cluster_admin(helm: Path) -> None:
@@ -342,7 +386,7 @@ def test_service_monitor_scrapes_the_metrics_port(helm: Path) -> None:
     monitor = one(docs, "ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "prom"
-    service = one(docs, "Service")
+    service = index(docs)[("Service", "wfsched-metrics")]
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     )
@@ -416,7 +460,9 @@ def test_extra_env_overrides_reach_the_daemon(helm: Path, tmp_path: Path) -> Non
 def test_single_replica_without_leader_election(helm: Path, tmp_path: Path) -> None:
     docs = render(helm, {"replicaCount": 1, "leaderElect": False})
     assert one(docs, "Deployment")["spec"]["replicas"] == 1
-    assert not {"Role", "RoleBinding", "PodDisruptionBudget"} & set(kinds(docs))
+    assert "PodDisruptionBudget" not in kinds(docs)
+    # No lease; the Role only keeps CWS executions across restarts.
+    assert one(docs, "Role")["rules"] == [CREATE_CONFIGMAPS, CWS_STATE_RULE]
     assert _settings(docs, tmp_path).lease.enabled is False
 
 
@@ -441,7 +487,12 @@ def test_scheduling_values_reach_the_daemon(helm: Path, tmp_path: Path) -> None:
         },
         "logging": {"format": "console", "level": "debug"},
         "metrics": {"port": 9100},
-        "rest": {"port": 8081},
+        "rest": {
+            "port": 8081,
+            "adoptUnregisteredExecutions": True,
+            "executionIdleSeconds": 7200,
+            "stateSaveIntervalSeconds": 2,
+        },
         "leaderElection": {
             "leaseDurationSeconds": 30,
             "renewDeadlineSeconds": 20,
@@ -460,6 +511,8 @@ def test_scheduling_values_reach_the_daemon(helm: Path, tmp_path: Path) -> None:
     assert one(docs, "Role")["rules"][3]["resourceNames"] == ["nf-memory"]
     assert (settings.log_format, settings.log_level) == ("console", "debug")
     assert (settings.health_port, settings.rest_port) == (9100, 8081)
+    assert settings.adopt_unregistered_executions is True
+    assert (settings.cws_execution_idle_s, settings.cws_state_save_interval_s) == (7200, 2)
     assert (settings.lease.duration_s, settings.lease.renew_deadline_s) == (30.0, 20.0)
     assert settings.lease.retry_period_s == 4.0
     ports = {p["name"]: p["containerPort"] for p in _container(docs)["ports"]}

@@ -129,6 +129,7 @@ def cws_daemon(dev_cluster, namespace, tmp_path):
         rest_port=port,
         batch_timeout_s=20,
         registration_grace_s=5,
+        cws_state_save_interval_s=0,
     ).start()
     yield Client(port), proc
     proc.stop()
@@ -254,17 +255,111 @@ def test_nf_cws_sequence_against_the_daemon(core_v1, namespace, kwok_nodes, cws_
     assert "wfsched_batch_timeouts_total 0.0" in proc.metrics()
 
 
-def test_unregistered_pod_runs_after_the_grace_period(core_v1, namespace, kwok_nodes, cws_daemon):
+def test_pods_of_another_cws_are_left_alone_unless_adopted(
+    dev_cluster, core_v1, namespace, kwok_nodes, cws_daemon, tmp_path
+):
+    """A pod of an execution never registered here may be another CWS instance's: not ours.
+
+    The default daemon (``cws_daemon``, grace 5 s) never binds it; a daemon started with
+    ``adopt_unregistered_executions`` binds it after the grace period.
+    """
+    from k8s_helpers import DaemonProcess
+
     kwok_nodes(1, cpu="2", memory="4Gi")
-    pod = make_pod("orphan", scheduler_name="workflow-scheduler-nobody", runtime="1s")
+    pod = make_pod("theirs", scheduler_name="workflow-scheduler-other-cws-run", runtime="1s")
     core_v1.create_namespaced_pod(namespace, pod)
-    time.sleep(2)
-    assert not read_pod(core_v1, namespace, "orphan")["spec"].get("nodeName")
-    wait_for(
-        lambda: read_pod(core_v1, namespace, "orphan")["spec"].get("nodeName"),
-        timeout_s=30,
-        what="orphan bound after the grace period",
+    time.sleep(12)  # more than twice the grace period, and a safety cycle
+    assert not read_pod(core_v1, namespace, "theirs")["spec"].get("nodeName")
+    cws_daemon[1].stop()
+    adopting = DaemonProcess(
+        str(dev_cluster.kubeconfig),
+        tmp_path,
+        namespaces=[namespace],
+        lease={"enabled": False},
+        cws_state_save_interval_s=0,
+        rest_port=free_port(),
+        registration_grace_s=2,
+        adopt_unregistered_executions=True,
+    ).start()
+    try:
+        wait_for(
+            lambda: read_pod(core_v1, namespace, "theirs")["spec"].get("nodeName"),
+            timeout_s=30,
+            what="the pod bound once adopted",
+        )
+    finally:
+        adopting.stop()
+
+
+def file_input(i: int) -> dict[str, Any]:
+    """One entry of nf-cws's ``inputs.fileInputs`` (about 240 bytes, as nf-cws sends them)."""
+    path = f"/workspace/work/{i % 256:02x}/{i:030x}/sample_{i:05d}_R1.fastq.gz"
+    return {
+        "name": "reads",
+        "value": {
+            "storePath": path,
+            "sourceObj": f"/data/input/sample_{i:05d}_R1.fastq.gz",
+            "stageName": f"sample_{i:05d}_R1.fastq.gz",
+        },
+    }
+
+
+def vm_hwm_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_a_20000_file_task_registration_is_accepted_with_bounded_memory(
+    namespace, cws_daemon
+) -> None:
+    api, proc = cws_daemon
+    e = f"/v1/scheduler/{EXECUTION}"
+    assert api("POST", e, {"strategy": "fifo", "namespace": namespace})[0] == 200
+    assert (
+        api("POST", e + "/DAG/vertices", [{"uid": 1, "label": "MULTIQC", "type": "PROCESS"}])[0]
+        == 200
     )
+    config = {
+        "runName": "nf-multiqc-1",
+        "task": "MULTIQC",
+        "name": "MULTIQC",
+        "cpus": 1,
+        "memoryInBytes": 1 << 30,
+        "repetition": 0,
+        "inputSize": 123_456_789,
+        "inputs": {
+            "booleanInputs": [],
+            "numberInputs": [],
+            "stringInputs": [{"name": "x", "value": "y"}],
+            "fileInputs": [file_input(i) for i in range(20_000)],
+        },
+        "schedulerParams": {},
+        "workDir": "/workspace/work/aa/bb",
+    }
+    raw = json.dumps(config).encode()
+    assert len(raw) > 4 << 20  # the 1 MiB limit of before refused it with 413
+    peak_before = vm_hwm_bytes(proc.proc.pid)
+    started = time.monotonic()
+    status, reply = api("POST", f"{e}/task/1", raw=raw)
+    seconds = time.monotonic() - started
+    assert (status, reply) == (200, {"memoryInBytes": None, "rank": 0}), reply
+    # Parsed as a stream and stored as a count: the daemon's peak memory barely moves.
+    growth = vm_hwm_bytes(proc.proc.pid) - peak_before
+    print(
+        f"20,000-file registration: {len(raw)} bytes, {seconds:.2f}s, peak RSS +{growth >> 20} MiB"
+    )
+    assert growth < 32 << 20, growth
+    assert api("GET", f"{e}/task/1") == (200, {"state": "RECEIVED_CONFIG", "error": None})
+    # Over the bounded maximum: a clear 413 before the body is read, and the daemon goes on.
+    with socket.create_connection(("127.0.0.1", int(api.base.rsplit(":", 1)[1])), 10) as sock:
+        sock.sendall(
+            f"POST {e}/task/2 HTTP/1.1\r\nHost: x\r\nContent-Length: {33 << 20}\r\n\r\n".encode()
+        )
+        head = sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert api("GET", "/health") == (200, {"status": "ok"})
 
 
 MALFORMED = [

@@ -123,9 +123,15 @@ class Harness:
             batch_timeout_s=self.settings.batch_timeout_s,
             registration_grace_s=self.settings.registration_grace_s,
             namespaces=self.settings.namespaces,
+            adopt_unregistered=self.settings.adopt_unregistered_executions,
+            idle_expiry_s=self.settings.cws_execution_idle_s,
         )
         self.bridge = bridge_mod.CwsBridge(
-            self.state, events=self.loop.events, clock=self.loop.clock, timeout_s=5.0, tick_s=0.1
+            self.state,
+            submit=self.loop.submit_command,
+            clock=self.loop.clock,
+            timeout_s=5.0,
+            tick_s=0.1,
         )
         self.loop.task_hooks.append(self.bridge)
         self.loop.policies = cws_policies.wrap(self.loop.policies, self.state, plan_memory=False)
@@ -133,6 +139,7 @@ class Harness:
         self.api = api_mod.Api(
             bridge=self.bridge,
             max_body_bytes=self.settings.rest_max_body_bytes,
+            max_task_body_bytes=self.settings.rest_max_task_body_bytes,
             max_items=self.settings.rest_max_items,
             token=token,
             may_write=lambda: self.leading,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from rest_helpers import node, pod
@@ -127,13 +128,19 @@ def test_malformed_bodies_are_400_and_change_nothing(harness, path, body, needle
 
 
 def test_limits(harness) -> None:
-    h = harness(rest_max_body_bytes=1000, rest_max_items=3)
+    h = harness(rest_max_body_bytes=1000, rest_max_task_body_bytes=2000, rest_max_items=3)
     register(h)
     vertices = [{"uid": i, "type": "NODE"} for i in range(4)]
     assert h.call("POST", E + "/DAG/vertices", vertices)[0] == 413
     assert h.call("DELETE", E + "/DAG/edges", [1, 2, 3, 4])[0] == 413
-    assert h.call("POST", E + "/task/1", raw=b" " * 1001)[0] == 413
+    assert h.call("POST", E + "/DAG/vertices", raw=b" " * 1001)[0] == 413
+    task = {"task": "A", "runName": "p1", "name": "x" * 1500}
+    assert h.call("POST", E + "/task/1", task)[0] == 200  # the task limit is larger
+    assert h.call("POST", E + "/task/2", raw=b" " * 2001)[0] == 413
+    declared = h.api.handle("POST", E + "/task/2", {"Content-Length": "5000"}, b"{}")
+    assert declared.status == 413  # refused on the declared length, before reading
     assert h.call("GET", E)[1]["vertices"] == 0
+    assert h.call("GET", E)[1]["tasks"] == {"RECEIVED_CONFIG": 1}
 
 
 def test_bearer_token(harness) -> None:
@@ -205,13 +212,29 @@ def test_deleted_task_leaves_the_queue(harness) -> None:
     assert h.call("GET", E + "/task/1") == (200, {"state": "DELETED", "error": None})
 
 
-def test_unregistered_pod_is_scheduled_after_the_grace_period(harness) -> None:
-    h = harness(registration_grace_s=0.3)
+def test_unregistered_pod_is_scheduled_after_the_grace_period_when_adopted(harness) -> None:
+    h = harness(registration_grace_s=0.3, adopt_unregistered_executions=True)
     h.loop.events.put(("nodes", "ADDED", node("n1")))
     h.pod_event("ADDED", pod("orphan", execution="nobody"))
     h.sync()
     assert h.kube.binds == []
     h.wait(lambda: h.kube.binds == [("orphan", "n1")])
+
+
+def test_pods_of_an_execution_never_registered_are_left_alone_by_default(harness) -> None:
+    h = harness(registration_grace_s=0.2)
+    h.loop.events.put(("nodes", "ADDED", node("n1")))
+    h.pod_event("ADDED", pod("theirs", execution="other-cws-run"))
+    time.sleep(1.0)  # five grace periods, ten ticks
+    h.sync()
+    assert h.kube.binds == []
+    # A task registered later for an execution of ours still gets its held pod scheduled.
+    assert (
+        h.call("POST", "/v1/scheduler/other-cws-run", {"strategy": "fifo", "namespace": "ns"})[0]
+        == 200
+    )
+    h.call("POST", "/v1/scheduler/other-cws-run/task/1", {"task": "A", "runName": "theirs"})
+    h.wait(lambda: h.kube.binds == [("theirs", "n1")])
 
 
 def test_batch_timeout_releases_and_counts(harness) -> None:

@@ -265,7 +265,7 @@ def test_delete_task_releases_its_batch_and_withdraws_its_pod() -> None:
 
 
 def test_unregistered_pods_wait_for_the_grace_period_then_run_alone() -> None:
-    state = make_state(registration_grace_s=30)
+    state = make_state(registration_grace_s=30, adopt_unregistered=True)
     assert describe(state, "lost", now=0)[1] is True
     assert describe(state, "lost", now=29)[1] is True
     state.tick(now=31)

@@ -1,0 +1,273 @@
+"""nf-cws's request sequence against two replicas with leader election, one killed mid-run.
+
+Two ``wfsched run`` processes share a Lease, each as the pod its ``$POD_NAME`` names (placeholder
+pods: no kubelet runs them). A Service selects the release's labels plus ``wfsched.io/leader``,
+as the chart's REST Service does. There is no kube-proxy on the local control plane, so the test
+routes each request itself: to the pod(s) the Service's selector matches at that moment, as
+kube-proxy would (a pod whose process is gone refuses the connection; a client retries).
+
+The run (sarek's DAG and tasks, strategy rank_min) goes: register, DAG, a first batch bound in
+rank order, metrics, a second batch registered and its pods created, then SIGKILL of the leader
+before ``endBatch``. The new leader must take the label, restore the execution, hold the second
+batch until ``endBatch``, bind it in rank order, accept the remaining metrics (and recognise the
+ones sent before as duplicates), know the finished tasks, and delete the execution at the end.
+No request may ever reach a follower (503).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import time
+from typing import Any
+
+import pytest
+from k8s_helpers import DaemonProcess, make_pod, read_pod, wait_for
+from test_daemon import BindRecorder
+from test_rest_nfcws import Client, expected_ranks, free_port, load_dag, pick_tasks
+
+from scheduler import devcluster
+
+pytestmark = pytest.mark.integration
+
+EXECUTION = "sarek-failover"
+LEASE = "wfsched-rest"
+APP = {"app.kubernetes.io/name": "wfsched", "app.kubernetes.io/instance": "failover"}
+LEASE_TIMING = {"duration_s": 4, "renew_deadline_s": 3, "retry_period_s": 1}
+
+
+class ServiceRouter:
+    """Routes a request to a pod the Service's selector matches now (kube-proxy's job)."""
+
+    def __init__(self, core_v1: Any, namespace: str, service: str, ports: dict[str, int]) -> None:
+        self.core_v1 = core_v1
+        self.namespace = namespace
+        self.service = service
+        self.ports = ports
+        self.served: list[tuple[str, str, str, int]] = []
+
+    def endpoints(self) -> list[str]:
+        svc = self.core_v1.read_namespaced_service(self.service, self.namespace)
+        selector = ",".join(f"{k}={v}" for k, v in sorted(svc.spec.selector.items()))
+        pods = self.core_v1.list_namespaced_pod(self.namespace, label_selector=selector)
+        return sorted(p.metadata.name for p in pods.items)
+
+    def __call__(
+        self, method: str, path: str, body: Any = None, raw: bytes | None = None
+    ) -> tuple[int, Any]:
+        deadline = time.monotonic() + 60
+        while True:
+            for pod in self.endpoints():
+                try:
+                    status, reply = Client(self.ports[pod])(method, path, body, raw)
+                except OSError:  # the pod's process is gone: the connection is refused
+                    continue
+                self.served.append((pod, method, path, status))
+                return status, reply
+            if time.monotonic() > deadline:
+                pytest.fail(f"no endpoint of the Service answered {method} {path} for 60 s")
+            time.sleep(0.2)
+
+
+def stored_task_ids(core_v1: Any, namespace: str) -> set[int]:
+    """Task ids in the stored execution (part 0 holds small documents whole)."""
+    found = core_v1.list_namespaced_config_map(
+        namespace, label_selector=f"wfsched.io/cws-state={LEASE}"
+    )
+    for cm in found.items:
+        if (cm.metadata.annotations or {}).get("wfsched.io/cws-execution") != EXECUTION:
+            continue
+        if not str(cm.metadata.annotations.get("wfsched.io/cws-part", "")).startswith("0/1/"):
+            continue
+        raw = base64.b64decode((cm.binary_data or {})["execution.json.gz"])
+        return {row[0] for row in json.loads(gzip.decompress(raw))["tasks"]}
+    return set()
+
+
+def task_config(row: dict[str, str]) -> dict[str, Any]:
+    return {
+        "runName": row["native_id"],
+        "inputs": {"booleanInputs": [], "numberInputs": [], "stringInputs": [], "fileInputs": []},
+        "schedulerParams": {},
+        "name": row["name"],
+        "task": row["process"],
+        "stageInMode": None,
+        "cpus": 1,
+        "memoryInBytes": 1 << 30,
+        "workDir": row["workdir"],
+        "repetition": 0,
+        "inputSize": int(row["rchar"]),
+    }
+
+
+def metrics_of(row: dict[str, str]) -> dict[str, int]:
+    return {
+        "ramRequest": int(row["memory"]),
+        "peakVmem": int(row["peak_vmem"]),
+        "peakRss": int(row["peak_rss"]),
+        "realtime": int(row["realtime"]),
+    }
+
+
+@pytest.mark.timeout(600)
+def test_nf_cws_run_continues_across_a_leader_failover(
+    dev_cluster, core_v1, namespace, kwok_nodes, tmp_path
+) -> None:
+    kwok_nodes(1, cpu="1", memory="64Gi")  # one CPU: one task at a time, order is visible
+    vertices, edges = load_dag()
+    ranks = expected_ranks(vertices, edges)
+    tasks = pick_tasks(ranks)
+    first, second = tasks[:6], tasks[6:]
+
+    for name in ("wfsched-0", "wfsched-1"):  # the replicas' pods; nothing runs them
+        core_v1.create_namespaced_pod(
+            namespace, make_pod(name, scheduler_name="not-scheduled", labels=APP)
+        )
+    core_v1.create_namespaced_service(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "wfsched"},
+            "spec": {
+                "selector": {**APP, "wfsched.io/leader": LEASE},
+                "ports": [{"name": "http", "port": 8080, "targetPort": 8080}],
+            },
+        },
+    )
+    replicas: dict[str, DaemonProcess] = {}
+    ports: dict[str, int] = {}
+    for name in ("wfsched-0", "wfsched-1"):
+        ports[name] = free_port()
+        replica = DaemonProcess(
+            str(dev_cluster.kubeconfig),
+            tmp_path,
+            namespaces=[namespace],
+            lease={"enabled": True, "name": LEASE, "namespace": namespace, **LEASE_TIMING},
+            policy="fifo-roundrobin",
+            rest_port=ports[name],
+            batch_timeout_s=120,
+            registration_grace_s=60,
+            cws_state_save_interval_s=0.5,
+        )
+        replica.env = {
+            **devcluster.daemon_environment(),
+            "POD_NAME": name,
+            "POD_NAMESPACE": namespace,
+        }
+        replicas[name] = replica.start()
+    try:
+        api = ServiceRouter(core_v1, namespace, "wfsched", ports)
+        wait_for(lambda: len(api.endpoints()) == 1, timeout_s=30, what="a labelled leader")
+        leader = api.endpoints()[0]
+        e = f"/v1//scheduler/{EXECUTION}"
+
+        config = {"strategy": "rank_min-roundrobin", "namespace": namespace, "dns": "x"}
+        config["memoryPredictor"] = "mean-offset=none"
+        assert api("POST", e, config)[0] == 200
+        assert api("POST", e + "/DAG/vertices", vertices) == (200, {"added": len(vertices)})
+        assert api("POST", e + "/DAG/edges", edges)[0] == 200
+
+        def order(rows: list[dict[str, str]]) -> list[str]:
+            return [
+                r["native_id"]
+                for r in sorted(rows, key=lambda r: (-ranks[r["process"]], int(r["rchar"])))
+            ]
+
+        with BindRecorder(core_v1, namespace) as recorder:
+            assert api("PUT", e + "/startBatch")[0] == 200
+            for row in first:
+                assert api("POST", f"{e}/task/{row['task_id']}", task_config(row))[0] == 200
+                pod = make_pod(
+                    row["native_id"],
+                    scheduler_name=f"workflow-scheduler-{EXECUTION}",
+                    cpu="1",
+                    memory="1Gi",
+                    runtime="1s",
+                )
+                core_v1.create_namespaced_pod(namespace, pod)
+            assert api("PUT", e + "/endBatch", raw=b"6")[0] == 200
+            wait_for(lambda: len(recorder.order) == 6, timeout_s=120, what="first batch bound")
+            assert recorder.order == order(first)
+            for row in first[:3]:
+                wait_for(
+                    lambda row=row: (
+                        read_pod(core_v1, namespace, row["native_id"])["status"].get("phase")
+                        == "Succeeded"
+                    ),
+                    timeout_s=60,
+                    what="succeeded",
+                )
+                assert api("POST", f"{e}/metrics/task/{row['task_id']}", metrics_of(row)) == (
+                    200,
+                    {"observed": True},
+                )
+
+            assert api("PUT", e + "/startBatch")[0] == 200
+            for row in second:
+                assert api("POST", f"{e}/task/{row['task_id']}", task_config(row))[0] == 200
+                pod = make_pod(
+                    row["native_id"],
+                    scheduler_name=f"workflow-scheduler-{EXECUTION}",
+                    cpu="1",
+                    memory="1Gi",
+                    runtime="1s",
+                )
+                core_v1.create_namespaced_pod(namespace, pod)
+            every_id = {int(r["task_id"]) for r in tasks}
+            wait_for(
+                lambda: stored_task_ids(core_v1, namespace) == every_id,
+                timeout_s=10,
+                what="the second batch's registrations stored by the leader",
+            )
+            killed_at = time.monotonic()
+            replicas[leader].kill()  # SIGKILL: no chance to remove its label
+            wait_for(lambda: len(recorder.order) == 6, timeout_s=1, what="nothing bound meanwhile")
+
+            assert api("PUT", e + "/endBatch", raw=b"6")[0] == 200
+            failover_s = time.monotonic() - killed_at
+            new_leader = api.served[-1][0]
+            assert new_leader != leader
+            wait_for(lambda: len(recorder.order) == 12, timeout_s=120, what="second batch bound")
+            # Held until endBatch, then bound in the restored strategy's order.
+            assert recorder.order[6:] == order(second)
+        assert api.endpoints() == [new_leader]  # the killed leader's label was removed
+
+        for row in tasks:
+            wait_for(
+                lambda row=row: (
+                    read_pod(core_v1, namespace, row["native_id"])["status"].get("phase")
+                    == "Succeeded"
+                ),
+                timeout_s=60,
+                what="succeeded",
+            )
+        for row in first[:3]:  # sent to the old leader: the new one knows them
+            reply = api("POST", f"{e}/metrics/task/{row['task_id']}", metrics_of(row))
+            assert reply == (200, {"observed": False, "duplicate": True})
+        for row in first[3:] + second:
+            reply = api("POST", f"{e}/metrics/task/{row['task_id']}", metrics_of(row))
+            assert reply == (200, {"observed": True})
+        wait_for(
+            lambda: api("GET", f"{e}/task/{first[0]['task_id']}")[1]["state"] == "FINISHED",
+            what="a task finished under the old leader is FINISHED",
+        )
+        info = api("GET", e)[1]
+        assert info["ranks"] == ranks and info["strategy"] == "rank_min-roundrobin"
+        assert sum(info["tasks"].values()) == 12
+        assert sum(info["observations"].values()) == 12
+        assert api("POST", f"/v1/file/{EXECUTION}/publish", {})[0] == 200
+        assert api("DELETE", e)[0] == 200
+        wait_for(lambda: not stored_task_ids(core_v1, namespace), what="stored state removed")
+
+        statuses = {status for _pod, _m, _p, status in api.served}
+        assert statuses == {200}, [s for s in api.served if s[3] != 200]
+        served_by = [pod for pod, *_ in api.served]
+        switch = served_by.index(new_leader)
+        assert set(served_by[:switch]) == {leader} and set(served_by[switch:]) == {new_leader}
+        print(f"failover: first request answered by the new leader {failover_s:.1f}s after kill")
+        assert failover_s < LEASE_TIMING["duration_s"] + 20, failover_s
+    finally:
+        for replica in replicas.values():
+            replica.stop()
