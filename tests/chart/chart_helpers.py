@@ -206,6 +206,10 @@ class Kube:
         table = self._discovery[api_version]
         return None if table is None else table.get(kind)
 
+    def forget_discovery(self, api_version: str) -> None:
+        """Drop what discovery said about ``api_version`` (after a CRD came or went)."""
+        self._discovery.pop(api_version, None)
+
     def object_path(self, manifest: Mapping[str, Any], namespace: str | None = None) -> str:
         """Return the URL path of one object (its collection's path plus its name)."""
         res = self.resource(manifest["apiVersion"], manifest["kind"])

@@ -5,12 +5,14 @@ server-side apply (``application/apply-patch+yaml``, strict field validation), s
 server's own schema validation and defaulting run on it; the stored objects must keep every
 field that was sent, and a second apply must be a no-op. The real ``helm install`` / ``upgrade``
 / ``uninstall`` run against the same server, and the Snakemake MutatingAdmissionPolicy is shown
-to route Snakemake's job pods to wfsched at admission.
+to route Snakemake's job pods to wfsched at admission. The ServiceMonitor is checked against the
+Prometheus Operator's own CRD, installed into the test control plane.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +22,17 @@ import pytest
 
 from scheduler import devcluster
 
-from .chart_helpers import CHART, FIELD_MANAGER, Applier, Kube, index, one, render, run_helm
+from .chart_helpers import (
+    CHART,
+    FIELD_MANAGER,
+    KUBE_VERSION,
+    Applier,
+    Kube,
+    index,
+    one,
+    render,
+    run_helm,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -69,16 +81,19 @@ def assert_kept(sent: Any, stored: Any, path: str = "") -> None:
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_manifests_pass_server_side_apply(
-    helm: Path, kube: Kube, apply: Applier, release_namespace: str, variant: str
+    helm: Path,
+    kube: Kube,
+    apply: Applier,
+    release_namespace: str,
+    variant: str,
+    service_monitor_crd: dict[str, Any],
 ) -> None:
     values = VARIANTS[variant]
     docs = render(helm, values, namespace=release_namespace)
-    unserved = []
+    unserved = [d["kind"] for d in docs if kube.resource(d["apiVersion"], d["kind"]) is None]
+    assert unserved == [], f"kinds the API server does not serve: {unserved}"
     applied: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for doc in docs:
-        if kube.resource(doc["apiVersion"], doc["kind"]) is None:
-            unserved.append(doc["kind"])
-            continue
         status, body = apply(doc)
         name = f"{doc['kind']} {doc['metadata']['name']}"
         assert status in (200, 201), f"{name}: HTTP {status}: {body}"
@@ -88,10 +103,7 @@ def test_manifests_pass_server_side_apply(
         assert_kept(doc.get("rules", []), body.get("rules", []), f"{name} rules")
         assert_kept(doc["metadata"]["labels"], body["metadata"]["labels"], f"{name} labels")
         applied.append((doc, body))
-    # The ServiceMonitor CRD (Prometheus Operator) is not part of the test control plane.
-    expected_unserved = ["ServiceMonitor"] if values.get("serviceMonitor") else []
-    assert unserved == expected_unserved
-    assert len(applied) == len(docs) - len(unserved) >= 7
+    assert len(applied) == len(docs) >= 7
     # A second apply of the same manifests changes nothing.
     for doc, first in applied:
         status, again = apply(doc)
@@ -109,18 +121,85 @@ def test_manifests_pass_server_side_apply(
     assert container["livenessProbe"]["httpGet"]["port"] == "metrics"
 
 
-def test_service_monitor_applies_when_its_crd_is_installed(
-    helm: Path, kube: Kube, apply: Applier, release_namespace: str
+def test_service_monitor_is_accepted_by_the_operator_crd(
+    helm: Path,
+    kube: Kube,
+    apply: Applier,
+    release_namespace: str,
+    service_monitor_crd: dict[str, Any],
 ) -> None:
-    docs = render(helm, {"serviceMonitor": {"enabled": True}}, namespace=release_namespace)
+    values = {
+        "serviceMonitor": {
+            "enabled": True,
+            "interval": "1m30s",
+            "scrapeTimeout": "500ms",
+            "labels": {"release": "prom"},
+        }
+    }
+    docs = render(helm, values, namespace=release_namespace)
     monitor = one(docs, "ServiceMonitor")
-    if kube.resource(monitor["apiVersion"], monitor["kind"]) is None:
-        pytest.skip(
-            "monitoring.coreos.com/v1 ServiceMonitor is not served: the test control plane has "
-            "no Prometheus Operator CRDs (the manifest is checked offline in test_chart_render)"
-        )
-    status, body = apply(monitor, dry_run=True)
-    assert status in (200, 201), body
+    status, body = apply(monitor)
+    assert status == 201, body
+    assert_kept(monitor["spec"], body["spec"], "ServiceMonitor spec")
+    assert body["metadata"]["labels"]["release"] == "prom"
+    status, stored = kube.request("GET", kube.object_path(monitor))
+    assert status == 200
+    assert stored["spec"]["endpoints"][0]["interval"] == "1m30s"
+
+    # What Prometheus will scrape: the one Service the selector picks, on the named port, and
+    # that Service reaches every replica (the Deployment's pods), not only the leader.
+    endpoint = monitor["spec"]["endpoints"][0]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    selected = [
+        d
+        for d in docs
+        if d["kind"] == "Service"
+        and selector.items() <= d["metadata"].get("labels", {}).items()
+        and endpoint["port"] in {p.get("name") for p in d["spec"]["ports"]}
+    ]
+    assert len(selected) == 1, f"{len(selected)} Services expose port {endpoint['port']!r}"
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert selected[0]["spec"]["selector"].items() <= pod_labels.items()
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [release_namespace]
+
+    # Control: the CRD's schema is enforced, so a misspelt or invalid field is refused.
+    misspelt = copy.deepcopy(monitor)
+    misspelt["spec"]["endpoints"][0]["intervall"] = "30s"
+    status, body = apply(misspelt, dry_run=True)
+    assert status >= 400 and "intervall" in body["message"], body
+    invalid = copy.deepcopy(monitor)
+    invalid["spec"]["endpoints"][0]["scheme"] = "gopher"
+    status, body = apply(invalid, dry_run=True)
+    assert status >= 400 and "scheme" in body["message"], body["message"]
+
+
+# Scrape durations: the chart's values schema must refuse what the CRD would refuse at install.
+SCRAPE_DURATIONS = ["30s", "1m30s", "2h", "500ms", "1h2m3s4ms", "30s1m", "1s1s", "5m5m", "1d", ""]
+
+
+@pytest.mark.parametrize("duration", SCRAPE_DURATIONS)
+def test_chart_accepts_only_scrape_durations_the_crd_accepts(
+    helm: Path,
+    apply: Applier,
+    release_namespace: str,
+    service_monitor_crd: dict[str, Any],
+    duration: str,
+) -> None:
+    monitor = one(
+        render(helm, {"serviceMonitor": {"enabled": True}}, namespace=release_namespace),
+        "ServiceMonitor",
+    )
+    monitor["spec"]["endpoints"][0]["interval"] = duration
+    crd_status, crd_body = apply(monitor, dry_run=True)
+    chart = run_helm(
+        helm,
+        ["template", "wfsched", str(CHART), "--kube-version", KUBE_VERSION],
+        values={"serviceMonitor": {"enabled": True, "interval": duration}},
+    )
+    if chart.returncode == 0:
+        assert crd_status in (200, 201), f"the chart accepts {duration!r}, the CRD: {crd_body}"
+    else:
+        assert "/serviceMonitor/interval" in chart.stderr, chart.stderr
 
 
 def _kubeconfig_args(cluster: devcluster.DevCluster, namespace: str) -> list[str]:
