@@ -11,6 +11,8 @@ What wfsched adds (:class:`HttpServer`):
   ``request_timeout_s`` after its first byte is cut off, however steadily it trickles in
   (waitress's own ``channel_timeout`` only sees silence, so a byte per second would hold a
   connection for ever);
+* a **body limit per path** (``body_limit``), checked as soon as the headers (or, chunked,
+  the bytes so far) exceed it, so an oversized body is refused before it is buffered;
 * JSON error replies (``{"error": ...}``) for what waitress refuses itself (a body over the
   limit: 413; a malformed request: 400);
 * a clean start and stop from another thread.
@@ -31,7 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from waitress import adjustments, channel, parser, server, task
+from waitress import adjustments, channel, parser, server, task, utilities
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +60,23 @@ class HttpLimits:
 
 
 class _TimedParser(parser.HTTPRequestParser):  # type: ignore[misc]
-    """waitress's request parser, remembering when the request's first byte arrived."""
+    """waitress's request parser: remembers when the first byte came, applies the path's limit."""
 
     def __init__(self, adj: adjustments.Adjustments) -> None:
         super().__init__(adj)
         self.started = time.monotonic()
+
+    def received(self, data: bytes) -> int:
+        consumed: int = super().received(data)
+        limit_for: Callable[[str], int] | None = getattr(self.adj, "wfsched_body_limit", None)
+        refused = getattr(self, "error", None)
+        if limit_for is None or refused is not None or not self.headers_finished:
+            return consumed
+        limit = limit_for(str(getattr(self, "request_uri", "") or "/"))
+        if max(self.content_length, self.body_bytes_received) > limit:
+            self.error = utilities.RequestEntityTooLarge(f"exceeds the limit of {limit} bytes")
+            self.completed = True
+        return consumed
 
 
 class _JsonErrorTask(task.ErrorTask):  # type: ignore[misc]
@@ -109,8 +123,20 @@ class HttpServer:
     """Serves a WSGI application on ``address:port`` (0: a free port) until :meth:`stop`."""
 
     def __init__(
-        self, app: WsgiApp, *, address: str, port: int, limits: HttpLimits, name: str
+        self,
+        app: WsgiApp,
+        *,
+        address: str,
+        port: int,
+        limits: HttpLimits,
+        name: str,
+        body_limit: Callable[[str], int] | None = None,
     ) -> None:
+        """Bind the socket (not serving yet).
+
+        ``body_limit(path)`` is the largest body a request to ``path`` may carry (at most
+        ``limits.max_body_bytes``, which applies when it is not given).
+        """
         adj = adjustments.Adjustments(
             host=address,
             port=port,
@@ -125,6 +151,7 @@ class HttpServer:
             clear_untrusted_proxy_headers=False,
             asyncore_loop_timeout=_CHECK_INTERVAL_S,
         )
+        adj.wfsched_body_limit = body_limit
         self._server = _Server(app, map={}, adj=adj)
         self._server.request_timeout_s = limits.request_timeout_s
         self._server.name = name

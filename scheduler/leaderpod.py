@@ -53,7 +53,7 @@ class LeaderPodLabel:
         pod: str,
         value: str,
         retry_s: float = 1.0,
-        attempts: int = 30,
+        attempts: int = 300,
     ) -> None:
         self.kube = kube
         self.namespace = namespace
@@ -107,6 +107,10 @@ class LeaderPodLabel:
                 continue
             log.info("leader label set", extra={"pod": f"{self.namespace}/{self.pod}"})
             return True
+        log.error(
+            "the leader label could not be set: the REST Service has no endpoint",
+            extra={"pod": f"{self.namespace}/{self.pod}", "attempts": self.attempts},
+        )
         return False
 
     def release(self) -> bool:

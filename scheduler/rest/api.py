@@ -336,16 +336,22 @@ class Api:
             log.exception("REST handler failed", extra={"method": method})
             return error(500, "internal error")
 
+    def body_limit(self, target: str) -> int:
+        """The largest body a request to ``target`` may carry (servers refuse more early)."""
+        try:
+            _path, segments = _segments(target)
+        except UnicodeDecodeError:
+            return self.max_body_bytes
+        for route in ROUTES:
+            if route.streamed and _match(route.segments, segments) is not None:
+                return self.max_task_body_bytes
+        return self.max_body_bytes
+
     def _handle(
         self, method: str, target: str, headers: Mapping[str, str], body: IO[bytes]
     ) -> Reply:
-        # Not urlsplit: a target starting with "//" would lose its first segment as a netloc.
-        raw_path = target.split("?", 1)[0].split("#", 1)[0]
-        path = _SLASHES.sub("/", raw_path if raw_path.startswith("/") else "/" + raw_path)
-        if len(path) > 1:
-            path = path.rstrip("/")
         try:
-            segments = tuple(urllib.parse.unquote(s, errors="strict") for s in path[1:].split("/"))
+            path, segments = _segments(target)
         except UnicodeDecodeError:
             return error(400, "the path is not valid UTF-8")
         if segments == ("health",) and method in ("GET", "HEAD"):
@@ -563,6 +569,21 @@ def _content_length(headers: Mapping[str, str]) -> int:
         return int(value)
     except ValueError:
         return 0
+
+
+def _segments(target: str) -> tuple[str, tuple[str, ...]]:
+    """The normalised path of a request target and its decoded segments.
+
+    Raises:
+        UnicodeDecodeError: A segment is not UTF-8 once decoded.
+    """
+    # Not urlsplit: a target starting with "//" would lose its first segment as a netloc.
+    raw_path = target.split("?", 1)[0].split("#", 1)[0]
+    path = _SLASHES.sub("/", raw_path if raw_path.startswith("/") else "/" + raw_path)
+    if len(path) > 1:
+        path = path.rstrip("/")
+    segments = tuple(urllib.parse.unquote(s, errors="strict") for s in path[1:].split("/"))
+    return path, segments
 
 
 def _match(template: tuple[str, ...], segments: tuple[str, ...]) -> dict[str, str] | None:

@@ -81,7 +81,12 @@ class RestServer:
             limits or httpserver.HttpLimits(threads=8), max_body_bytes=body_limit
         )
         self._server = httpserver.HttpServer(
-            wsgi_app(api), address=address, port=port, limits=limits, name="rest"
+            wsgi_app(api),
+            address=address,
+            port=port,
+            limits=limits,
+            name="rest",
+            body_limit=api.body_limit,
         )
         self.port = self._server.port
 

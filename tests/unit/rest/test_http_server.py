@@ -183,11 +183,14 @@ def test_rest_answers_ahead_of_a_re_list_of_many_watch_events() -> None:
         events = 30_000
         other = pod("x", execution=None)
         other["spec"]["schedulerName"] = "default-scheduler"
+        items = []
         for i in range(events):
             item = json.loads(json.dumps(other))
             item["metadata"]["name"] = f"x{i}"
             item["metadata"]["uid"] = f"uid-x{i}"
-            h.loop.events.put((loop_mod.POD_EVENTS, "ADDED", item))
+            items.append((loop_mod.POD_EVENTS, "ADDED", item))
+        for item in items:  # a re-list: all at once
+            h.loop.events.put(item)
         started = time.monotonic()
         status, _ = h.call("GET", "/v1/scheduler/run1")  # goes through the loop thread
         seconds = time.monotonic() - started
@@ -197,3 +200,40 @@ def test_rest_answers_ahead_of_a_re_list_of_many_watch_events() -> None:
     assert status == 400  # no such execution: the loop thread answered
     assert seconds < 2.0, seconds
     assert still_queued > events // 3, still_queued  # it did not wait its turn behind them
+
+
+def raw_request(port: int, head: str) -> bytes:
+    """Send request headers only and return what the server answers before any body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head.encode())
+        reply = b""
+        while not reply.rstrip().endswith(b"}"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    return reply
+
+
+def test_each_route_body_limit_is_applied_before_the_body_is_read(rest) -> None:
+    h, port = rest
+    small = h.api.max_body_bytes + 1  # fine for a task registration, too much for a DAG
+    task = raw_request(
+        port, f"POST /v1//scheduler/x/task/1 HTTP/1.1\r\nHost: x\r\nContent-Length: {small}\r\n\r\n"
+    )
+    assert task == b""  # no 413: it waited for the body, until the request deadline cut it off
+    dag = raw_request(
+        port,
+        f"POST /v1/scheduler/x/DAG/edges HTTP/1.1\r\nHost: x\r\nContent-Length: {small}\r\n\r\n",
+    )
+    head, _, body = dag.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), dag
+    assert str(h.api.max_body_bytes) in json.loads(body)["error"]
+    chunked = raw_request(
+        port,
+        "POST /v1/scheduler/x/DAG/edges HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + f"{small:x}\r\n"
+        + "a" * small
+        + "\r\n",
+    )
+    assert chunked.startswith(b"HTTP/1.1 413"), chunked[:200]
