@@ -173,7 +173,8 @@ class HttpServer:
     def stop(self, timeout_s: float = 5.0) -> None:
         """Close the listening socket and every connection, then stop the worker threads."""
         if self._thread.is_alive():
-            self._server.trigger.pull_trigger(self._close_all)
+            with contextlib.suppress(OSError):  # the I/O loop is already closing its trigger
+                self._server.trigger.pull_trigger(self._close_all)
             self._thread.join(timeout=timeout_s)
         if self._thread.is_alive() or not self._thread.ident:
             self._close_all()  # never started, or the I/O thread is stuck: close from here
