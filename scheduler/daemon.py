@@ -397,13 +397,17 @@ class Daemon:
         return self.shutdown()
 
     def shutdown(self) -> int:
-        """Stop binding, release the lease, stop watches and servers."""
+        """Stop binding and serving, store the last CWS changes, release the lease, stop."""
+        was_leading = self._may_bind()
         self._leading.clear()
         self.stop_event.set()
         if self.leader_label is not None:
             self.leader_label.release()  # the Service stops routing here before the lease goes
         if self.rest is not None:
             self.rest.stop()
+        self._loop_thread.join(timeout=10)
+        if was_leading and self.bridge is not None and not self._loop_thread.is_alive():
+            self.bridge.save_final()  # before the lease goes: the next leader reads it all
         if self.persister is not None:
             self.persister.stop()
         if self.elector is not None:
@@ -412,7 +416,6 @@ class Daemon:
             informer.stop()
         if self.poller is not None:
             self.poller.stop()
-        self._loop_thread.join(timeout=10)
         self.health.stop()
         log.info("wfsched stopped")
         return 0

@@ -197,6 +197,19 @@ class CwsBridge:
         except (LoopTimeoutError, concurrent.futures.TimeoutError):
             return False
 
+    def save_final(self, timeout_s: float = 5.0) -> bool:
+        """Store the last changes once the loop thread has stopped (a leader shutting down).
+
+        Only call it when no thread changes the state any more. Returns True when written.
+        """
+        if self.persister is None or not self.state.has_changes():
+            return True
+        documents, removed = self.state.take_changes()
+        try:
+            return self.persister.submit(documents, removed).result(timeout=timeout_s)
+        except concurrent.futures.TimeoutError:
+            return False
+
     def restore(self, documents: list[tuple[str, Any]]) -> list[str]:
         """Restore stored executions on the loop thread; return the names restored.
 

@@ -271,3 +271,59 @@ def test_nf_cws_run_continues_across_a_leader_failover(
     finally:
         for replica in replicas.values():
             replica.stop()
+
+
+@pytest.mark.timeout(300)
+def test_a_leader_stopped_gracefully_hands_over_its_last_changes(
+    dev_cluster, core_v1, namespace, tmp_path
+) -> None:
+    """SIGTERM right after a task registration: stored on the way out, not after 30 s."""
+    for name in ("wfsched-0", "wfsched-1"):
+        core_v1.create_namespaced_pod(
+            namespace, make_pod(name, scheduler_name="not-scheduled", labels=APP)
+        )
+    core_v1.create_namespaced_service(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "wfsched"},
+            "spec": {
+                "selector": {**APP, "wfsched.io/leader": LEASE},
+                "ports": [{"name": "http", "port": 8080, "targetPort": 8080}],
+            },
+        },
+    )
+    replicas: dict[str, DaemonProcess] = {}
+    ports: dict[str, int] = {}
+    for name in ("wfsched-0", "wfsched-1"):
+        ports[name] = free_port()
+        replica = DaemonProcess(
+            str(dev_cluster.kubeconfig),
+            tmp_path,
+            namespaces=[namespace],
+            lease={"enabled": True, "name": LEASE, "namespace": namespace, **LEASE_TIMING},
+            rest_port=ports[name],
+            cws_state_save_interval_s=30,  # only the final save on the way out can store it
+        )
+        replica.env = {
+            **devcluster.daemon_environment(),
+            "POD_NAME": name,
+            "POD_NAMESPACE": namespace,
+        }
+        replicas[name] = replica.start()
+    try:
+        api = ServiceRouter(core_v1, namespace, "wfsched", ports)
+        wait_for(lambda: len(api.endpoints()) == 1, timeout_s=30, what="a labelled leader")
+        leader = api.endpoints()[0]
+        e = f"/v1/scheduler/{EXECUTION}"
+        assert api("POST", e, {"strategy": "fifo", "namespace": namespace})[0] == 200
+        task = {"task": "ALIGN", "runName": "nf-align-1", "inputSize": 7}
+        assert api("POST", f"{e}/task/1", task)[0] == 200
+        assert replicas[leader].stop() == 0  # SIGTERM: label, lease and state handed over
+        assert api("GET", f"{e}/task/1") == (200, {"state": "RECEIVED_CONFIG", "error": None})
+        assert api.served[-1][0] != leader
+        assert api("DELETE", e)[0] == 200
+    finally:
+        for replica in replicas.values():
+            replica.stop()
