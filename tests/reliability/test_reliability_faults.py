@@ -260,7 +260,7 @@ def test_forced_410_relists_and_drops_a_pod_deleted_behind_its_back(
             (len(plan.tasks) // 3, "kube-apiserver SIGKILL + etcd delete + compaction", cut_watch)
         ]
 
-    plan, namespace, daemon, driver, monitor, progress, makespan, _api = _replay_with_faults(
+    plan, namespace, daemon, driver, monitor, progress, makespan, api = _replay_with_faults(
         plane,
         tmp_path,
         instance_file="cycles-chameleon-5l-1c-9p-001.json",
@@ -302,6 +302,7 @@ def test_forced_410_relists_and_drops_a_pod_deleted_behind_its_back(
             "informer_relists_logged": count_log_events(logs, "relist diff applied"),
             "deleted_pod_dropped_from_queue": queue_drained,
             "pending_tasks_at_end": metric_sum(metrics, "wfsched_pending_tasks"),
+            "test_client_retries": api.retries,
             "verdict": verdict.summary(),
         },
     )

@@ -226,8 +226,16 @@ def concrete_commands(command: DocCommand) -> list[list[str]]:
     return argvs
 
 
+# Where the scripts install and build; every other WFSCHED_* variable overrides a daemon setting.
+_SET_UP_VARIABLES = {"WFSCHED_VENV", "WFSCHED_CACHE_DIR"}
+
+
+def _is_daemon_override(name: str) -> bool:
+    return name.startswith("WFSCHED_") and name not in _SET_UP_VARIABLES
+
+
 def run(argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WFSCHED_")}
+    env = {k: v for k, v in os.environ.items() if not _is_daemon_override(k)}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     return subprocess.run(
         argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
@@ -394,8 +402,13 @@ def test_synopsis_notation_expands_to_every_form() -> None:
 
 @pytest.mark.parametrize("command", COMMANDS, ids=str)
 def test_documented_command_works(
-    command: DocCommand, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    command: DocCommand,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    for name in [n for n in os.environ if _is_daemon_override(n)]:
+        monkeypatch.delenv(name)  # the documents assume no overrides
     argvs = concrete_commands(command)
     assert argvs, f"{command}: nothing to run"
     for marked in argvs:
