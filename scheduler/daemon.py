@@ -42,6 +42,7 @@ from scheduler.cws import policies as cws_policies
 from scheduler.kube import client as kube_client
 from scheduler.kube import informer as kube_informer
 from scheduler.kube import leader as kube_leader
+from scheduler.kube import translate as kube_translate
 from scheduler.rest import api as rest_api
 from scheduler.rest import bridge as rest_bridge
 from scheduler.rest import persist as rest_persist
@@ -114,6 +115,9 @@ class Daemon:
             pool_size=settings.bind_workers + 4,
         )
         self.events: queue.Queue[Any] = queue.Queue()
+        # Bindings and resizes go out only while this replica leads, checked after the rate
+        # limiter granted them (a bind waiting for a token when the lease is lost is dropped).
+        self.kube.write_guard = self._may_bind
         self.memory = self._memory_model(settings)
         self.stop_event = threading.Event()
         self._leading = threading.Event()
@@ -143,14 +147,23 @@ class Daemon:
         def count_restart(reason: str) -> None:
             self.metrics.watch_restarts.labels(reason=reason).inc()
 
+        # Both keep only what the translation reads; finished pods shrink to their identity.
         self.informers = [
             kube_informer.Informer(
                 self.kube,
-                kube_informer.WatchSpec(name=name, kind=kind),
+                kube_informer.WatchSpec(name=loop_mod.POD_EVENTS, kind="pods"),
                 self.events,
                 on_restart=count_restart,
-            )
-            for name, kind in ((loop_mod.POD_EVENTS, "pods"), (loop_mod.NODE_EVENTS, "nodes"))
+                transform=kube_translate.slim_pod,
+                store=kube_translate.stored_pod,
+            ),
+            kube_informer.Informer(
+                self.kube,
+                kube_informer.WatchSpec(name=loop_mod.NODE_EVENTS, kind="nodes"),
+                self.events,
+                on_restart=count_restart,
+                transform=kube_translate.slim_node,
+            ),
         ]
         self.poller = (
             kube_informer.MetricsPoller(
@@ -346,6 +359,7 @@ class Daemon:
         log.info("became leader; scheduling")
         self.metrics.leader.set(1)
         self._leading.set()
+        self.loop.wake()  # a standby blocks on its events queue: start a cycle now
         if self.rest is not None or self.leader_label is not None:
             self._start_take_over()
 

@@ -15,8 +15,19 @@ Data flow::
 Only this thread touches the cache, the registry and the queue. Bind workers only call the API
 and report back through the events queue. Every assume ends in a confirm (the watch sees the
 pod bound), or a forget (the bind failed, the pod vanished). A 409 or 404 on bind is final for
-that attempt: the assumption is forgotten, the task goes back to the queue with backoff (409)
-or is dropped (404), and the watch delivers the truth.
+that attempt: the assumption is forgotten, the task goes back to its place in the queue with
+a backoff that doubles with each consecutive failure (409) or is dropped (404), and the watch
+delivers the truth.
+
+Leadership: cycles run only while ``may_bind()`` is true, and a bind worker checks it again
+right before each resize and Binding call; a bind picked up after leadership was lost is
+abandoned (never sent) and its task returns to its place without a penalty. At most
+``max_in_flight_binds`` binds wait for a worker, so losing the lease drops a bounded backlog.
+A replica that may not bind blocks on the events queue: a standby only applies watch events.
+
+A cycle that raises (a policy breaking its contract) does not end the loop: the task that makes
+it fail on its own is found by bisection (``core.isolate``) and set aside with an Event, retried
+after a growing delay; the other tasks are scheduled by the next cycle.
 """
 
 from __future__ import annotations
@@ -25,12 +36,13 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import math
 import queue
 import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -39,8 +51,18 @@ from scheduler import eventrecorder, workflows
 from scheduler import memory as memory_mod
 from scheduler import metrics as metrics_mod
 from scheduler import settings as settings_mod
-from scheduler.core import cluster, context, cycle, decisions, interfaces, resources, workflow
+from scheduler.core import (
+    cluster,
+    context,
+    cycle,
+    decisions,
+    interfaces,
+    isolate,
+    resources,
+    workflow,
+)
 from scheduler.core.queue import SchedulingQueue
+from scheduler.kube import errors as kube_errors
 from scheduler.kube import keys, translate
 
 log = logging.getLogger(__name__)
@@ -51,7 +73,21 @@ NODE_USAGE_EVENTS = "node-metrics"
 POD_USAGE_EVENTS = "pod-metrics"
 
 _MAX_EVENTS_PER_TURN = 5000
+_EVENTS_BETWEEN_COMMANDS = 64
 _FINISHED_MEMORY = 200_000
+_EVICTION_PERIOD_S = 10.0
+"""Longest time between two sweeps of ``SchedulerLoop.evict_idle``."""
+_IN_FLIGHT_PER_WORKER = 16
+"""Binds decided but not yet reported, per bind worker, before cycles stop placing."""
+_IDLE_WAIT_S = 0.5
+"""Longest block on the events queue, so ticks and memory saves still happen."""
+
+
+class _Wake:
+    """Queued to end a blocking wait of the loop (a command or a leadership change)."""
+
+
+_WAKE = _Wake()
 
 
 class KubeActions(Protocol):
@@ -138,6 +174,8 @@ class BindOutcome:
     seconds: float = 0.0
     resize_refused: bool = False
     """The memory resize before the bind was refused; the pod was not bound."""
+    abandoned: bool = False
+    """Leadership was lost before the calls were made: nothing was sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +200,26 @@ class _Pending:
 
 
 @dataclass(slots=True)
+class _SetAside:
+    """A task whose cycles raised: out of the queue until ``retry_at``."""
+
+    retry_at: float
+    failures: int
+
+
+@dataclass(slots=True)
 class LoopStats:
     """Counters for tests, logs and the readiness probe."""
 
     cycles: int = 0
+    turns: int = 0
+    """Iterations of ``run``: bounded by events, ticks and cycles, never a busy spin."""
     binds_ok: int = 0
     binds_failed: int = 0
+    binds_abandoned: int = 0
+    cycle_failures: int = 0
+    handler_errors: int = 0
+    """Events whose handler raised (the catch-all of ``_handle``); zero in a healthy run."""
     last_cycle_s: float = 0.0
     cycle_times: list[float] = field(default_factory=list)
 
@@ -215,7 +267,16 @@ class SchedulerLoop:
         self._next_memory_save = 0.0
         self.cache = cluster.ClusterCache()
         self.registry = workflows.WorkflowRegistry()
-        self.queue = SchedulingQueue(initial_backoff=1.0, max_backoff=10.0)
+        max_backoff = settings.unschedulable_backoff_s
+        self.queue = SchedulingQueue(initial_backoff=min(1.0, max_backoff), max_backoff=max_backoff)
+        self.commands: queue.Queue[LoopCommand] = queue.Queue()
+        """Work from other threads (the REST API), run ahead of queued watch events."""
+        self.max_in_flight_binds = max(1, settings.bind_workers * _IN_FLIGHT_PER_WORKER)
+        self._set_aside: dict[str, _SetAside] = {}
+        self._capped = False
+        self._binds_outstanding = 0
+        self._cycle_retry_at = -math.inf
+        self._cycle_retries = 0
         self.stats = LoopStats()
         self._names = frozenset(settings.scheduler_names)
         self._execution_prefix = f"{settings.scheduler_names[0]}-"
@@ -225,6 +286,9 @@ class SchedulerLoop:
         self._in_flight: dict[str, decisions.Bind] = {}
         self._pending_for_retry: dict[str, _Pending] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
+        self._running_runs: dict[str, workflow.RunId] = {}
+        """uid → run of our pods bound and not finished: their runs are never evicted."""
+        self._next_eviction = 0.0
         self._node_raw: dict[str, Mapping[str, Any]] = {}
         self._usage: dict[str, resources.Resources] = {}
         self._dirty = True
@@ -260,11 +324,22 @@ class SchedulerLoop:
     # --- main loop -------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Process events and run cycles until ``stop`` is set; never raises on bad input."""
+        """Process events and run cycles until ``stop`` is set.
+
+        Never raises on bad input or a failing cycle. Blocks on the events queue whenever no
+        cycle can run now (nothing changed, not leading, every bind slot taken, or cycles
+        backing off after a failure), so an idle or standby replica uses no CPU.
+        """
         next_tick = self.clock() + self.settings.cycle_interval_s
         while not stop.is_set():
-            timeout = max(0.0, min(next_tick - self.clock(), 0.5))
-            if not self._dirty:
+            self.stats.turns += 1
+            self._run_commands()
+            if not self._cycle_due():
+                now = self.clock()
+                wake_at = [next_tick, self._next_memory_save]
+                if self._cycle_retry_at > now:
+                    wake_at.append(self._cycle_retry_at)
+                timeout = min(max(0.0, min(wake_at) - now), _IDLE_WAIT_S)
                 with contextlib.suppress(queue.Empty):
                     self._handle(self.events.get(timeout=timeout))
             self._drain()
@@ -272,13 +347,50 @@ class SchedulerLoop:
             if now >= next_tick:
                 self._dirty = True
                 next_tick = now + self.settings.cycle_interval_s
-            if self._dirty and self.may_bind():
+            self._retry_set_aside(now)
+            if self._cycle_due():
                 self._dirty = False
-                self.run_one_cycle()
+                self.run_guarded_cycle()
             if now >= self._next_memory_save:
                 self._next_memory_save = now + self._memory_save_interval_s
                 self.save_memory()
+            self.evict_idle(now)
         self.shutdown()
+
+    def _cycle_due(self) -> bool:
+        """True when a cycle should run now: state changed, leading, room for binds."""
+        return (
+            self._dirty
+            and self.clock() >= self._cycle_retry_at
+            and self._bind_slots() > 0
+            and self.may_bind()
+        )
+
+    def _bind_slots(self) -> int:
+        """Binds a cycle may still hand to the workers (those not yet reported are counted)."""
+        return self.max_in_flight_binds - self._binds_outstanding
+
+    def submit_command(self, command: LoopCommand) -> None:
+        """Hand ``command`` to the loop thread; it runs ahead of queued watch events.
+
+        Thread-safe. The command's ``apply`` runs on the loop thread; an exception it raises is
+        logged and counted, never propagated.
+        """
+        self.commands.put(command)
+        self.events.put(_WAKE)
+
+    def wake(self) -> None:
+        """End a blocking wait at once (e.g. leadership was gained). Thread-safe."""
+        self._dirty = True
+        self.events.put(_WAKE)
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                command = self.commands.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(command)
 
     def shutdown(self, *, event_timeout_s: float = 5.0) -> None:
         """Wait for in-flight binds and side effects, and queued Events (``event_timeout_s``).
@@ -290,7 +402,9 @@ class SchedulerLoop:
         self.recorder.close(timeout=event_timeout_s)
 
     def _drain(self) -> None:
-        for _ in range(_MAX_EVENTS_PER_TURN):
+        for handled in range(_MAX_EVENTS_PER_TURN):
+            if handled % _EVENTS_BETWEEN_COMMANDS == 0:
+                self._run_commands()
             try:
                 item = self.events.get_nowait()
             except queue.Empty:
@@ -299,6 +413,8 @@ class SchedulerLoop:
 
     def _handle(self, item: Any) -> None:
         try:
+            if item is _WAKE:
+                return
             if isinstance(item, BindOutcome):
                 self._on_bind_outcome(item)
             elif isinstance(item, DagLoaded):
@@ -316,6 +432,8 @@ class SchedulerLoop:
                 elif kind == POD_USAGE_EVENTS:
                     self._on_pod_usage(obj)
         except Exception:  # one bad event must never stop scheduling
+            self.stats.handler_errors += 1
+            self.metrics.event_handling_errors.inc()
             log.exception("event handling failed", extra={"event": repr(item)[:300]})
 
     # --- pods ------------------------------------------------------------------------------
@@ -330,10 +448,15 @@ class SchedulerLoop:
         gone = event_type == "DELETED"
         if gone or facts.finished:
             self._pod_gone(facts)
+            if gone:
+                self._finished.pop(uid, None)  # no event about this uid follows a deletion
             return
         if facts.node_name:
+            self._note_running(facts)
             self._pending_gone(uid)
-            self._in_flight.pop(uid, None)
+            confirmed = self._in_flight.pop(uid, None)
+            if confirmed is not None:
+                self.queue.bind_succeeded(confirmed.task)
             self._pending_for_retry.pop(uid, None)
             self.cache.upsert_pod(translate.pod_info(facts))
             return
@@ -400,6 +523,7 @@ class SchedulerLoop:
             constraints=facts.constraints,
             scheduling_gates=facts.scheduling_gates,
             pod=facts.ref,
+            memory_basis=facts.memory_basis,
         )
         other = self._key_to_uid.get(task.key)
         if other is not None and other != uid:
@@ -420,7 +544,9 @@ class SchedulerLoop:
             entry.problems_reported = known.problems_reported
         self._pending[uid] = entry
         self._key_to_uid[task.key] = uid
-        self.queue.add(task)
+        aside = self._set_aside.get(uid)
+        if aside is None or aside.retry_at == math.inf:
+            self.queue.add(task)
         self._dirty = True
         if problems and not entry.problems_reported:
             entry.problems_reported = True
@@ -428,6 +554,7 @@ class SchedulerLoop:
 
     def _pending_gone(self, uid: str) -> None:
         self._held.pop(uid, None)
+        self._set_aside.pop(uid, None)
         entry = self._pending.pop(uid, None)
         if entry is not None:
             self.queue.remove(entry.task.key)
@@ -438,16 +565,18 @@ class SchedulerLoop:
         uid = facts.ref.uid
         self._pending_gone(uid)
         self._pending_for_retry.pop(uid, None)
-        if self._in_flight.pop(uid, None) is not None:
+        gone = self._in_flight.pop(uid, None)
+        if gone is not None:
+            self.queue.remove(gone.task)
             self.cache.forget(uid)
         self.cache.remove_pod(uid)
+        self._running_runs.pop(uid, None)
         self._dirty = True
         if facts.finished and self.is_ours(facts) and uid not in self._finished:
             self._finished[uid] = None
             if len(self._finished) > _FINISHED_MEMORY:
                 self._finished.popitem(last=False)
             labels, _ = self.labels_of(facts)
-            self.registry.ensure_run(labels.run, workflow_name=labels.workflow_name)
             self.registry.record_finished(
                 labels, success=facts.phase == "Succeeded", runtime_s=facts.runtime_s
             )
@@ -562,14 +691,37 @@ class SchedulerLoop:
 
     # --- cycles ----------------------------------------------------------------------------
 
+    def run_guarded_cycle(self) -> decisions.CycleResult | None:
+        """Run :meth:`run_one_cycle`; a cycle that raises is handled, never propagated."""
+        try:
+            result = self.run_one_cycle()
+        except Exception as exc:  # a policy broke its contract: keep the loop alive
+            self._on_cycle_failure(exc)
+            return None
+        self._cycle_retries = 0
+        return result
+
     def run_one_cycle(self) -> decisions.CycleResult | None:
-        """Run one scheduling cycle over the current state and execute its decisions."""
+        """Run one scheduling cycle over the current state and execute its decisions.
+
+        Does nothing (returns ``None``) with an empty queue, no free bind slot, or while this
+        replica may not bind.
+
+        Raises:
+            Exception: Whatever the policies raise (see :meth:`run_guarded_cycle`).
+        """
         self._update_queue_metrics()
-        if not len(self.queue):
+        slots = self._bind_slots()
+        if not len(self.queue) or slots <= 0 or not self.may_bind():
             return None
         self._cycle_id += 1
         started = time.perf_counter()
-        ctx = context.CycleContext(cycle_id=self._cycle_id, now=self.clock(), rng=self._rng)
+        ctx = context.CycleContext(
+            cycle_id=self._cycle_id,
+            now=self.clock(),
+            rng=self._rng,
+            settings=context.CycleSettings(max_binds=slots),
+        )
         result = cycle.run_cycle(
             snapshot=self.cache.snapshot(),
             queue=self.queue,
@@ -578,6 +730,7 @@ class SchedulerLoop:
             ctx=ctx,
         )
         self.queue.apply(result)
+        self._capped = len(result.binds) >= slots
         elapsed = time.perf_counter() - started
         self.stats.cycles += 1
         self.stats.last_cycle_s = elapsed
@@ -595,6 +748,80 @@ class SchedulerLoop:
         self._update_queue_metrics()
         return result
 
+    def _on_cycle_failure(self, exc: Exception) -> None:
+        """Log and count a failed cycle; set aside the task that fails alone, if any."""
+        self.stats.cycle_failures += 1
+        snapshot = self.cache.snapshot()
+        dags = self.registry.dags
+
+        def fails(subset: Sequence[workflow.Task]) -> bool:
+            trial = SchedulingQueue()
+            for task in subset:
+                trial.add(task)
+            ctx = context.CycleContext(cycle_id=self._cycle_id, now=self.clock())
+            try:
+                cycle.run_cycle(
+                    snapshot=snapshot, queue=trial, dags=dags, policies=self.policies, ctx=ctx
+                )
+            except Exception:
+                return True
+            return False
+
+        found = isolate.find_failing_task(self.queue.tasks(), fails)
+        culprit = found.task
+        log.error(
+            "scheduling cycle failed",
+            exc_info=exc,
+            extra={
+                "cycle_id": self._cycle_id,
+                "task": str(culprit.key) if culprit is not None else "",
+                "trials": found.trials,
+            },
+        )
+        uid = self._key_to_uid.get(culprit.key) if culprit is not None else None
+        if culprit is None or uid is None or uid not in self._pending:
+            # Nothing to blame on one task: retry the whole cycle after a growing delay.
+            self.metrics.cycle_errors.labels(action="retried").inc()
+            self._cycle_retries += 1
+            self._cycle_retry_at = self.clock() + self._backoff_s(self._cycle_retries)
+            self._dirty = True
+            return
+        self.metrics.cycle_errors.labels(action="task_set_aside").inc()
+        previous = self._set_aside.get(uid)
+        failures = 1 if previous is None else previous.failures + 1
+        delay = self._backoff_s(failures)
+        self._set_aside[uid] = _SetAside(retry_at=self.clock() + delay, failures=failures)
+        self.queue.remove(culprit.key)
+        self._dirty = True
+        pod = self._pending[uid].facts.ref
+        self.recorder.record(
+            namespace=pod.namespace,
+            pod_name=pod.name,
+            pod_uid=pod.uid,
+            reason="FailedScheduling",
+            note=f"scheduling this pod failed ({type(exc).__name__}: {str(exc)[:300]}); "
+            f"set aside for {delay:g}s, other pods are scheduled meanwhile",
+            event_type="Warning",
+        )
+
+    def _backoff_s(self, failures: int) -> float:
+        """Delay after ``failures`` consecutive failures: 1 s doubling up to the cap."""
+        cap = self.settings.unschedulable_backoff_s
+        return float(min(cap, min(1.0, cap) * 2 ** min(failures - 1, 30)))
+
+    def _retry_set_aside(self, now: float) -> None:
+        """Put set-aside tasks whose delay is over back into the queue."""
+        if not self._set_aside:
+            return
+        for uid, entry in list(self._set_aside.items()):
+            pending = self._pending.get(uid)
+            if pending is None:
+                del self._set_aside[uid]
+            elif now >= entry.retry_at and pending.task.key not in self.queue:
+                self.queue.add(pending.task)
+                entry.retry_at = math.inf  # until it fails again or binds
+                self._dirty = True
+
     def _update_queue_metrics(self) -> None:
         gated = sum(1 for t in self.queue.tasks() if t.gated)
         now = self.clock()
@@ -604,6 +831,9 @@ class SchedulerLoop:
         )
         self.metrics.pending_tasks.labels(queue="gated").set(gated)
         self.metrics.pending_tasks.labels(queue="batch").set(len(self._held))
+        self.metrics.pending_tasks.labels(queue="set_aside").set(
+            sum(1 for entry in self._set_aside.values() if entry.retry_at != math.inf)
+        )
         self.metrics.pending_tasks.labels(queue="backoff").set(backoff)
         self.metrics.pending_tasks.labels(queue="unschedulable").set(unschedulable)
         self.metrics.pending_tasks.labels(queue="active").set(
@@ -623,6 +853,7 @@ class SchedulerLoop:
             del self._key_to_uid[bind.task]
         self._in_flight[uid] = bind
         self._pending_for_retry[uid] = entry
+        self._set_aside.pop(uid, None)
         self.cache.assume(
             cluster.PodInfo(
                 uid=uid,
@@ -634,7 +865,8 @@ class SchedulerLoop:
         )
         created = entry.facts.created
         container = entry.facts.container_names[0] if entry.facts.container_names else ""
-        has_limit = entry.facts.first_container_memory[1] > 0
+        has_limit = entry.facts.memory_limit_follows_request  # a higher limit stays as it is
+        self._binds_outstanding += 1
         self._pool.submit(self._bind_worker, bind, created, resize, container, has_limit)
 
     def _resize_before_bind(
@@ -645,6 +877,8 @@ class SchedulerLoop:
         patch = translate.memory_resize_patch(container, resize.memory_bytes, set_limit=has_limit)
         try:
             self.kube.resize_pod(bind.pod.namespace, bind.pod.name, patch)
+        except kube_errors.NotSentError:
+            return BindOutcome(bind=bind, ok=False, abandoned=True)
         except Exception as exc:  # refused or failed: bind later with the original request
             status = int(getattr(exc, "http_status", 0) or 0)
             return BindOutcome(
@@ -692,12 +926,23 @@ class SchedulerLoop:
         assert bind.pod is not None
         started = time.perf_counter()
         if resize is not None and container:
+            if not self.may_bind():
+                self.events.put(BindOutcome(bind=bind, ok=False, abandoned=True))
+                return
             refused = self._resize_before_bind(bind, resize, container, has_limit)
             if refused is not None:
                 self.events.put(refused)
                 return
+        # Leadership is checked right before the call: a bind queued before the lease was lost
+        # is never sent (its task returns to the queue of whoever leads next).
+        if not self.may_bind():
+            self.events.put(BindOutcome(bind=bind, ok=False, abandoned=True))
+            return
         try:
             self.kube.bind(bind.pod.namespace, bind.pod.name, bind.pod.uid, bind.node)
+        except kube_errors.NotSentError:  # leadership was lost while it waited for a token
+            self.events.put(BindOutcome(bind=bind, ok=False, abandoned=True))
+            return
         except Exception as exc:  # classified by HTTP status, reported to the loop
             status = int(getattr(exc, "http_status", 0) or 0)
             self.events.put(
@@ -727,9 +972,17 @@ class SchedulerLoop:
         assert bind.pod is not None
         uid = bind.pod.uid
         entry = self._pending_for_retry.pop(uid, None)
+        self._binds_outstanding -= 1
+        if self._capped and self._bind_slots() >= self.max_in_flight_binds // 2:
+            self._capped = False  # half the bind slots are free again: place more
+            self._dirty = True
+        if outcome.abandoned:
+            self._on_bind_abandoned(outcome, entry)
+            return
         self.metrics.binding_duration.observe(outcome.seconds)
         if outcome.ok:
             self.stats.binds_ok += 1
+            self.queue.bind_succeeded(bind.task)
             self.metrics.schedule_attempts.labels(result="scheduled").inc()
             log.info(
                 "bound",
@@ -762,6 +1015,7 @@ class SchedulerLoop:
         if self._in_flight.pop(uid, None) is not None:
             self.cache.forget(uid)
         if outcome.status == 404 or entry is None:
+            self.queue.remove(bind.task)
             return  # the pod is gone; its DELETED event is on its way
         if reason != "conflict":  # a conflict means somebody else bound it: nothing to report
             self.recorder.record(
@@ -774,12 +1028,34 @@ class SchedulerLoop:
                 event_type="Warning",
                 action="Binding",
             )
-        # Conflict or transient error: back to the queue with backoff; if the pod was bound
-        # elsewhere meanwhile, the watch removes it again.
+        # Conflict or transient error: back to its place in the queue with a backoff that
+        # grows with each consecutive failure; if the pod was bound elsewhere meanwhile, the
+        # watch removes it again.
+        self._restore_pending(uid, entry)
+        self.queue.bind_failed(entry.task.key, now=self.clock())
+        self._dirty = True
+
+    def _restore_pending(self, uid: str, entry: _Pending) -> None:
+        """Make a task whose bind did not happen pending again, at its old queue place."""
         self._pending[uid] = entry
         self._key_to_uid[entry.task.key] = uid
-        self.queue.add(entry.task)
-        self.queue.backoff(entry.task.key, now=self.clock())
+        if entry.task.key not in self.queue:  # e.g. its entry was dropped meanwhile
+            self.queue.add(entry.task)
+
+    def _on_bind_abandoned(self, outcome: BindOutcome, entry: _Pending | None) -> None:
+        """Leadership was lost before the bind was sent: undo the assumption, requeue."""
+        bind = outcome.bind
+        assert bind.pod is not None
+        uid = bind.pod.uid
+        self.stats.binds_abandoned += 1
+        self.metrics.bind_errors.labels(reason="not_leader").inc()
+        if self._in_flight.pop(uid, None) is not None:
+            self.cache.forget(uid)
+        if entry is None:
+            self.queue.remove(bind.task)
+            return
+        self._restore_pending(uid, entry)
+        self.queue.bind_abandoned(entry.task.key)
         self._dirty = True
 
     def _on_resize_refused(self, outcome: BindOutcome, entry: _Pending | None) -> None:
@@ -805,11 +1081,59 @@ class SchedulerLoop:
         if self.memory is not None:
             self.memory.mark_unscalable(bind.task)
         if entry is None or outcome.status == 404:
+            self.queue.remove(bind.task)
             return
-        self._pending[uid] = entry
-        self._key_to_uid[entry.task.key] = uid
-        self.queue.add(entry.task)
+        self._restore_pending(uid, entry)
+        self.queue.bind_abandoned(entry.task.key)
         self._dirty = True
+
+    # --- bounded state ---------------------------------------------------------------------
+
+    def _note_running(self, facts: translate.PodFacts) -> None:
+        """Remember the run of a bound pod of ours until it finishes (keeps the run alive)."""
+        uid = facts.ref.uid
+        if uid in self._running_runs or not self.is_ours(facts):
+            return
+        labels = workflows.read_task_labels(facts, execution_prefix=self._execution_prefix)
+        self._running_runs[uid] = labels.run
+
+    def active_runs(self) -> set[workflow.RunId]:
+        """Runs with a task held, queued, being bound or running."""
+        runs = {entry.labels.run for entry in self._pending.values()}
+        runs.update(entry.labels.run for entry in self._pending_for_retry.values())
+        runs.update(bind.task.run for bind in self._in_flight.values())
+        runs.update(self._running_runs.values())
+        runs.update(
+            workflows.read_task_labels(facts, execution_prefix=self._execution_prefix).run
+            for facts in self._held.values()
+        )
+        return runs
+
+    def evict_idle(self, now: float) -> None:
+        """Forget what finished runs and departed tasks left behind; no-op between periods.
+
+        Every ``min(10 s, finished_run_idle_s / 2)``: runs learned from pods that have had no
+        active task (``active_runs``) for ``finished_run_idle_s`` leave the registry; the
+        memory model keeps marks only for tasks still queued or being bound and workflow names
+        only for known runs; peak-usage samples only for pods still counted on a node.
+        """
+        if now < self._next_eviction:
+            return
+        idle_s = self.settings.finished_run_idle_s
+        self._next_eviction = now + min(_EVICTION_PERIOD_S, idle_s / 2)
+        evicted = self.registry.evict_idle(active=self.active_runs(), now=now, idle_s=idle_s)
+        if evicted:
+            log.info("forgot %d idle workflow runs", len(evicted), extra={"runs": len(evicted)})
+        self.metrics.workflow_runs.set(len(self.registry))
+        if self.memory is not None:
+            tasks = {entry.task.key for entry in self._pending.values()}
+            tasks.update(entry.task.key for entry in self._pending_for_retry.values())
+            tasks.update(bind.task for bind in self._in_flight.values())
+            self.memory.retain(tasks=tasks, runs=self.registry.dags)
+        if self._peak_usage:
+            counted = {(pod.namespace, pod.name) for pod in self.cache.pods()}
+            for key in [key for key in self._peak_usage if key not in counted]:
+                del self._peak_usage[key]
 
     # --- memory observations ---------------------------------------------------------------
 
@@ -846,6 +1170,7 @@ class SchedulerLoop:
         # observing them here too would count each task twice.
         if self.memory is None or labels.engine == "cws":
             return
+        self.memory.set_workflow(labels.run, labels.workflow_name)
         key = self.memory.key(labels.run, labels.step)
         if facts.phase == "Failed":
             if facts.termination_reason == "OOMKilled" and facts.first_container_memory[1] > 0:

@@ -11,7 +11,9 @@ It implements ``scheduler.core.interfaces.MemoryPlanner``: ``plan(task)`` return
 memory in bytes (floor, cap, round up to MiB, never above the task's own request) or ``None``.
 Tasks the loop marks unscalable (more than one container, a refused resize) are never planned.
 
-Observations are bounded (``max_per_step`` newest per step, ``max_steps`` steps) and
+Per-task and per-run state is dropped by ``retain`` once tasks and runs are gone.
+Observations are bounded (``max_per_step`` newest per step, ``max_steps`` steps; a predictor
+is refitted on them once it holds twice that many) and
 serialisable with ``export``/``restore``, so the daemon can keep them in a ConfigMap and a new
 leader rebuilds identical models by replaying them in order. Owned by the loop thread; pure.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections import OrderedDict, deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +43,8 @@ class _StepModel:
     predictor: base.MemoryPredictor
     history: deque[tuple[int, float, float]] = field(default_factory=deque)
     """(kind, input bytes, peak or failed allocation); kind 1 = peak, 0 = failure."""
+    fed: int = 0
+    """Observations the predictor holds (it keeps every sample it is given)."""
 
 
 class MemoryModel:
@@ -92,6 +97,24 @@ class MemoryModel:
         """Drop per-task state of a task that left the queue."""
         self._unscalable.discard(task)
 
+    def retain(
+        self, *, tasks: Collection[workflow.TaskKey], runs: Collection[workflow.RunId]
+    ) -> None:
+        """Keep per-task marks only for ``tasks`` and workflow names only for ``runs``.
+
+        The loop calls it periodically with its queued and binding tasks and its known runs,
+        so marks of tasks that were bound or deleted, and names of forgotten runs, do not pile
+        up. What was learned per step (the models) is bounded separately (``max_steps``).
+        """
+        self._unscalable.intersection_update(tasks)
+        for run in [run for run in self._workflow_of_run if run not in runs]:
+            del self._workflow_of_run[run]
+
+    @property
+    def tracked(self) -> tuple[int, int]:
+        """``(unscalable task marks, runs with a workflow name)`` held now."""
+        return len(self._unscalable), len(self._workflow_of_run)
+
     # --- learning ---------------------------------------------------------------------------
 
     def _model(self, key: tuple[str, str]) -> _StepModel:
@@ -129,7 +152,25 @@ class MemoryModel:
         model.history.append(item)
         if len(model.history) > self.max_per_step:
             model.history.popleft()
+        model.fed += 1
+        if model.fed > 2 * self.max_per_step:
+            self._refit(model)
         self.version += 1
+
+    def _refit(self, model: _StepModel) -> None:
+        """Replace the predictor by one fed only the kept history (bounded memory).
+
+        Predictors keep every sample they see; refitting once they hold twice the history
+        bounds them at ``2 * max_per_step`` samples for a replay of ``max_per_step`` every
+        ``max_per_step`` observations, and gives the model a restart from ``export`` would.
+        """
+        model.predictor = self.spec.make()
+        for kind, x, y in model.history:
+            if kind == 1:
+                model.predictor.observe(x, y)
+            else:
+                model.predictor.observe_failure(x, y)
+        model.fed = len(model.history)
 
     @property
     def observations(self) -> int:
@@ -147,7 +188,7 @@ class MemoryModel:
         """Planned memory for ``task`` in bytes, or ``None`` to keep its request."""
         if task.key in self._unscalable or task.attempt > 0:
             return None
-        request = task.request.memory_bytes
+        request = task.resizable_memory_bytes
         if request <= 0:
             return None
         prediction = self.predict(self.key(task.run, task.step), float(task.input_size))

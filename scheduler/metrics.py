@@ -40,7 +40,7 @@ _CYCLE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 # predicted / observed peak memory: 1.0 is perfect, below 1.0 an under-prediction (OOM risk).
 _RATIO_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 
-QUEUE_STATES = ("active", "backoff", "unschedulable", "gated", "batch")
+QUEUE_STATES = ("active", "backoff", "unschedulable", "gated", "batch", "set_aside")
 """Values of ``wfsched_pending_tasks{queue}``."""
 
 
@@ -124,6 +124,11 @@ class Metrics:
             "Pods with one of our scheduler names pending longer than the stale threshold.",
             registry=r,
         )
+        self.workflow_runs = Gauge(
+            "wfsched_workflow_runs",
+            "Workflow runs whose DAG is kept; runs idle for finished_run_idle_s are dropped.",
+            registry=r,
+        )
         self.batch_timeouts = Counter(
             "wfsched_batch_timeouts",
             "Batches released by timeout because a registered pod never appeared.",
@@ -146,5 +151,20 @@ class Metrics:
             "wfsched_watch_restarts",
             "Watch restarts, by reason (expired, error, timeout).",
             ["reason"],
+            registry=r,
+        )
+        self.cycle_errors = Counter(
+            "wfsched_cycle_errors",
+            "Scheduling cycles that raised, by what was done (task_set_aside: the task that "
+            "fails alone was set aside; retried: no single task to blame, retried after a "
+            "backoff).",
+            ["action"],
+            registry=r,
+        )
+        for action in ("task_set_aside", "retried"):
+            self.cycle_errors.labels(action=action)
+        self.event_handling_errors = Counter(
+            "wfsched_event_handling_errors",
+            "Watch events, bind outcomes and commands whose handling raised (logged, skipped).",
             registry=r,
         )

@@ -79,9 +79,18 @@ class Settings:
     cycle_interval_s: float = 10.0
     """Safety cycle period when nothing else triggers one."""
     unschedulable_backoff_s: float = 10.0
-    """Minimum time between two FailedScheduling events for the same pod."""
+    """Cap of the retry backoff (kube-scheduler's ``podMaxBackoffSeconds``): after a failed
+    Binding a task waits 1 s, doubling with each consecutive failure up to this, at its place
+    in the queue; a task whose cycles raise is set aside on the same schedule."""
     stale_pending_s: float = 300.0
     """Pods of ours pending longer than this are counted as stale."""
+    finished_run_idle_s: float = 3600.0
+    """A workflow run learned from pod labels with no task pending, being bound or running for
+    this long is forgotten: its DAG, finished counts and per-task memory marks. This bounds the
+    daemon's memory by the runs of the last hour instead of every run ever seen. A later task
+    of the run starts it afresh (step edges learned for its workflow name are kept), so keep it
+    above the longest gap between two tasks of one run. CWS executions are dropped by their
+    own rules instead (``cws_execution_idle_s``, DELETE)."""
     seed: int = 0
     """Seed for random strategies (0: derived from the identity of this replica)."""
     metrics_poll_s: float = 15.0
@@ -254,6 +263,7 @@ def _validate(settings: Settings, problems: list[str]) -> None:
         "burst": settings.burst,
         "bind_workers": settings.bind_workers,
         "cycle_interval_s": settings.cycle_interval_s,
+        "finished_run_idle_s": settings.finished_run_idle_s,
         "batch_timeout_s": settings.batch_timeout_s,
         "rest_max_body_bytes": settings.rest_max_body_bytes,
         "rest_max_items": settings.rest_max_items,

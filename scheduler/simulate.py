@@ -373,6 +373,7 @@ def simulate(
             )
             pending.apply(result)
             for bind in result.binds:
+                pending.bind_succeeded(bind.task)
                 pod = cluster.PodInfo(uid=bind.task.task, node_name=bind.node, request=bind.request)
                 cache.assume(pod)
                 cache.upsert_pod(pod)

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from scheduler.core import errors, resources, workflow
@@ -39,6 +41,8 @@ from scheduler.kube import keys, translate
 
 MAX_DAG_DOCUMENT_BYTES = 1 << 20
 MAX_DEPENDENCIES = 10_000
+MAX_LEARNED_WORKFLOWS = 1000
+"""Workflow names whose step edges are kept (least recently used beyond that are dropped)."""
 
 _ARGO_INDEX = re.compile(r"\(\d+(:[^)]*)?\)$")
 
@@ -277,6 +281,10 @@ class _RunState:
     dag_ref: tuple[str, str] | None = None
     dag_loaded: bool = False
     tasks: set[str] = field(default_factory=set)
+    owned: bool = False
+    """Created through ``ensure_run`` by an owner (the CWS API) that forgets it itself."""
+    idle_since: float | None = None
+    """When ``evict_idle`` first found the run without active tasks (``None``: active)."""
 
 
 class WorkflowRegistry:
@@ -286,17 +294,28 @@ class WorkflowRegistry:
       in the run; unknown ids count as finished) and learns step edges for the workflow name.
     * ``apply_dag_document`` merges a run's DAG ConfigMap; a bad one is refused whole.
     * A new run of a workflow name starts with every step edge learned from earlier runs.
+
+    Memory is bounded: runs learned from pods are dropped by ``evict_idle`` once they have had
+    no active task for a while (the caller says which runs are active); runs created through
+    ``ensure_run`` belong to their creator until ``forget_run``; step edges are kept for the
+    ``MAX_LEARNED_WORKFLOWS`` most recently used workflow names.
     """
 
     def __init__(self) -> None:
         self._runs: dict[workflow.RunId, _RunState] = {}
-        self._learned: dict[str, set[tuple[str, str]]] = {}
+        self._dags: dict[workflow.RunId, workflow.WorkflowDag] = {}
+        self._dags_view = MappingProxyType(self._dags)
+        self._learned: OrderedDict[str, set[tuple[str, str]]] = OrderedDict()
         self._submission = 0
 
     @property
     def dags(self) -> Mapping[workflow.RunId, workflow.WorkflowDag]:
-        """The DAG of every known run (read-only view for the cycle)."""
-        return {run: state.dag for run, state in self._runs.items()}
+        """The DAG of every known run: a live read-only view, not a copy (for the cycle)."""
+        return self._dags_view
+
+    def __len__(self) -> int:
+        """Number of known runs."""
+        return len(self._runs)
 
     def dag(self, run: workflow.RunId) -> workflow.WorkflowDag | None:
         """Return the DAG of ``run`` if known."""
@@ -313,25 +332,48 @@ class WorkflowRegistry:
         return frozenset(self._learned.get(workflow_name, ()))
 
     def ensure_run(self, run: workflow.RunId, *, workflow_name: str = "") -> workflow.WorkflowDag:
-        """Return the run's DAG, creating it (seeded with learned step edges) if needed."""
+        """Return the run's DAG, creating it (seeded with learned step edges) if needed.
+
+        The caller owns the run from now on: ``evict_idle`` never drops it, ``forget_run``
+        does. Runs that only pods mention are created by ``observe_task``/``record_finished``.
+        """
+        state = self._state(run, workflow_name)
+        state.owned = True
+        return state.dag
+
+    def _state(self, run: workflow.RunId, workflow_name: str) -> _RunState:
+        """The run's state, created as a run learned from pods if unknown."""
         state = self._runs.get(run)
         if state is None:
             state = _RunState(dag=workflow.WorkflowDag(run), workflow_name=workflow_name)
             self._runs[run] = state
+            self._dags[run] = state.dag
             learned = self._learned.get(workflow_name) if workflow_name else None
             if learned:
+                self._learned.move_to_end(workflow_name)
                 try:
                     state.dag.add_step_edges(sorted(learned))
                 except errors.DagError:
                     # Learned edges conflict with each other (a workflow changed shape): drop
                     # them rather than schedule with a wrong DAG.
                     self._learned.pop(workflow_name, None)
-        return state.dag
+        return state
+
+    def _learned_edges_of(self, workflow_name: str) -> set[tuple[str, str]]:
+        """The mutable edge set of ``workflow_name``, most recently used; LRU-bounded."""
+        learned = self._learned.get(workflow_name)
+        if learned is None:
+            learned = self._learned[workflow_name] = set()
+            while len(self._learned) > MAX_LEARNED_WORKFLOWS:
+                self._learned.popitem(last=False)
+        else:
+            self._learned.move_to_end(workflow_name)
+        return learned
 
     def observe_task(self, labels: TaskLabels) -> list[translate.Problem]:
         """Register a task and its dependencies; returns problems (e.g. a cycle) to report."""
-        dag = self.ensure_run(labels.run, workflow_name=labels.workflow_name)
-        state = self._runs[labels.run]
+        state = self._state(labels.run, labels.workflow_name)
+        dag = state.dag
         if labels.dag_ref and state.dag_ref is None:
             state.dag_ref = labels.dag_ref
         dag.add_task(labels.task_id, labels.step)
@@ -345,7 +387,7 @@ class WorkflowRegistry:
                 problems.append(translate.Problem(keys.DEPENDS_ON_ANNOTATION, f"ignored: {exc}"))
                 return problems
             if state.workflow_name:
-                learned = self._learned.setdefault(state.workflow_name, set())
+                learned = self._learned_edges_of(state.workflow_name)
                 for parent, _ in known:
                     src = dag.step_of(parent)
                     if src != labels.step:
@@ -406,19 +448,35 @@ class WorkflowRegistry:
         runtime_s: float | None,
     ) -> None:
         """Count a finished task of the run (F, runtimes for critical-path)."""
-        dag = self.ensure_run(labels.run, workflow_name=labels.workflow_name)
+        dag = self._state(labels.run, labels.workflow_name).dag
         dag.record_finished(
             labels.step, success=success, runtime_s=runtime_s, input_size=labels.input_size
         )
 
     def forget_run(self, run: workflow.RunId) -> bool:
         """Drop one run and its DAG; returns False when it was not known."""
+        self._dags.pop(run, None)
         return self._runs.pop(run, None) is not None
 
-    def forget_runs(self, keep: Iterable[workflow.RunId]) -> int:
-        """Drop runs not in ``keep``; returns how many were dropped (bounded memory)."""
-        keep_set = set(keep)
-        gone = [run for run in self._runs if run not in keep_set]
-        for run in gone:
-            del self._runs[run]
-        return len(gone)
+    def evict_idle(
+        self, *, active: Collection[workflow.RunId], now: float, idle_s: float
+    ) -> list[workflow.RunId]:
+        """Drop runs learned from pods that have been inactive for ``idle_s``; return them.
+
+        A run is inactive while it is not in ``active`` (the caller's runs with a task pending,
+        being bound or running); its idle time starts at the first call that finds it so, and
+        restarts when it is active again. Owned runs (``ensure_run``) are never dropped here.
+        Call it periodically with a monotonic ``now``: the idle time is measured in steps of
+        that period.
+        """
+        evicted: list[workflow.RunId] = []
+        for run, state in self._runs.items():
+            if state.owned or run in active:
+                state.idle_since = None
+            elif state.idle_since is None:
+                state.idle_since = now
+            elif now - state.idle_since >= idle_s:
+                evicted.append(run)
+        for run in evicted:
+            self.forget_run(run)
+        return evicted

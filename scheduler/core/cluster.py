@@ -234,6 +234,10 @@ class ClusterCache:
         """Return every pod currently in the ``ASSUMED`` state."""
         return [entry.pod for entry in self._pods.values() if entry.state is PodState.ASSUMED]
 
+    def pods(self) -> list[PodInfo]:
+        """Return every pod the cache counts on a node (assumed or added)."""
+        return [entry.pod for entry in self._pods.values()]
+
     # -- snapshots ---------------------------------------------------------------------------
 
     @property

@@ -33,28 +33,29 @@ from scheduler.core import (
     errors,
     interfaces,
     nodetable,
-    resources,
     workflow,
 )
 from scheduler.core.queue import SchedulingQueue
 
 
-def planned_request(
-    task: workflow.Task, planner: interfaces.MemoryPlanner | None
-) -> resources.Resources:
-    """Return the request to reserve for ``task`` after memory planning.
+def planned_memory(task: workflow.Task, planner: interfaces.MemoryPlanner | None) -> int | None:
+    """Return the memory request to resize the task's container to, or ``None`` to keep it.
 
     Retries (``attempt > 0``) and tasks without a memory request are never planned; plans that
-    are not finite and positive are ignored; a plan above the user's request is capped at it.
+    are not finite and positive are ignored; a plan above the container's request is capped at
+    it; a resize that would not lower what the pod is accounted for (init containers or a
+    pod-level request dominate) is not made.
     """
-    original = task.request
-    if planner is None or task.attempt > 0 or original.memory_bytes <= 0:
-        return original
+    current = task.resizable_memory_bytes
+    if planner is None or task.attempt > 0 or task.request.memory_bytes <= 0 or current <= 0:
+        return None
     plan = planner.plan(task)
     if plan is None or isinstance(plan, bool) or not math.isfinite(plan) or plan <= 0:
-        return original
-    memory = min(math.ceil(plan), original.memory_bytes)
-    return original if memory == original.memory_bytes else original.with_memory(memory)
+        return None
+    memory = min(math.ceil(plan), current)
+    if memory == current or task.memory_after_resize(memory) >= task.request.memory_bytes:
+        return None
+    return memory
 
 
 def _check_permutation(
@@ -148,8 +149,14 @@ def _place(
     out: list[decisions.Decision],
 ) -> nodetable.Candidates | _Refusal | None:
     """Place one task; ``None`` on success, else what is needed to explain the failure."""
-    planned = planned_request(task, policies.memory_planner)
-    original = None if planned is task.request else task.request
+    resized = planned_memory(task, policies.memory_planner)
+    if resized is None:
+        planned, original = task.request, None
+    else:
+        # Reserve what kube-scheduler will account for the resized pod (init containers,
+        # sidecars and overhead included), not the container's new request alone.
+        planned = task.request.with_memory(task.memory_after_resize(resized))
+        original = task.request
     candidates = nodes.candidates(task, planned, original=original)
     if not candidates.any():
         return candidates
@@ -161,14 +168,14 @@ def _place(
     if index is None:
         return f"assignment policy {name} chose infeasible node {choice!r}", _POLICY_ERROR
     nodes.place(index, candidates.vector)
-    if original is not None:
+    if resized is not None:
         out.append(
             decisions.Resize(
                 cycle_id=ctx.cycle_id,
                 task=task.key,
                 pod=task.pod,
-                memory_bytes=planned.memory_bytes,
-                original_memory_bytes=original.memory_bytes,
+                memory_bytes=resized,
+                original_memory_bytes=task.resizable_memory_bytes,
             )
         )
     out.append(

@@ -36,7 +36,11 @@ class RejectCode(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Bind:
-    """Bind the task's pod to ``node``, reserving ``request`` (the planned request)."""
+    """Bind the task's pod to ``node``, reserving ``request``.
+
+    ``request`` is the pod's effective request after the preceding :class:`Resize`, if any,
+    computed like kube-scheduler (init containers, sidecars and overhead included).
+    """
 
     cycle_id: int
     task: workflow.TaskKey
@@ -47,7 +51,12 @@ class Bind:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Resize:
-    """Resize the pending pod's memory (request = limit) before binding it."""
+    """Lower the memory request of the pending pod's container before binding it.
+
+    ``memory_bytes`` and ``original_memory_bytes`` are the container's new and current memory
+    requests (not the pod's). The shell lowers the container's limit too only where the limit
+    equals the request, so the pod's QoS class never changes.
+    """
 
     cycle_id: int
     task: workflow.TaskKey

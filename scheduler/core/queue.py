@@ -9,10 +9,16 @@ be equivalent after the first round.
 
 Besides the order, each entry carries:
 
-- a backoff (kube-scheduler's backoffQ, flattened): after a failed bind the loop calls
-  :meth:`SchedulingQueue.backoff`; the task keeps its place in the order but is not placed
-  before ``not_before`` (exponential, ``initial_backoff`` doubling up to ``max_backoff``);
-  time is always passed in, never read;
+- a binding mark (kube-scheduler's assumed pods): a task the cycle decided to bind stays in
+  the order, hidden from :meth:`SchedulingQueue.tasks`, until the shell reports the outcome:
+  :meth:`SchedulingQueue.bind_succeeded` drops it, :meth:`SchedulingQueue.bind_failed` makes it
+  schedulable again *at its old place* with its failure count raised, and
+  :meth:`SchedulingQueue.bind_abandoned` (the bind was never sent, e.g. leadership was lost)
+  makes it schedulable again without a penalty;
+- a backoff (kube-scheduler's backoffQ, flattened): after a failed bind the task keeps its
+  place in the order but is not placed before ``not_before`` (exponential, ``initial_backoff``
+  doubling with every consecutive failure up to ``max_backoff``); time is always passed in,
+  never read;
 - the last unschedulable reason reported for it, so ``run_cycle`` only asks the shell to update
   the pod condition and emit an event when the reason changes.
 
@@ -34,6 +40,7 @@ class _Entry:
     failures: int = 0
     not_before: float = -math.inf
     reported: str | None = None
+    binding: bool = False
 
 
 class SchedulingQueue:
@@ -45,22 +52,32 @@ class SchedulingQueue:
     """
 
     def __init__(self, *, initial_backoff: float = 1.0, max_backoff: float = 10.0) -> None:
+        if not 0 < initial_backoff <= max_backoff:
+            raise ValueError("backoffs must satisfy 0 < initial_backoff <= max_backoff")
         self._entries: dict[workflow.TaskKey, _Entry] = {}
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
         self._tasks: tuple[workflow.Task, ...] | None = None
+        self._binding = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        """The number of tasks waiting to be placed (tasks being bound excluded)."""
+        return len(self._entries) - self._binding
 
     def __contains__(self, key: object) -> bool:
+        """True for a queued task, being bound or not."""
         return key in self._entries
+
+    @property
+    def binding_count(self) -> int:
+        """The number of tasks whose bind outcome is awaited."""
+        return self._binding
 
     def __iter__(self) -> Iterator[workflow.Task]:
         return iter(self.tasks())
 
     def add(self, task: workflow.Task) -> bool:
-        """Append a new task at the end, or update a queued one in place.
+        """Append a new task at the end, or update a queued one in place (state kept).
 
         Returns:
             True if the task was new.
@@ -78,6 +95,7 @@ class SchedulingQueue:
         entry = self._entries.pop(key, None)
         if entry is None:
             return None
+        self._binding -= entry.binding
         self._tasks = None
         return entry.task
 
@@ -87,9 +105,12 @@ class SchedulingQueue:
         return None if entry is None else entry.task
 
     def tasks(self) -> tuple[workflow.Task, ...]:
-        """Every queued task in the persistent order (backing-off tasks included)."""
+        """Every task waiting to be placed, in the persistent order.
+
+        Backing-off and gated tasks are included (they are ranked); tasks being bound are not.
+        """
         if self._tasks is None:
-            self._tasks = tuple(entry.task for entry in self._entries.values())
+            self._tasks = tuple(e.task for e in self._entries.values() if not e.binding)
         return self._tasks
 
     def reorder(self, keys: Iterable[workflow.TaskKey]) -> None:
@@ -105,6 +126,35 @@ class SchedulingQueue:
                 ordered[key] = entry
         self._entries = ordered
         self._tasks = None
+
+    def binding(self, key: workflow.TaskKey) -> bool:
+        """True while the task's bind outcome is awaited."""
+        entry = self._entries.get(key)
+        return entry is not None and entry.binding
+
+    def bind_succeeded(self, key: workflow.TaskKey) -> workflow.Task | None:
+        """The task was bound: drop it (same as :meth:`remove`)."""
+        return self.remove(key)
+
+    def bind_failed(self, key: workflow.TaskKey, *, now: float) -> float:
+        """The bind failed: the task becomes schedulable at its old place after a backoff.
+
+        Consecutive failures double the backoff up to ``max_backoff``. Returns the time the
+        task becomes eligible (``now`` when the task is not queued).
+        """
+        self._release(key)
+        return self.backoff(key, now=now)
+
+    def bind_abandoned(self, key: workflow.TaskKey) -> None:
+        """The bind was never sent: the task is schedulable again, at its place, at once."""
+        self._release(key)
+
+    def _release(self, key: workflow.TaskKey) -> None:
+        entry = self._entries.get(key)
+        if entry is not None and entry.binding:
+            entry.binding = False
+            self._binding -= 1
+            self._tasks = None
 
     def backoff(self, key: workflow.TaskKey, *, now: float) -> float:
         """Put a task into backoff after a failure; returns the time it becomes eligible."""
@@ -134,15 +184,19 @@ class SchedulingQueue:
         return None if entry is None else entry.reported
 
     def apply(self, result: decisions.CycleResult) -> None:
-        """Store a cycle's order, drop the tasks it bound, remember reported reasons.
+        """Store a cycle's order, mark the tasks it bound as binding, remember reasons.
 
-        The loop calls this right after ``run_cycle``; if a bind later fails it re-adds the task
-        with :meth:`add` and calls :meth:`backoff`.
+        The caller calls this right after ``run_cycle`` and reports each bind's outcome with
+        :meth:`bind_succeeded`, :meth:`bind_failed` or :meth:`bind_abandoned`.
         """
         self.reorder(result.order)
         for decision in result.decisions:
             if isinstance(decision, decisions.Bind):
-                self.remove(decision.task)
+                entry = self._entries.get(decision.task)
+                if entry is not None and not entry.binding:
+                    entry.binding = True
+                    self._binding += 1
+                    self._tasks = None
             elif isinstance(decision, decisions.MarkUnschedulable):
                 entry = self._entries.get(decision.task)
                 if entry is not None:

@@ -21,7 +21,7 @@ from typing import NewType
 
 import networkx as nx
 
-from scheduler.core import cluster, constraints, errors, resources
+from scheduler.core import cluster, constraints, errors, podrequest, resources
 
 RunId = NewType("RunId", str)
 StepName = NewType("StepName", str)
@@ -67,6 +67,9 @@ class Task:
         constraints: Node selector, required node affinity and tolerations.
         scheduling_gates: Names of ``spec.schedulingGates``; a gated task is never placed.
         pod: The pod in the API server, if it exists.
+        memory_basis: How the pod's accounted memory follows the memory request of the
+            container a resize changes (init containers, sidecars, overhead); ``None``: the
+            pod is that one container, its memory is ``request.memory_bytes``.
     """
 
     key: TaskKey
@@ -78,11 +81,25 @@ class Task:
     constraints: constraints.Constraints = _NO_CONSTRAINTS
     scheduling_gates: tuple[str, ...] = ()
     pod: cluster.PodRef | None = None
+    memory_basis: podrequest.MemoryBasis | None = None
 
     @property
     def run(self) -> RunId:
         """The workflow run this task belongs to."""
         return self.key.run
+
+    @property
+    def resizable_memory_bytes(self) -> int:
+        """The memory request a resize may lower: the resized container's, not the pod's."""
+        if self.memory_basis is None:
+            return self.request.memory_bytes
+        return self.memory_basis.container_bytes
+
+    def memory_after_resize(self, container_bytes: int) -> int:
+        """The pod's accounted memory once the container requests ``container_bytes``."""
+        if self.memory_basis is None:
+            return container_bytes
+        return self.memory_basis.pod_memory(container_bytes)
 
     @property
     def gated(self) -> bool:

@@ -121,6 +121,10 @@ class KubeClient:
         self._event_max_wait_s = event_max_wait_s
         self._metrics_api_path = metrics_api_path.rstrip("/")
         self._counter_lock = threading.Lock()
+        self.write_guard: Callable[[], bool] | None = None
+        """Checked right before each Binding and ``pods/resize`` request, after the rate
+        limiter: when it returns False the request is not sent (``errors.NotSentError``).
+        The daemon sets it to "this replica still leads"."""
         self.events_sent = 0
         """Events created."""
         self.events_failed = 0
@@ -336,6 +340,7 @@ class KubeClient:
         same name: uid mismatch) or 404 is final for this attempt.
 
         Raises:
+            errors.NotSentError: ``write_guard`` refused it; nothing was sent.
             errors.ConflictError: 409.
             errors.NotFoundError: 404 (the pod is gone).
             errors.ApiError: any other failure, classified.
@@ -351,7 +356,10 @@ class KubeClient:
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         }
         response = self._t.send(
-            "POST", res.path(namespace=namespace, name=name, subresource="binding"), body=body
+            "POST",
+            res.path(namespace=namespace, name=name, subresource="binding"),
+            body=body,
+            guard=self.write_guard,
         )
         with contextlib.suppress(Exception):
             response.drain_conn()
@@ -392,6 +400,7 @@ class KubeClient:
             The pod after the resize.
 
         Raises:
+            errors.NotSentError: ``write_guard`` refused it; nothing was sent.
             errors.InvalidError: the resize is not allowed (QoS change, removed request...).
             errors.ApiError: any other failure.
         """
@@ -401,6 +410,7 @@ class KubeClient:
             res.path(namespace=namespace, name=name, subresource="resize"),
             body={"spec": {"containers": [dict(c) for c in containers]}},
             content_type=transport.STRATEGIC_MERGE,
+            guard=self.write_guard,
         )
 
     def patch_pod_metadata(

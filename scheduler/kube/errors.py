@@ -130,6 +130,14 @@ def kind_for(status: int, reason: str = "") -> ApiErrorKind:
     return ApiErrorKind.OTHER
 
 
+class NotSentError(Exception):
+    """A write was not sent: its guard refused it right before the request.
+
+    Raised for Bindings and resizes once this replica no longer leads; nothing reached the API
+    server, so the caller may hand the work to whoever leads next.
+    """
+
+
 class ApiError(Exception):
     """A failed API call.
 

@@ -25,6 +25,11 @@ A malformed event (not an object, unknown type, no metadata) is logged, counted 
 skipped; it never stops the thread. ``keep`` (optional) filters objects in Python: an
 object that stops passing it is reported as ``DELETED``, like a field selector would.
 
+Memory: ``transform`` (client-go's ``SetTransform``) trims every received object before it is
+cached or emitted, e.g. to the fields the translation reads (no ``managedFields``); ``store``
+shrinks what the cache keeps further, e.g. a finished pod to its identity. The cache needs only
+identity and resourceVersion for the relist diff; deletions it emits carry the stored form.
+
 ``MetricsPoller`` does the same for metrics.k8s.io snapshots: every ``interval_s`` it pushes
 ``("node-metrics", "SNAPSHOT", items)`` (and optionally pod metrics), and degrades quietly
 while metrics-server is absent.
@@ -187,6 +192,8 @@ class Informer:
         backoff_cap_s: float = 5.0,
         rng: random.Random | None = None,
         on_restart: Callable[[str], None] | None = None,
+        transform: Callable[[JsonDict], JsonDict] | None = None,
+        store: watchcache.Store | None = None,
     ) -> None:
         """Prepare (not start) an informer.
 
@@ -211,6 +218,10 @@ class Informer:
                 watch has to be opened again, with the reason: ``expired`` (410 Gone, a
                 re-LIST follows), ``error`` (any other failure) or ``timeout`` (the stream
                 ended, normally at the server-side timeout).
+            transform: Applied to every object received (listed, watched, refetched) before
+                anything else; handlers see its result. Must not raise on malformed objects.
+            store: What the cache keeps of an (already transformed) object; must keep
+                ``metadata`` name, namespace, uid and resourceVersion. Default: the object.
         """
         self.spec = spec
         self.name = spec.name
@@ -224,6 +235,8 @@ class Informer:
         self._backoff_cap_s = backoff_cap_s
         self._rng = rng or random.Random()
         self._on_restart = on_restart
+        self._transform = transform
+        self._store = store
         self._cache: dict[str, JsonDict] = {}
         self._cache_lock = threading.Lock()
         self._resource_version = ""
@@ -364,8 +377,10 @@ class Informer:
         first = not self.has_synced.is_set()
         if not first:
             self.relist_count += 1
+        if self._transform is not None:
+            items = [self._transform(item) if isinstance(item, dict) else item for item in items]
         with self._cache_lock:
-            new_cache, changes = diff_relist(self._cache, items, keep=self._keep)
+            new_cache, changes = diff_relist(self._cache, items, keep=self._keep, store=self._store)
             self._cache = new_cache
         self._resource_version = resource_version
         for event_type, obj in changes:
@@ -424,8 +439,12 @@ class Informer:
                 self._resource_version = resource_version
             return
         try:
+            if self._transform is not None:
+                obj = self._transform(obj)
             with self._cache_lock:
-                changes = apply_watch_event(self._cache, event_type, obj, keep=self._keep)
+                changes = apply_watch_event(
+                    self._cache, event_type, obj, keep=self._keep, store=self._store
+                )
         except ValueError as exc:
             self._malformed(event, str(exc))
             return
@@ -458,7 +477,7 @@ class Informer:
         uid = watchcache.meta_field(obj, "uid")
         if current is None or watchcache.meta_field(current, "uid") != uid:
             return obj
-        return current
+        return current if self._transform is None else self._transform(current)
 
     def _emit(self, event_type: str, obj: JsonDict) -> bool:
         """Put one event on the queue (blocking while it is full); False once stopped."""

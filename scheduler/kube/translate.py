@@ -62,6 +62,8 @@ class PodFacts:
     container_names: tuple[str, ...] = ()
     first_container_memory: tuple[int, int] = (0, 0)
     """Container 0's memory (request, limit) in bytes; 0 when unset."""
+    memory_basis: podrequest.MemoryBasis | None = None
+    """How ``request``'s memory follows container 0's memory request (``None``: no container)."""
     started: float = 0.0
     """``status.startTime`` as POSIX seconds (0 when unknown)."""
     finished_at: float = 0.0
@@ -74,6 +76,17 @@ class PodFacts:
     def finished(self) -> bool:
         """The pod reached a terminal phase."""
         return self.phase in ("Succeeded", "Failed")
+
+    @property
+    def memory_limit_follows_request(self) -> bool:
+        """True when a memory resize of container 0 must lower its limit with its request.
+
+        Only where the limit equals the request (Guaranteed-style; a request left unset
+        defaults to the limit): moving both keeps the QoS class. A limit above the request is a
+        headroom the user chose and stays; without a limit there is nothing to change.
+        """
+        request, limit = self.first_container_memory
+        return limit > 0 and limit == request
 
     @property
     def runtime_s(self) -> float | None:
@@ -304,6 +317,13 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
     request = podrequest.effective_request(
         containers=app, init_containers=init, overhead=overhead, pod_level=pod_level
     )
+    basis = (
+        podrequest.memory_basis(
+            containers=app, index=0, init_containers=init, overhead=overhead, pod_level=pod_level
+        )
+        if app
+        else None
+    )
     selector = _string_map(spec.get("nodeSelector"), "spec.nodeSelector", problems)
     first_memory = (0, 0)
     if containers:
@@ -334,6 +354,7 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
         resource_version=str(meta.get("resourceVersion") or ""),
         container_names=tuple(str(c.get("name")) for c in containers),
         first_container_memory=first_memory,
+        memory_basis=basis,
         started=_timestamp(status.get("startTime")),
         finished_at=max(
             (_timestamp(_terminated(st).get("finishedAt")) for st in statuses.values()),
@@ -421,6 +442,130 @@ def usage_from_metrics(item: Mapping[str, Any]) -> resources.Resources | None:
         return None
 
 
+# --- what the informers keep -----------------------------------------------------------------
+#
+# Informers hold every pod and node of the cluster. They keep only what ``pod_facts`` and
+# ``node_info`` read (no managedFields, env, volumes, images, messages), and of a finished pod
+# only its identity: the loop has handled its finish, and the relist diff needs no more to
+# emit its deletion. Values are copied as received, malformed ones included, so translating the
+# trimmed object gives the same facts and the same problems as translating the original.
+
+_IDENTITY = ("name", "namespace", "uid", "resourceVersion")
+_POD_METADATA = (*_IDENTITY, "labels", "annotations", "creationTimestamp", "deletionTimestamp")
+_POD_SPEC = (
+    "schedulerName",
+    "nodeName",
+    "nodeSelector",
+    "tolerations",
+    "schedulingGates",
+    "overhead",
+    "resources",
+)
+_CONTAINER = ("name", "resources", "restartPolicy")
+_CONTAINER_STATUS = ("name", "allocatedResources", "resources")
+_NODE_METADATA = (*_IDENTITY, "labels")
+_REQUIRED_AFFINITY = "requiredDuringSchedulingIgnoredDuringExecution"
+
+
+def _pick(raw: Any, fields: Sequence[str]) -> Any:
+    """``raw`` restricted to ``fields`` when it is a mapping, else ``raw`` unchanged."""
+    if not isinstance(raw, Mapping):
+        return raw
+    return {name: raw[name] for name in fields if name in raw}
+
+
+def _pick_each(raw: Any, fields: Sequence[str]) -> Any:
+    """Each mapping of a list restricted to ``fields``; anything else unchanged."""
+    if not isinstance(raw, list):
+        return raw
+    return [_pick(item, fields) for item in raw]
+
+
+def _slim_container_status(raw: Any) -> Any:
+    if not isinstance(raw, Mapping):
+        return raw
+    slim = _pick(raw, _CONTAINER_STATUS)
+    state = raw.get("state")
+    if isinstance(state, Mapping) and "terminated" in state:
+        slim["state"] = {"terminated": _pick(state["terminated"], ("reason", "finishedAt"))}
+    elif state is not None and not isinstance(state, Mapping):
+        slim["state"] = state
+    return slim
+
+
+def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    """Return the parts of a pod that ``pod_facts`` reads; never raises.
+
+    ``pod_facts(slim_pod(p)) == pod_facts(p)`` for every pod ``p``, malformed or not.
+    """
+    slim: dict[str, Any] = {}
+    if "metadata" in pod:
+        slim["metadata"] = _pick(pod["metadata"], _POD_METADATA)
+    spec = pod.get("spec")
+    if isinstance(spec, Mapping):
+        slim_spec = _pick(spec, _POD_SPEC)
+        for name in ("containers", "initContainers"):
+            if name in spec:
+                slim_spec[name] = _pick_each(spec[name], _CONTAINER)
+        affinity = spec.get("affinity")
+        if isinstance(affinity, Mapping):
+            slim_spec["affinity"] = {}
+            node_affinity = affinity.get("nodeAffinity")
+            if node_affinity is not None:
+                slim_spec["affinity"]["nodeAffinity"] = _pick(node_affinity, (_REQUIRED_AFFINITY,))
+        elif affinity is not None:
+            slim_spec["affinity"] = affinity
+        slim["spec"] = slim_spec
+    elif spec is not None:
+        slim["spec"] = spec
+    status = pod.get("status")
+    if isinstance(status, Mapping):
+        slim_status = _pick(status, ("phase", "startTime"))
+        statuses = status.get("containerStatuses")
+        if isinstance(statuses, list):
+            slim_status["containerStatuses"] = [_slim_container_status(s) for s in statuses]
+        elif statuses is not None:
+            slim_status["containerStatuses"] = statuses
+        slim["status"] = slim_status
+    elif status is not None:
+        slim["status"] = status
+    return slim
+
+
+def stored_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    """What an informer's cache keeps of a (slim) pod: a finished pod shrinks to its identity.
+
+    The loop has handled a finished pod when its terminal state arrived; the cache only needs
+    to notice its deletion, also across a re-list (name, namespace, uid, resourceVersion).
+    """
+    status = pod.get("status")
+    phase = status.get("phase") if isinstance(status, Mapping) else None
+    if phase not in ("Succeeded", "Failed"):
+        return pod
+    return {"metadata": _pick(pod.get("metadata"), _IDENTITY), "status": {"phase": phase}}
+
+
+def slim_node(node: dict[str, Any]) -> dict[str, Any]:
+    """Return the parts of a node that ``node_info`` reads; never raises.
+
+    ``node_info(slim_node(n)) == node_info(n)`` for every node ``n``.
+    """
+    slim: dict[str, Any] = {}
+    if "metadata" in node:
+        slim["metadata"] = _pick(node["metadata"], _NODE_METADATA)
+    if "spec" in node:
+        slim["spec"] = _pick(node["spec"], ("taints", "unschedulable"))
+    status = node.get("status")
+    if isinstance(status, Mapping):
+        slim_status = _pick(status, ("allocatable",))
+        if "conditions" in status:
+            slim_status["conditions"] = _pick_each(status["conditions"], ("type", "status"))
+        slim["status"] = slim_status
+    elif status is not None:
+        slim["status"] = status
+    return slim
+
+
 def binding_body(ref: cluster.PodRef, node: str) -> dict[str, Any]:
     """Return the ``v1.Binding`` for ``ref`` onto ``node`` (with a uid precondition)."""
     return {
@@ -437,6 +582,13 @@ def memory_resize_patch(
     """Return the container list for a ``pods/resize`` strategic-merge patch.
 
     The value is written as a whole number of MiB (``"<n>Mi"``), as CWS and nf-cws expect.
+
+    Args:
+        container: The container to resize.
+        memory_bytes: Its new memory request.
+        set_limit: Write the same value as its limit too; pass
+            ``PodFacts.memory_limit_follows_request`` (limit equal to the request), so that a
+            limit above the request is kept and the QoS class never changes.
     """
     mib = -(-memory_bytes // (1 << 20))
     amount = f"{mib}Mi"

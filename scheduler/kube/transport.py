@@ -149,15 +149,21 @@ class Transport:
         content_type: str | None = None,
         timeout: Timeout | None = None,
         limiter: TokenBucket | None = None,
+        guard: Callable[[], bool] | None = None,
     ) -> urllib3.BaseHTTPResponse:
         """Send one request; return the 2xx response with its body not yet read.
 
         The caller reads it (``.data`` or ``.stream()``) and releases the connection.
+        ``guard`` is called after the rate limiter granted the request, right before it is
+        sent; when it returns False nothing is sent.
 
         Raises:
+            errors.NotSentError: ``guard`` refused the request.
             errors.ApiError: non-2xx status or transport failure, classified.
         """
         (limiter or self.limiter).acquire()
+        if guard is not None and not guard():
+            raise errors.NotSentError(f"{method} {path}: refused by its guard, not sent")
         url_path = path
         if query:
             pairs = [(k, _query_value(v)) for k, v in query.items() if v is not None]
@@ -208,10 +214,12 @@ class Transport:
         content_type: str | None = None,
         timeout: Timeout | None = None,
         limiter: TokenBucket | None = None,
+        guard: Callable[[], bool] | None = None,
     ) -> JsonDict:
         """Send one request and decode the JSON object it returns (never retried).
 
         Raises:
+            errors.NotSentError: ``guard`` refused the request (see :meth:`send`).
             errors.ApiError: the request failed, or the body is not a JSON object.
         """
         response = self.send(
@@ -222,6 +230,7 @@ class Transport:
             content_type=content_type,
             timeout=timeout,
             limiter=limiter,
+            guard=guard,
         )
         try:
             data = response.data

@@ -9,7 +9,10 @@ unit-tested directly:
 - watch event types are normalised against the cache (first sighting ``ADDED``, then
   ``MODIFIED``; a new uid under a known key is ``DELETED`` old + ``ADDED`` new);
 - after a re-LIST, the diff emits ``DELETED`` (last known state) for what vanished, then
-  ``ADDED``/``MODIFIED`` for what is new or has a different resourceVersion.
+  ``ADDED``/``MODIFIED`` for what is new or has a different resourceVersion;
+- the cache may keep a smaller form of each object than the one emitted (``store``): events
+  carry what was received, and only deletions of cached objects carry the stored form, so
+  the stored form must keep the identity (name, namespace, uid, resourceVersion).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 JsonDict = dict[str, Any]
+Store = Callable[[JsonDict], JsonDict]
+"""Turns a received object into the form the cache keeps (identity always kept)."""
 
 ADDED: Final = "ADDED"
 MODIFIED: Final = "MODIFIED"
@@ -56,6 +61,7 @@ def diff_relist(
     fresh: Iterable[JsonDict],
     *,
     keep: Callable[[Mapping[str, Any]], bool] | None = None,
+    store: Store | None = None,
 ) -> tuple[dict[str, JsonDict], list[tuple[str, JsonDict]]]:
     """Compare the cache with a fresh LIST and return the new cache and the events to emit.
 
@@ -66,14 +72,15 @@ def diff_relist(
     items ``keep`` rejects, are treated as absent.
 
     Args:
-        cache: ``namespace/name`` → last known object.
+        cache: ``namespace/name`` → last known object (in its stored form).
         fresh: The LIST's items.
         keep: Optional filter; rejected objects count as absent.
+        store: Optional; the new cache keeps ``store(item)`` instead of the item.
 
     Returns:
         ``(new_cache, [(event_type, obj), ...])``.
     """
-    new_cache: dict[str, JsonDict] = {}
+    listed: dict[str, JsonDict] = {}
     for obj in fresh:
         try:
             key = object_key(obj)
@@ -81,19 +88,20 @@ def diff_relist(
             continue
         if keep is not None and not keep(obj):
             continue
-        new_cache[key] = obj
+        listed[key] = obj
     deletions: list[tuple[str, JsonDict]] = []
     changes: list[tuple[str, JsonDict]] = []
     for key, old in cache.items():
-        current = new_cache.get(key)
+        current = listed.get(key)
         if current is None or meta_field(current, "uid") != meta_field(old, "uid"):
             deletions.append((DELETED, old))
-    for key, obj in new_cache.items():
+    for key, obj in listed.items():
         old_obj = cache.get(key)
         if old_obj is None or meta_field(obj, "uid") != meta_field(old_obj, "uid"):
             changes.append((ADDED, obj))
         elif meta_field(obj, "resourceVersion") != meta_field(old_obj, "resourceVersion"):
             changes.append((MODIFIED, obj))
+    new_cache = listed if store is None else {key: store(obj) for key, obj in listed.items()}
     return new_cache, deletions + changes
 
 
@@ -103,13 +111,14 @@ def apply_watch_event(
     obj: JsonDict,
     *,
     keep: Callable[[Mapping[str, Any]], bool] | None = None,
+    store: Store | None = None,
 ) -> list[tuple[str, JsonDict]]:
     """Apply one watch event to the cache (in place) and return the events to emit.
 
     Types are normalised against the cache (first sighting ``ADDED``, then ``MODIFIED``); a
     new uid under a known key yields ``DELETED`` (old) then ``ADDED`` (new); an object that
     stops passing ``keep`` yields ``DELETED``; a ``DELETED`` for an unknown object that
-    ``keep`` rejects yields nothing.
+    ``keep`` rejects yields nothing. The cache keeps ``store(obj)`` when ``store`` is given.
 
     Raises:
         ValueError: the object has no name.
@@ -131,7 +140,7 @@ def apply_watch_event(
             return []
         del cache[key]
         return [(DELETED, obj)]
-    cache[key] = obj
+    cache[key] = obj if store is None else store(obj)
     if old is None:
         return [(ADDED, obj)]
     if meta_field(old, "uid") != meta_field(obj, "uid"):

@@ -40,6 +40,7 @@ RENDERED_SETTINGS = {
     "cycle_interval_s",
     "unschedulable_backoff_s",
     "stale_pending_s",
+    "finished_run_idle_s",
     "seed",
     "metrics_poll_s",
     "health_port",

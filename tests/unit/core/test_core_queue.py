@@ -45,4 +45,55 @@ def test_apply_stores_order_drops_bound_and_remembers_reasons() -> None:
     )
     q.apply(result)
     assert [t.key.task for t in q] == ["c", "a"]
+    assert q.binding(key("b")) and len(q) == 2 and q.binding_count == 1
+    assert q.bind_succeeded(key("b")) is not None and key("b") not in q
     assert q.reported_reason(key("a")) == "r" and q.reported_reason(key("c")) is None
+
+
+def _bind_decision(task_id: str) -> decisions.CycleResult:
+    return decisions.CycleResult(
+        cycle_id=1,
+        order=(key("a"), key("b"), key("c")),
+        decisions=(
+            decisions.Bind(
+                cycle_id=1, task=key(task_id), pod=None, node="n", request=b.task("a").request
+            ),
+        ),
+    )
+
+
+def test_a_failed_bind_keeps_the_place_and_the_backoff_grows_to_the_cap() -> None:
+    q = queue.SchedulingQueue(initial_backoff=1.0, max_backoff=5.0)
+    for i, name in enumerate("abc"):
+        q.add(b.task(name, submission=i))
+    eligible = []
+    now = 0.0
+    for _ in range(5):
+        q.apply(_bind_decision("a"))
+        assert [t.key.task for t in q] == ["b", "c"]  # hidden while its bind is in flight
+        eligible.append(q.bind_failed(key("a"), now=now) - now)
+        assert [t.key.task for t in q] == ["a", "b", "c"]  # back at its old place
+        now += 100.0
+    assert eligible == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_an_abandoned_bind_costs_no_backoff() -> None:
+    q = queue.SchedulingQueue()
+    q.add(b.task("a"))
+    q.apply(_bind_decision("a"))
+    assert len(q) == 0 and q.binding_count == 1
+    q.bind_abandoned(key("a"))
+    assert len(q) == 1 and q.binding_count == 0 and not q.backing_off(key("a"), 0.0)
+    q.bind_abandoned(key("a"))  # idempotent
+    assert q.binding_count == 0
+
+
+def test_removing_a_task_being_bound_keeps_the_counts_right() -> None:
+    q = queue.SchedulingQueue()
+    q.add(b.task("a"))
+    q.add(b.task("b", submission=1))
+    q.apply(_bind_decision("a"))
+    q.remove(key("a"))
+    assert q.binding_count == 0 and len(q) == 1
+    q.bind_failed(key("a"), now=0.0)  # outcome of a pod deleted meanwhile: nothing to do
+    assert [t.key.task for t in q] == ["b"]

@@ -203,8 +203,9 @@ def test_malformed_annotations_still_schedule_and_warn():
     assert any(e["reason"] == "InvalidWorkflowMetadata" for e in kube.events)
 
 
-def test_garbage_events_do_not_crash_the_loop():
-    loop = make_loop(FakeKube())
+def test_garbage_events_are_refused_by_their_handlers_not_by_the_catch_all():
+    kube = FakeKube()
+    loop = make_loop(kube)
     for junk in [
         ("pods", "ADDED", {}),
         ("pods", "ADDED", {"metadata": 3}),
@@ -214,14 +215,41 @@ def test_garbage_events_do_not_crash_the_loop():
             "ADDED",
             {
                 "metadata": {"name": "x", "namespace": "n", "uid": "u"},
-                "spec": {"containers": "nope", "tolerations": 5},
+                "spec": {
+                    "schedulerName": "workflow-scheduler",
+                    "containers": "nope",
+                    "tolerations": 5,
+                },
             },
         ),
         ("weird",),
         None,
     ]:
         loop._handle(junk)
+    # Each piece of junk is refused where it is read; none reaches _handle's catch-all, which
+    # only exists so that a defect cannot stop scheduling (and counts when it does).
+    assert loop.stats.handler_errors == 0
+    assert loop.metrics.event_handling_errors._value.get() == 0
     loop.run_one_cycle()
+    # The pod with a well-formed identity but broken spec is known and reported, not dropped.
+    assert loop._pending["u"].problems_reported
+    loop._handle(("nodes", "ADDED", node("n1")))
+    loop._handle(("pods", "ADDED", pod("good")))
+    loop.run_one_cycle()
+    settle(loop, kube, 2)  # the broken pod requests nothing: it is scheduled too
+    assert sorted(kube.binds) == [("good", "n1"), ("x", "n1")]
+
+
+def test_the_catch_all_counts_a_handler_that_raises():
+    loop = make_loop(FakeKube())
+
+    class Exploding:
+        def apply(self, loop):
+            raise RuntimeError("boom")
+
+    loop._handle(Exploding())
+    assert loop.stats.handler_errors == 1
+    assert loop.metrics.event_handling_errors._value.get() == 1
 
 
 def test_finished_pods_count_towards_their_step():
