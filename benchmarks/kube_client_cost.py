@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from scheduler import devcluster
+from scheduler.devtools import devcluster
 from scheduler.kube import client as kube_client
 
 

@@ -19,7 +19,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from scheduler import devcluster, replay, replay_cli, simulate
+from scheduler.cli import replay as replay_cli
+from scheduler.devtools import devcluster, replay, simulate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wfinstances"
 DEFAULT_STRATEGIES = (

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scheduler import devcluster
+from scheduler.devtools import devcluster
 
 
 def _metric(text: str, name: str) -> float:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from scheduler import devcluster, replay
+from scheduler.devtools import devcluster, replay
 from scheduler.kube import keys
 
 MIB = 1 << 20

@@ -31,7 +31,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from scheduler import devcluster
+from scheduler.devtools import devcluster
 
 
 def _pod(name: str, scheduler: str) -> dict[str, Any]:

@@ -29,8 +29,8 @@ export PATH="$venv/bin:$PATH"
 
 if [[ "$dry_run" == 1 ]]; then
   echo "[bootstrap] control plane (dry run): build.sh ${*:-(all components)}" >&2
-  bash "$root/scheduler/devcluster_assets/build.sh" --dry-run "$@"
+  bash "$root/scheduler/devtools/assets/build.sh" --dry-run "$@"
 else
   echo "[bootstrap] control plane: building or reusing the cache (first build takes a while)" >&2
-  bash "$root/scheduler/devcluster_assets/build.sh" "$@"
+  bash "$root/scheduler/devtools/assets/build.sh" "$@"
 fi

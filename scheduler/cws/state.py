@@ -10,11 +10,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from predictors import allocation
-from scheduler import registry, workflows
-from scheduler.core import cluster, interfaces, workflow
+from scheduler import registry
+from scheduler.core import cluster, interfaces, podfacts, workflow
 from scheduler.cws import dag as dag_mod
 from scheduler.cws import model, snapshot
-from scheduler.kube import translate
+from scheduler.runtime import workflows
 
 log = logging.getLogger(__name__)
 
@@ -621,7 +621,7 @@ class CwsState:
     # --- pods (TaskHook) ------------------------------------------------------------------
 
     def describe(
-        self, facts: translate.PodFacts, labels: workflows.TaskLabels, *, now: float
+        self, facts: podfacts.PodFacts, labels: workflows.TaskLabels, *, now: float
     ) -> tuple[workflows.TaskLabels, bool]:
         """Map a pod of a CWS execution to its registered task; return ``(labels, held)``."""
         if labels.engine != "cws":
@@ -709,7 +709,7 @@ class CwsState:
             self._released_by_pod.pop(key, None)
 
     def finished(
-        self, facts: translate.PodFacts, labels: workflows.TaskLabels, *, now: float | None = None
+        self, facts: podfacts.PodFacts, labels: workflows.TaskLabels, *, now: float | None = None
     ) -> None:
         """Record the end of a pod of ours (TaskHook)."""
         if now is not None:

@@ -31,12 +31,12 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from scheduler import cws, workflows
-from scheduler import memory as memory_mod
-from scheduler import metrics as metrics_mod
-from scheduler.core import cluster
-from scheduler.kube import translate
+from scheduler import cws
+from scheduler.core import cluster, podfacts
 from scheduler.rest import persist
+from scheduler.runtime import memory as memory_mod
+from scheduler.runtime import metrics as metrics_mod
+from scheduler.runtime import workflows
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ _MAX_FLUSH_ROUNDS = 10
 
 
 class LoopLike(Protocol):
-    """The parts of ``scheduler.loop.SchedulerLoop`` the REST API uses (on the loop thread)."""
+    """The parts of ``runtime.loop.SchedulerLoop`` the REST API uses (on the loop thread)."""
 
     registry: workflows.WorkflowRegistry
     cache: cluster.ClusterCache
@@ -282,15 +282,15 @@ class CwsBridge:
         log.warning("CWS effects still pending after %d rounds", _MAX_FLUSH_ROUNDS)
 
     def describe(
-        self, facts: translate.PodFacts, labels: workflows.TaskLabels
+        self, facts: podfacts.PodFacts, labels: workflows.TaskLabels
     ) -> tuple[workflows.TaskLabels, bool]:
-        """See ``scheduler.loop.TaskHook.describe``."""
+        """See ``scheduler.runtime.loop.TaskHook.describe``."""
         result = self.state.describe(facts, labels, now=self.clock())
         self._defer_flush()
         return result
 
-    def finished(self, facts: translate.PodFacts, labels: workflows.TaskLabels) -> None:
-        """See ``scheduler.loop.TaskHook.finished``."""
+    def finished(self, facts: podfacts.PodFacts, labels: workflows.TaskLabels) -> None:
+        """See ``scheduler.runtime.loop.TaskHook.finished``."""
         self.state.finished(facts, labels, now=self.clock())
         self._defer_flush()
 

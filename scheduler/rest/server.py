@@ -1,6 +1,6 @@
 """The HTTP server of the REST API: a WSGI adapter from a request to ``Api.handle`` and back.
 
-Served by :class:`scheduler.httpserver.HttpServer` (waitress): a request reaches a worker
+Served by :class:`scheduler.runtime.httpserver.HttpServer` (waitress): a request reaches a worker
 thread only once it arrived in full, within ``http_request_timeout_s``; connections are capped;
 bodies are buffered by the server (on disk beyond 512 KiB) up to the largest route limit and
 handed to ``Api.handle`` as a stream, which reads or parses only what the route allows. Requests
@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from scheduler import httpserver
 from scheduler.rest import api as api_mod
+from scheduler.runtime import httpserver
 
 log = logging.getLogger(__name__)
 

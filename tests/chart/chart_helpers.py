@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from scheduler import devcluster
+from scheduler.devtools import devcluster
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "wfsched"

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from scheduler import devcluster
+from scheduler.devtools import devcluster
 
 from .chart_helpers import Applier, Kube, helm_binary
 

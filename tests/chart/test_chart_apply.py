@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from scheduler import devcluster
+from scheduler.devtools import devcluster
 
 from .chart_helpers import (
     CHART,

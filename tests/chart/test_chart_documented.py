@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scheduler import devcluster
+from scheduler.devtools import devcluster
 
 from .chart_helpers import REPO
 

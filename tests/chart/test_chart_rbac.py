@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from scheduler import devcluster
+from scheduler.devtools import devcluster
 
 from .chart_helpers import Applier, Kube, render, service_account_user
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from scheduler import cli, registry
-from scheduler import settings as settings_mod
+from scheduler.runtime import settings as settings_mod
 
 from .chart_helpers import CHART, KUBE_VERSION, index, kinds, one, render, render_error, run_helm
 

@@ -1,6 +1,6 @@
 """The Grafana dashboard queries only series the daemon really exports.
 
-The reference is a live exposition: ``scheduler.metrics.Metrics()`` with one sample in every
+The reference is a live exposition: ``scheduler.runtime.metrics.Metrics()`` with one sample in every
 family, rendered by ``prometheus_client.generate_latest`` exactly as the daemon serves
 ``/metrics``, checked by ``promtool check metrics``. Every PromQL expression of every panel and
 template variable is parsed (metric names, functions, label matchers, grouping labels), each name
@@ -22,8 +22,8 @@ import yaml
 from prometheus_client import exposition, parser
 from prometheus_client import metrics as prom_metrics
 
-from scheduler import devcluster
-from scheduler import metrics as metrics_mod
+from scheduler.devtools import devcluster
+from scheduler.runtime import metrics as metrics_mod
 
 from .chart_helpers import CHART
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from scheduler import devcluster
+from scheduler.devtools import devcluster
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from scheduler import devcluster
+from scheduler.devtools import devcluster
 
 
 def make_pod(
@@ -87,7 +87,7 @@ def wait_for(
 
 
 class PodApiAdapter:
-    """``scheduler.replay.PodApi`` over the official client (test-side only)."""
+    """``scheduler.devtools.replay.PodApi`` over the official client (test-side only)."""
 
     def __init__(self, core_v1: client.CoreV1Api) -> None:
         self.core_v1 = core_v1

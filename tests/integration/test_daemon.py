@@ -22,7 +22,7 @@ from k8s_helpers import (
 )
 from kubernetes import client, watch
 
-from scheduler import replay, simulate
+from scheduler.devtools import replay, simulate
 
 pytestmark = pytest.mark.integration
 

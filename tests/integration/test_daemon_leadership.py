@@ -21,13 +21,14 @@ import pytest
 from k8s_helpers import DaemonProcess, make_pod, wait_for
 from kubernetes import client
 
-from scheduler import devcluster, registry
-from scheduler import loop as loop_mod
-from scheduler import metrics as metrics_mod
+from scheduler import registry
+from scheduler.devtools import devcluster
 from scheduler.kube import client as kube_client
 from scheduler.kube import informer as kube_informer
 from scheduler.kube import leader
-from scheduler.settings import Settings
+from scheduler.runtime import loop as loop_mod
+from scheduler.runtime import metrics as metrics_mod
+from scheduler.runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
 

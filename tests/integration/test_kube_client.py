@@ -20,7 +20,7 @@ import yaml
 from k8s_helpers import make_pod, read_pod, wait_for
 from kubernetes import client
 
-from scheduler import devcluster
+from scheduler.devtools import devcluster
 from scheduler.kube import client as kube_client
 from scheduler.kube import errors
 

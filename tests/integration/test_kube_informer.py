@@ -30,7 +30,7 @@ import pytest
 from k8s_helpers import make_pod, wait_for
 from kubernetes import client
 
-from scheduler import devcluster
+from scheduler.devtools import devcluster
 from scheduler.kube import client as kube_client
 from scheduler.kube import errors, informer
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from scheduler import devcluster
+from scheduler.devtools import devcluster
 from scheduler.kube import client as kube_client
 from scheduler.kube import errors, leader
 

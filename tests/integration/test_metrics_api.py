@@ -6,7 +6,7 @@ import pytest
 from k8s_helpers import bind_pod, make_pod, read_pod, wait_for
 from kubernetes import client
 
-from scheduler import devcluster
+from scheduler.devtools import devcluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

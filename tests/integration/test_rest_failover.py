@@ -27,7 +27,7 @@ from k8s_helpers import DaemonProcess, make_pod, read_pod, wait_for
 from test_daemon import BindRecorder
 from test_rest_nfcws import Client, expected_ranks, free_port, load_dag, pick_tasks
 
-from scheduler import devcluster
+from scheduler.devtools import devcluster
 
 pytestmark = pytest.mark.integration
 

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 import pytest
 from kubernetes import client, config
 
-from scheduler import devcluster
+from scheduler.devtools import devcluster
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
@@ -169,7 +169,7 @@ def peak_rss_bytes(pid: int) -> int:
 
 
 class PatientPodApi:
-    """``scheduler.replay.PodApi`` that rides out API-server outages (retries for a while)."""
+    """``devtools.replay.PodApi`` that rides out API-server outages (retries for a while)."""
 
     def __init__(self, core_v1: client.CoreV1Api, *, patience_s: float = 180) -> None:
         self.core_v1 = core_v1

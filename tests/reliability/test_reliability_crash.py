@@ -31,7 +31,7 @@ from reliability_helpers import (
     verify,
 )
 
-from scheduler import replay, simulate
+from scheduler.devtools import replay, simulate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -57,7 +57,7 @@ from reliability_helpers import (
     wait_until,
 )
 
-from scheduler import replay, simulate
+from scheduler.devtools import replay, simulate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

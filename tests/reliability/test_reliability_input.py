@@ -47,13 +47,14 @@ from reliability_helpers import (
     wait_until,
 )
 
-from scheduler import loop as loop_mod
-from scheduler import metrics as metrics_mod
-from scheduler import registry, workflows
-from scheduler import settings as settings_mod
-from scheduler.core import errors
+from scheduler import registry
+from scheduler.core import errors, podfacts
 from scheduler.core import workflow as wf
 from scheduler.kube import keys, translate
+from scheduler.runtime import loop as loop_mod
+from scheduler.runtime import metrics as metrics_mod
+from scheduler.runtime import settings as settings_mod
+from scheduler.runtime import workflows
 
 FUZZ = settings(
     max_examples=150,
@@ -387,7 +388,7 @@ def feed_loop(pods: list[dict[str, Any]]) -> tuple[loop_mod.SchedulerLoop, FakeK
         loop._handle((loop_mod.NODE_EVENTS, "ADDED", NODE))
         for pod in pods:
             loop._handle((loop_mod.POD_EVENTS, "ADDED", pod))
-        queued = {entry.facts.ref.uid for entry in loop._pending.values()}
+        queued = {entry.facts.ref.uid for entry in loop.state.pods.values()}
         assert queued == {p["metadata"]["uid"] for p in pods}, "a fuzzed pod was not queued"
         loop.run_one_cycle()  # must not raise: run() does not guard it
         loop._drain()
@@ -479,7 +480,7 @@ def test_a_wrong_shaped_pod_is_still_queued_and_warned_about():
         logging.getLogger(loop_mod.__name__).removeHandler(errors_seen)
         shutdown(loop)
     assert [r.getMessage() for r in errors_seen.records] == []
-    assert "uid-0" in loop._pending
+    assert "uid-0" in loop.state.pods
     assert [e for e in kube.events if e["reason"] == "InvalidWorkflowMetadata"]
 
 
@@ -637,10 +638,10 @@ def _broken_dag_run(text: str) -> tuple[FakeKube, ErrorLogs]:
         loop._handle((loop_mod.NODE_EVENTS, "ADDED", NODE))
         loop._handle((loop_mod.POD_EVENTS, "ADDED", pod))
         deadline = time.monotonic() + 10
-        while loop._fetching_dags and time.monotonic() < deadline:
+        while loop.state._fetching_dags and time.monotonic() < deadline:
             loop._drain()
             time.sleep(0.01)
-        assert not loop._fetching_dags, "the DAG document never arrived"
+        assert not loop.state._fetching_dags, "the DAG document never arrived"
         del pod["spec"]["schedulingGates"]
         loop._handle((loop_mod.POD_EVENTS, "MODIFIED", pod))
         loop.run_one_cycle()
@@ -715,7 +716,7 @@ def test_a_refused_dag_is_reported_even_when_the_pods_were_bound_first():
         assert kube.binds == [("fuzz-0", "n1")]
         kube.release.set()  # the document arrives after the binding
         deadline = time.monotonic() + 10
-        while "ns/r1" in {str(r) for r in loop._fetching_dags} and time.monotonic() < deadline:
+        while "ns/r1" in {str(r) for r in loop.state._fetching_dags} and time.monotonic() < deadline:
             loop._drain()
             time.sleep(0.01)
     finally:
@@ -847,7 +848,7 @@ def _malformed_annotations(rng: random.Random) -> dict[str, str]:
     return {key: rng.choice(pool[key]) for key in chosen}
 
 
-def _expected_problems(manifest: dict[str, Any], namespace: str) -> tuple[translate.Problem, ...]:
+def _expected_problems(manifest: dict[str, Any], namespace: str) -> tuple[podfacts.Problem, ...]:
     """What the pure translation says about a manifest (the oracle for the live test)."""
     meta = {**manifest["metadata"], "namespace": namespace, "uid": "u"}
     facts = translate.pod_facts({**manifest, "metadata": meta})

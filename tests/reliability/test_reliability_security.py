@@ -37,8 +37,8 @@ from reliability_helpers import (
     wait_until,
 )
 
-from scheduler import devcluster
-from scheduler import settings as settings_mod
+from scheduler.devtools import devcluster
+from scheduler.runtime import settings as settings_mod
 
 API_SECRET = "wfsched-api-secret-7d1c0f9e2b5a4c38"
 WRONG_SECRET = "wfsched-wrong-secret-44aa0b1c9e7f"

@@ -10,7 +10,7 @@ then runs in a form that installs, builds and starts nothing:
 
 - ``bash scripts/test.sh|demo.sh ARGS``: the script's own ``--dry-run`` (the build's component
   names are checked; pytest collects what ARGS select; the demo reads its instance);
-- ``scheduler/devcluster_assets/build.sh ARGS``: ``build.sh --dry-run ARGS``;
+- ``scheduler/devtools/assets/build.sh ARGS``: ``build.sh --dry-run ARGS``;
 - ``wfsched run ...``: the same with ``--check-config``; other ``wfsched`` commands are parsed by
   the real CLI parser (a bare ``wfsched SUBCOMMAND`` must answer ``--help``);
 - ``python SCRIPT ARGS``: the script runs until its argparse parser has accepted ARGS;
@@ -39,7 +39,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scheduler import cli, devcluster
+from scheduler import cli
+from scheduler.devtools import devcluster
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -56,7 +57,7 @@ _PROGRAMS = (
     "export ",
     "docker ",
     "helm ",
-    "scheduler/devcluster_assets/build.sh",
+    "scheduler/devtools/assets/build.sh",
 )
 _PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*$")
 # Values for the synopsis placeholders; ``@tmp@`` is the test's temporary directory.
@@ -418,7 +419,7 @@ def test_documented_command_works(
             assert_paths_exist(marked)
         if program == "bash":
             check_script(argv)
-        elif program == "scheduler/devcluster_assets/build.sh":
+        elif program == "scheduler/devtools/assets/build.sh":
             check_build(argv)
         elif program in ("wfsched", ".venv/bin/wfsched"):
             venv_program(program)

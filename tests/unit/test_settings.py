@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import settings as settings_mod
-from scheduler.settings import SettingsError, load_settings
+from scheduler.runtime import settings as settings_mod
+from scheduler.runtime.settings import SettingsError, load_settings
 
 
 def test_defaults_without_file_or_env() -> None:

@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from scheduler import cli, registry, simulate
+from scheduler import cli, registry
+from scheduler.devtools import simulate
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "wfinstances"
 

@@ -17,11 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler import loop as loop_mod
-from scheduler import memory, metrics, registry, workflows
+from scheduler import registry
 from scheduler.core import workflow
 from scheduler.kube import errors, informer, translate
-from scheduler.settings import Settings, SettingsError, load_settings
+from scheduler.runtime import loop as loop_mod
+from scheduler.runtime import memory, metrics, workflows
+from scheduler.runtime.settings import Settings, SettingsError, load_settings
 
 RUN = workflow.RunId("ns/r")
 
@@ -226,9 +227,9 @@ def test_a_run_lives_while_its_pod_runs_and_is_forgotten_once_idle() -> None:
     assert len(loop.registry) == 0 and loop.memory.tracked == (0, 0)
     assert loop.metrics.workflow_runs._value.get() == 0
     # The deletion that follows needs no memory of the pod either.
-    assert "uid-p" in loop._finished
+    assert "uid-p" in loop.state._finished
     loop._handle(("pods", "DELETED", _pod("p", "r1", node="n1", phase="Succeeded")))
-    assert "uid-p" not in loop._finished and not loop._running_runs
+    assert "uid-p" not in loop.state._finished and not loop.state._running_runs
 
 
 def test_many_runs_through_the_loop_leave_nothing_behind() -> None:
@@ -266,8 +267,8 @@ def test_many_runs_through_the_loop_leave_nothing_behind() -> None:
     loop.evict_idle(clock.now)
     assert len(loop.registry) == 0
     assert loop.memory is not None and loop.memory.tracked == (0, 0)
-    assert not loop._finished and not loop._running_runs and not loop._peak_usage
-    assert not loop._pending and not loop._key_to_uid and len(loop.queue) == 0
+    assert not loop.state._finished and not loop.state._running_runs and not loop.state._peak_usage
+    assert not loop.state.pods and not loop.state._uid_by_key and len(loop.queue) == 0
 
 
 def test_the_idle_time_is_validated() -> None:

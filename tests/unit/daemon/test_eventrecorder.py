@@ -6,7 +6,7 @@ import threading
 from collections import Counter
 from typing import Any
 
-from scheduler.eventrecorder import EventRecorder
+from scheduler.runtime.eventrecorder import EventRecorder
 
 
 class GatedEmit:

@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from scheduler import loop as loop_mod
-from scheduler import metrics, registry
-from scheduler.settings import Settings
+from scheduler import registry
+from scheduler.runtime import loop as loop_mod
+from scheduler.runtime import metrics
+from scheduler.runtime.settings import Settings
 
 
 class FakeKube:
@@ -232,7 +233,7 @@ def test_garbage_events_are_refused_by_their_handlers_not_by_the_catch_all():
     assert loop.metrics.event_handling_errors._value.get() == 0
     loop.run_one_cycle()
     # The pod with a well-formed identity but broken spec is known and reported, not dropped.
-    assert loop._pending["u"].problems_reported
+    assert loop.state.pods["u"].problems_reported
     loop._handle(("nodes", "ADDED", node("n1")))
     loop._handle(("pods", "ADDED", pod("good")))
     loop.run_one_cycle()

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from scheduler import loop as loop_mod
-from scheduler import memory, metrics, registry
+from scheduler import registry
 from scheduler.core import workflow
 from scheduler.kube import translate
-from scheduler.settings import Settings
+from scheduler.runtime import loop as loop_mod
+from scheduler.runtime import memory, metrics
+from scheduler.runtime.settings import Settings
 
 MI = 1 << 20
 GI = 1 << 30

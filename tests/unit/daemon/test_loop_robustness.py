@@ -13,10 +13,11 @@ import time
 
 from test_loop import FakeKube, node, pod
 
-from scheduler import loop as loop_mod
-from scheduler import metrics, registry
+from scheduler import registry
 from scheduler.core import interfaces, workflow
-from scheduler.settings import Settings
+from scheduler.runtime import loop as loop_mod
+from scheduler.runtime import metrics
+from scheduler.runtime.settings import Settings
 
 
 class ManualClock:
@@ -189,7 +190,7 @@ def test_no_binding_is_sent_after_leadership_is_lost_and_the_backlog_returns_to_
     assumed_cpu = loop.cache.snapshot().requested_on("n1").cpu_millis
     assert assumed_cpu == 1000 * loop.stats.binds_ok
     assert loop.run_one_cycle() is None  # a follower's cycle places nothing...
-    assert loop._cycle_due() is False  # ...and the run loop would not even start one
+    assert not loop.state.cycle_due(now=loop.clock(), leading=False)  # ...nor would run()
 
 
 def test_cycles_refill_the_bind_slots_as_outcomes_arrive():
@@ -241,11 +242,11 @@ def test_the_task_that_breaks_a_cycle_is_set_aside_with_an_event_and_the_rest_is
     loop._handle(("nodes", "ADDED", node("n1", cpu="16")))
     for name in ("a", "b", "poison", "c", "d"):
         loop._handle(("pods", "ADDED", pod(name)))
-    assert loop.run_guarded_cycle() is None  # raised inside, handled
+    assert loop.run_one_cycle() is None  # raised inside, handled
     assert loop.stats.cycle_failures == 1
     assert loop.metrics.cycle_errors.labels(action="task_set_aside")._value.get() == 1
     assert [t.key.task for t in loop.queue.tasks()] == ["a", "b", "c", "d"]
-    loop.run_guarded_cycle()
+    loop.run_one_cycle()
     drain_until(loop, lambda: loop.stats.binds_ok == 4)
     time.sleep(0.05)
     warned = [e for e in kube.events if e["reason"] == "FailedScheduling"]
@@ -253,14 +254,14 @@ def test_the_task_that_breaks_a_cycle_is_set_aside_with_an_event_and_the_rest_is
     assert "ZeroDivisionError" in warned[0]["note"] and "set aside for 1s" in warned[0]["note"]
     # After its delay it is tried again, fails again, and waits twice as long.
     clock.now += 1.0
-    loop._retry_set_aside(clock.now)
+    loop.state.tick(now=clock.now, leading=True)
     assert [t.key.task for t in loop.queue.tasks()] == ["poison"]
-    loop.run_guarded_cycle()
+    loop.run_one_cycle()
     assert loop.queue.tasks() == ()
     drain_until(loop, lambda: any("set aside for 2s" in e["note"] for e in kube.events))
     # Deleting the pod forgets it.
     loop._handle(("pods", "DELETED", pod("poison")))
-    assert loop._set_aside == {}
+    assert loop.state.pods == {}
     loop.shutdown()
 
 
@@ -297,7 +298,7 @@ def test_isolation_trials_do_not_bind_anything():
     loop._handle(("nodes", "ADDED", node("n1", cpu="16")))
     for name in ("poison", "a"):
         loop._handle(("pods", "ADDED", pod(name)))
-    loop.run_guarded_cycle()
+    loop.run_one_cycle()
     time.sleep(0.05)
     loop._drain()
     assert kube.binds == [] and loop.queue.binding_count == 0

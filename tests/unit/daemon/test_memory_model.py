@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from scheduler import memory, registry
+from scheduler import registry
 from scheduler.core import resources, workflow
+from scheduler.runtime import memory
 
 MIB = 1 << 20
 

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from scheduler import workflows
 from scheduler.core import errors
 from scheduler.kube import translate
+from scheduler.runtime import workflows
 
 
 def _pod(name="p", *, labels=None, annotations=None, scheduler="workflow-scheduler", ns="ns"):

@@ -7,14 +7,16 @@ import threading
 import time
 from typing import Any
 
-from scheduler import loop as loop_mod
-from scheduler import metrics, registry, workflows
+from scheduler import registry
+from scheduler.core import podfacts
 from scheduler.cws import policies as cws_policies
 from scheduler.cws import state as state_mod
 from scheduler.kube import translate
 from scheduler.rest import api as api_mod
 from scheduler.rest import bridge as bridge_mod
-from scheduler.settings import Settings
+from scheduler.runtime import loop as loop_mod
+from scheduler.runtime import metrics, workflows
+from scheduler.runtime.settings import Settings
 
 NS = "ns"
 
@@ -61,11 +63,11 @@ def node(name: str, cpu: str = "4", memory: str = "8Gi") -> dict[str, Any]:
     }
 
 
-def facts(name: str, **kwargs: Any) -> translate.PodFacts:
+def facts(name: str, **kwargs: Any) -> podfacts.PodFacts:
     return translate.pod_facts(pod(name, **kwargs))
 
 
-def labels_of(f: translate.PodFacts) -> workflows.TaskLabels:
+def labels_of(f: podfacts.PodFacts) -> workflows.TaskLabels:
     return workflows.read_task_labels(f, execution_prefix="workflow-scheduler-")
 
 

@@ -7,9 +7,10 @@ import json
 import pytest
 from rest_helpers import NS, facts, labels_of, make_state
 
-from scheduler import cws, workflows
+from scheduler import cws
 from scheduler.core import workflow
 from scheduler.cws import snapshot
+from scheduler.runtime import workflows
 
 P, OP = workflow.VertexKind.PROCESS, workflow.VertexKind.OPERATOR
 RUN = workflow.RunId(f"{NS}/run1")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from rest_helpers import NS, facts, labels_of, make_state
 
-from scheduler import cws, workflows
+from scheduler import cws
 from scheduler.core import resources, workflow
+from scheduler.runtime import workflows
 
 P, OP = workflow.VertexKind.PROCESS, workflow.VertexKind.OPERATOR
 RUN = workflow.RunId(f"{NS}/run1")

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from rest_helpers import Harness, pod
 
-from scheduler import httpserver, metrics
-from scheduler import loop as loop_mod
-from scheduler.daemon import HealthServer
 from scheduler.rest import server as server_mod
+from scheduler.runtime import httpserver, metrics
+from scheduler.runtime import loop as loop_mod
+from scheduler.runtime.daemon import HealthServer
 
 TIMEOUT_S = 2.0
 LIMITS = httpserver.HttpLimits(

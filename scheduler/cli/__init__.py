@@ -16,12 +16,12 @@ import scheduler
 # Modules that provide ``register(subparsers: argparse._SubParsersAction) -> None``. Each
 # registered parser sets ``func`` (``Callable[[argparse.Namespace], int]``) as its default.
 _COMMAND_MODULES: tuple[str, ...] = (
-    "scheduler.run_cli",
-    "scheduler.devcluster_cli",
-    "scheduler.demo_cli",
-    "scheduler.replay_cli",
-    "scheduler.predict_cli",
-    "scheduler.simulate_cli",
+    "scheduler.cli.run",
+    "scheduler.cli.devcluster",
+    "scheduler.cli.demo",
+    "scheduler.cli.replay",
+    "scheduler.cli.predict",
+    "scheduler.cli.simulate",
 )
 
 

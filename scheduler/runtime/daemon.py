@@ -14,10 +14,10 @@
 * on taking the lease (or at start without election), a take-over thread restores the CWS
   executions the previous leader stored (``scheduler.rest.persist``), then accepts REST writes,
   then labels this replica's pod (``$POD_NAME``/``$POD_NAMESPACE``) so that the REST Service
-  reaches it (``scheduler.leaderpod``); the label is removed on shutdown and on losing the lease.
+  reaches it (``leaderpod``); the label is removed on shutdown and on losing the lease.
 
 Both HTTP servers run on waitress with connection, thread and time limits
-(``scheduler.httpserver``).
+(``scheduler.runtime.httpserver``).
 """
 
 from __future__ import annotations
@@ -33,11 +33,7 @@ from typing import Any
 
 from prometheus_client import exposition
 
-from scheduler import cws, httpserver, leaderpod, registry
-from scheduler import loop as loop_mod
-from scheduler import memory as memory_mod
-from scheduler import metrics as metrics_mod
-from scheduler import settings as settings_mod
+from scheduler import cws, registry
 from scheduler.cws import policies as cws_policies
 from scheduler.kube import client as kube_client
 from scheduler.kube import informer as kube_informer
@@ -47,6 +43,11 @@ from scheduler.rest import api as rest_api
 from scheduler.rest import bridge as rest_bridge
 from scheduler.rest import persist as rest_persist
 from scheduler.rest import server as rest_server
+from scheduler.runtime import httpserver, leaderpod
+from scheduler.runtime import loop as loop_mod
+from scheduler.runtime import memory as memory_mod
+from scheduler.runtime import metrics as metrics_mod
+from scheduler.runtime import settings as settings_mod
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ annotations) and CWS per-execution scheduler names (``<name>-<execution>``). Pod
 of these are singleton workflows. Run ids are qualified by namespace.
 
 Everything here is pure and owned by the decision thread. Malformed values are reported as
-``translate.Problem``s and the task is handled as if the field were absent.
+``podfacts.Problem``s and the task is handled as if the field were absent.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from scheduler.core import errors, resources, workflow
-from scheduler.kube import keys, translate
+from scheduler.core import errors, podfacts, resources, workflow
+from scheduler.kube import keys
 
 MAX_DAG_DOCUMENT_BYTES = 1 << 20
 MAX_DEPENDENCIES = 10_000
@@ -73,7 +73,7 @@ class TaskLabels:
     input_size: int = 0
     attempt: int = 0
     dag_ref: tuple[str, str] | None = None
-    problems: tuple[translate.Problem, ...] = ()
+    problems: tuple[podfacts.Problem, ...] = ()
 
 
 def _qualified(namespace: str, run: str) -> workflow.RunId:
@@ -81,7 +81,7 @@ def _qualified(namespace: str, run: str) -> workflow.RunId:
 
 
 def read_task_labels(
-    facts: translate.PodFacts, *, execution_prefix: str | None = None
+    facts: podfacts.PodFacts, *, execution_prefix: str | None = None
 ) -> TaskLabels:
     """Derive the workflow identity of a pod from its labels and annotations.
 
@@ -91,7 +91,7 @@ def read_task_labels(
             belongs to the CWS execution named by the rest.
     """
     labels, notes, ns = facts.labels, facts.annotations, facts.ref.namespace
-    problems: list[translate.Problem] = []
+    problems: list[podfacts.Problem] = []
     pod_name = facts.ref.name
     engine = "none"
     run_raw = labels.get(keys.RUN_ID_LABEL, "")
@@ -137,12 +137,12 @@ def read_task_labels(
     )
 
 
-def _depends_on(notes: Mapping[str, str], problems: list[translate.Problem]) -> tuple[str, ...]:
+def _depends_on(notes: Mapping[str, str], problems: list[podfacts.Problem]) -> tuple[str, ...]:
     raw = notes.get(keys.DEPENDS_ON_ANNOTATION, "")
     ids = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
     if len(ids) > MAX_DEPENDENCIES:
         problems.append(
-            translate.Problem(
+            podfacts.Problem(
                 keys.DEPENDS_ON_ANNOTATION, f"more than {MAX_DEPENDENCIES} ids; ignored"
             )
         )
@@ -150,7 +150,7 @@ def _depends_on(notes: Mapping[str, str], problems: list[translate.Problem]) -> 
     return ids
 
 
-def _input_size(notes: Mapping[str, str], problems: list[translate.Problem]) -> int:
+def _input_size(notes: Mapping[str, str], problems: list[podfacts.Problem]) -> int:
     raw = notes.get(keys.INPUT_SIZE_ANNOTATION)
     if raw is None:
         return 0
@@ -158,12 +158,12 @@ def _input_size(notes: Mapping[str, str], problems: list[translate.Problem]) -> 
         return resources.integer_value(raw.strip())
     except (ValueError, ArithmeticError) as exc:
         problems.append(
-            translate.Problem(keys.INPUT_SIZE_ANNOTATION, f"{raw!r} is not a size: {exc}")
+            podfacts.Problem(keys.INPUT_SIZE_ANNOTATION, f"{raw!r} is not a size: {exc}")
         )
         return 0
 
 
-def _attempt(notes: Mapping[str, str], problems: list[translate.Problem]) -> int:
+def _attempt(notes: Mapping[str, str], problems: list[podfacts.Problem]) -> int:
     raw = notes.get(keys.ATTEMPT_ANNOTATION)
     if raw is None:
         return 0
@@ -172,15 +172,13 @@ def _attempt(notes: Mapping[str, str], problems: list[translate.Problem]) -> int
     except ValueError:
         value = 0
     if value < 1:
-        problems.append(
-            translate.Problem(keys.ATTEMPT_ANNOTATION, f"{raw!r} is not a positive int")
-        )
+        problems.append(podfacts.Problem(keys.ATTEMPT_ANNOTATION, f"{raw!r} is not a positive int"))
         return 0
     return value - 1
 
 
 def _dag_ref(
-    notes: Mapping[str, str], namespace: str, problems: list[translate.Problem]
+    notes: Mapping[str, str], namespace: str, problems: list[podfacts.Problem]
 ) -> tuple[str, str] | None:
     raw = notes.get(keys.DAG_CONFIGMAP_ANNOTATION, "").strip()
     if not raw:
@@ -192,7 +190,7 @@ def _dag_ref(
     if len(parts) == 2 and all(name_ok.match(p) for p in parts):
         return parts[0], parts[1]
     problems.append(
-        translate.Problem(
+        podfacts.Problem(
             keys.DAG_CONFIGMAP_ANNOTATION, f"{raw!r} is not <name> or <namespace>/<name>"
         )
     )
@@ -370,7 +368,7 @@ class WorkflowRegistry:
             self._learned.move_to_end(workflow_name)
         return learned
 
-    def observe_task(self, labels: TaskLabels) -> list[translate.Problem]:
+    def observe_task(self, labels: TaskLabels) -> list[podfacts.Problem]:
         """Register a task and its dependencies; returns problems (e.g. a cycle) to report."""
         state = self._state(labels.run, labels.workflow_name)
         dag = state.dag
@@ -378,13 +376,13 @@ class WorkflowRegistry:
             state.dag_ref = labels.dag_ref
         dag.add_task(labels.task_id, labels.step)
         state.tasks.add(labels.task_id)
-        problems: list[translate.Problem] = []
+        problems: list[podfacts.Problem] = []
         known = [(p, labels.task_id) for p in labels.depends_on if dag.has_task(p)]
         if known:
             try:
                 dag.add_task_edges(known)
             except errors.DagError as exc:
-                problems.append(translate.Problem(keys.DEPENDS_ON_ANNOTATION, f"ignored: {exc}"))
+                problems.append(podfacts.Problem(keys.DEPENDS_ON_ANNOTATION, f"ignored: {exc}"))
                 return problems
             if state.workflow_name:
                 learned = self._learned_edges_of(state.workflow_name)

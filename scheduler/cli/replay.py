@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scheduler import replay, simulate
+from scheduler.devtools import replay, simulate
 
 
 def register(subparsers: Any) -> None:

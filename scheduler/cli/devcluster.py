@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scheduler import devcluster
+from scheduler.devtools import devcluster
 
 
 def register(subparsers: Any) -> None:

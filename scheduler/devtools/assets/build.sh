@@ -3,11 +3,11 @@
 # helm, promtool, and the Prometheus Operator's ServiceMonitor CRD) from published Go modules
 # into a cache outside the repository.
 #
-#   scheduler/devcluster_assets/build.sh [COMPONENT ...]            (default: all components)
-#   scheduler/devcluster_assets/build.sh --dry-run [COMPONENT ...]  (check names, say what would
+#   scheduler/devtools/assets/build.sh [COMPONENT ...]            (default: all components)
+#   scheduler/devtools/assets/build.sh --dry-run [COMPONENT ...]  (check names, say what would
 #                                                                    be built; build nothing)
-#   scheduler/devcluster_assets/build.sh --print-dir COMPONENT
-#   scheduler/devcluster_assets/build.sh --help
+#   scheduler/devtools/assets/build.sh --print-dir COMPONENT
+#   scheduler/devtools/assets/build.sh --help
 #
 # Cache layout: ${WFSCHED_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wfsched}/controlplane/
 #   <component>/<version>-<go version>-<recipe hash>/{bin/,manifest.json}

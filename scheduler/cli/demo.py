@@ -15,14 +15,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scheduler import devcluster, registry, replay, replay_cli, simulate
+from scheduler import registry
+from scheduler.cli import replay as replay_cli
+from scheduler.devtools import devcluster, replay, simulate
 
 DEFAULT_INSTANCE = "nextflow-rnaseq.json"
 
 
 def _default_data_dir() -> Path:
     """``../shared/data/wfinstances`` next to the checkout (where the project keeps data)."""
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "wfinstances"
+    return Path(__file__).resolve().parents[3] / "shared" / "data" / "wfinstances"
 
 
 def register(subparsers: Any) -> None:

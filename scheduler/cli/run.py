@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scheduler import logs, registry
-from scheduler import settings as settings_mod
+from scheduler import registry
+from scheduler.runtime import logs
+from scheduler.runtime import settings as settings_mod
 
 
 def register(subparsers: Any) -> None:
@@ -42,6 +43,6 @@ def _run(args: argparse.Namespace) -> int:
         print("configuration ok")
         return 0
     logs.configure(fmt=settings.log_format, level=settings.log_level)
-    from scheduler import daemon  # imports the API client only when actually running
+    from scheduler.runtime import daemon  # imports the API client only when actually running
 
     return daemon.run_daemon(settings, kubeconfig=args.kubeconfig)

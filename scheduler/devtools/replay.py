@@ -1,8 +1,9 @@
 """Replay a real workflow on a cluster: create each task's pod once its parents succeeded.
 
-``ReplayPlan`` is the pure part: from a WfFormat instance (``scheduler.simulate`` parses it)
-it derives one pod manifest per task, with the wfsched workflow labels (run id, workflow name,
-step, task id, depends-on, input size), the task's CPU and memory requests and its runtime
+``ReplayPlan`` is the pure part: from a WfFormat instance (``scheduler.devtools.simulate``
+parses it) it derives one pod manifest per task, with the wfsched workflow labels (run id,
+workflow name, step, task id, depends-on, input size), the task's CPU and memory requests and
+its runtime
 (scaled by ``time_scale``) as a KWOK duration annotation, or a sleeping container for real
 nodes. ``Replayer`` drives it against an API server: it creates ready pods, watches them, and
 creates children when all parents have succeeded, as workflow engines do.
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from scheduler import devcluster, simulate
+from scheduler.devtools import devcluster, simulate
 from scheduler.kube import keys
 
 _DNS_UNSAFE = re.compile(r"[^a-z0-9-]+")

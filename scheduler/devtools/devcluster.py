@@ -36,9 +36,9 @@ from typing import IO, Any
 
 import yaml
 
-from scheduler import devcluster_pki
+from scheduler.devtools import pki as devcluster_pki
 
-ASSETS_DIR = Path(__file__).resolve().parent / "devcluster_assets"
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 BUILD_SCRIPT = ASSETS_DIR / "build.sh"
 KWOK_STAGES = ASSETS_DIR / "kwok-stages.yaml"
 
@@ -769,7 +769,7 @@ def daemon_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     variable meant for something else (a test switch, a report path) would stop it.
     ``WFSCHED_CONFIG``, ``WFSCHED_API_TOKEN`` and every real override are kept.
     """
-    from scheduler import settings as settings_mod
+    from scheduler.runtime import settings as settings_mod
 
     known = {"WFSCHED_CONFIG", "WFSCHED_API_TOKEN"}
     known.update(f"WFSCHED_{f.name.upper()}" for f in fields(settings_mod.Settings))
@@ -781,8 +781,8 @@ def daemon_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
 class LocalDaemon:
     """``wfsched run`` as a child process with a generated configuration (demos, tests).
 
-    ``settings`` are configuration keys (see ``scheduler.settings.Settings``); the health port
-    is chosen free and the REST API is off unless ``rest_port`` is given. The child gets
+    ``settings`` are configuration keys (see ``scheduler.runtime.settings.Settings``); the
+    health port is chosen free and the REST API is off unless ``rest_port`` is given. The child gets
     ``env`` if set, else ``daemon_environment()`` at the time of ``start``.
     """
 

@@ -12,8 +12,9 @@ import json
 import sys
 from typing import Any
 
-from scheduler import registry, simulate
+from scheduler import registry
 from scheduler.core import errors, resources
+from scheduler.devtools import simulate
 
 _DEFAULTS = simulate.ClusterSpec()
 

@@ -82,6 +82,10 @@ class Settings:
     """Cap of the retry backoff (kube-scheduler's ``podMaxBackoffSeconds``): after a failed
     Binding a task waits 1 s, doubling with each consecutive failure up to this, at its place
     in the queue; a task whose cycles raise is set aside on the same schedule."""
+    assumed_pod_ttl_s: float = 30.0
+    """An assumed pod whose Binding succeeded but that the watch has not shown bound after
+    this long is forgotten (kube-scheduler's assumed-pod expiry): its room on the node is
+    freed until the watch reports the truth."""
     stale_pending_s: float = 300.0
     """Pods of ours pending longer than this are counted as stale."""
     finished_run_idle_s: float = 3600.0
@@ -273,6 +277,8 @@ def _validate(settings: Settings, problems: list[str]) -> None:
         "http_request_timeout_s": settings.http_request_timeout_s,
         "http_idle_timeout_s": settings.http_idle_timeout_s,
         "memory_save_interval_s": settings.memory_save_interval_s,
+        "unschedulable_backoff_s": settings.unschedulable_backoff_s,
+        "assumed_pod_ttl_s": settings.assumed_pod_ttl_s,
         "lease.duration_s": settings.lease.duration_s,
         "lease.renew_deadline_s": settings.lease.renew_deadline_s,
         "lease.retry_period_s": settings.lease.retry_period_s,
@@ -281,7 +287,6 @@ def _validate(settings: Settings, problems: list[str]) -> None:
         if not value > 0:
             problems.append(f"{key}: must be > 0, got {value}")
     for key, value in {
-        "unschedulable_backoff_s": settings.unschedulable_backoff_s,
         "stale_pending_s": settings.stale_pending_s,
         "metrics_poll_s": settings.metrics_poll_s,
         "min_memory_bytes": settings.min_memory_bytes,
