@@ -603,9 +603,11 @@ class SchedulerState:
         Places nothing with an empty queue, no free bind slot, or while not ``leading``. A
         cycle that raises is handled (see the module docstring), never propagated.
         """
-        self._dirty = False
         slots = self.bind_slots()
-        if not len(self.queue) or slots <= 0 or not leading:
+        if not leading or slots <= 0:
+            return None, []  # stays dirty: the cycle runs once this replica may place
+        self._dirty = False
+        if not len(self.queue):
             return None, []
         self._cycle_id += 1
         ctx = context.CycleContext(
