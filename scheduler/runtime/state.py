@@ -86,6 +86,8 @@ IN_FLIGHT_PER_WORKER = 16
 """Binds handed out and not yet reported, per bind worker, before cycles stop placing."""
 EVICTION_PERIOD_S = 10.0
 """Longest time between two sweeps of idle runs and departed tasks."""
+EXPIRY_PERIOD_S = 1.0
+"""Time between two sweeps for assumed pods to expire (kube-scheduler's is 1 s too)."""
 
 
 # --- stimuli ---------------------------------------------------------------------------------
@@ -307,6 +309,9 @@ class SchedulerState:
         self._next_eviction = 0.0
         self._next_tick = 0.0
         self._next_memory_save = 0.0
+        self._next_expiry = 0.0
+        self._set_aside: set[str] = set()
+        """uids of tasks set aside (kept small; a stale uid is dropped when met)."""
         self._saved_memory_version = memory.version if memory is not None else 0
 
     # --- ownership and labels ----------------------------------------------------------------
@@ -585,10 +590,13 @@ class SchedulerState:
 
     def wake_at(self, *, now: float) -> float:
         """The next time ``tick`` or a cycle retry has work, for the shell's idle wait."""
-        times = [self._next_tick, self._next_eviction, self._next_memory_save]
+        times = [self._next_tick, self._next_eviction, self._next_memory_save, self._next_expiry]
         if self._cycle_retry_at > now:
             times.append(self._cycle_retry_at)
-        times.extend(r.retry_at for r in self.pods.values() if r.phase is PodPhase.SET_ASIDE)
+        for uid in self._set_aside:
+            record = self.pods.get(uid)
+            if record is not None and record.phase is PodPhase.SET_ASIDE:
+                times.append(record.retry_at)
         return min(times)
 
     def mark_dirty(self) -> None:
@@ -732,7 +740,7 @@ class SchedulerState:
         )
         uid = self._uid_by_key.get(culprit.key) if culprit is not None else None
         record = self.pods.get(uid) if uid is not None else None
-        if culprit is None or record is None:
+        if culprit is None or uid is None or record is None:
             # Nothing to blame on one task: retry the whole cycle after a growing delay.
             self.metrics.cycle_errors.labels(action="retried").inc()
             self._cycle_retries += 1
@@ -743,6 +751,7 @@ class SchedulerState:
         record.failures += 1
         delay = self._backoff_s(record.failures)
         record.phase, record.retry_at = PodPhase.SET_ASIDE, now + delay
+        self._set_aside.add(uid)
         self.queue.remove(culprit.key)
         self._dirty = True
         ref = record.facts.ref
@@ -905,12 +914,22 @@ class SchedulerState:
             save = self.memory_to_save() if leading else None
             if save is not None:
                 out.append(save)
-        for record in self.pods.values():
-            if record.phase is PodPhase.SET_ASIDE and now >= record.retry_at:
-                assert record.task is not None
+        for uid in list(self._set_aside):
+            record = self.pods.get(uid)
+            if record is None or record.phase is not PodPhase.SET_ASIDE:
+                self._set_aside.discard(uid)
+            elif now >= record.retry_at and record.task is not None:
+                self._set_aside.discard(uid)
                 record.phase = PodPhase.QUEUED
                 self.queue.add(record.task)
                 self._dirty = True
+        if now >= self._next_expiry:
+            self._next_expiry = now + EXPIRY_PERIOD_S
+            self._expire_assumed(now)
+        self.evict_idle(now)
+        return out
+
+    def _expire_assumed(self, now: float) -> None:
         expired = self.cache.expire(now=now)
         if expired:
             self.stats.assumed_expired += len(expired)
@@ -919,8 +938,6 @@ class SchedulerState:
                 extra={"pods": ",".join(f"{p.namespace}/{p.name}" for p in expired)[:500]},
             )
             self._dirty = True
-        self.evict_idle(now)
-        return out
 
     def memory_to_save(self) -> SaveMemory | None:
         """The observations to store if they changed since the last call (leader only)."""

@@ -273,9 +273,7 @@ class Poisoned:
 
 def test_the_task_that_breaks_cycles_is_set_aside_and_retried_later():
     state = make_state()
-    state.policies = dataclasses.replace(
-        state.policies, ranking=Poisoned(state.policies.ranking)
-    )
+    state.policies = dataclasses.replace(state.policies, ranking=Poisoned(state.policies.ranking))
     add_node(state, cpu="8")
     for name in ("a", "poison", "b"):
         add_pod(state, name)
