@@ -12,8 +12,10 @@ and item counts (413) → body schema (400) → the operation on the loop thread
 ``CwsError``, 503 if the loop does not answer in time).
 
 Bodies arrive as bytes or as a stream. A task registration (nf-cws lists every input file in
-it) is parsed from the stream up to ``max_task_body_bytes`` (``schemas.read_task``); every
-other body is read up to ``max_body_bytes`` and decoded whole.
+it) is read from the stream up to ``max_task_body_bytes`` (``schemas.read_task``); every
+other body is read up to ``max_body_bytes`` and decoded whole. Each body is checked against
+its route's schema in the published document (``schemas.body_schemas``) before the operation
+sees it.
 
 Compatibility with nf-cws: every success is exactly 200. Error statuses follow CWS where CWS
 has one (400 unknown execution, 404 unknown strategy name), and fix CWS where it answers 500 or
@@ -85,8 +87,8 @@ class Route:
         write: Only the leader serves it.
         body: Request body kind: ``None``, a component name, ``"vertices"``, ``"edges"``,
             ``"uids"`` or ``"count"``.
-        streamed: The body is parsed as a stream, up to ``max_task_body_bytes`` (the operation
-            gets the stream, not bytes).
+        streamed: The body is read as a stream, up to ``max_task_body_bytes`` (the operation
+            gets a ``schemas.TaskBody``, not the decoded JSON).
         response: Component name of the 200 body, or ``"text"``/``"html"``/``"openapi"``.
         errors: Documented error statuses.
     """
@@ -311,6 +313,7 @@ class Api:
         self.document = openapi.build(
             ROUTES, max_items=max_items, version=scheduler.__version__, auth=bool(token)
         )
+        self._body_schemas = schemas.body_schemas(self.document)
         self._openapi = json.dumps(self.document, indent=1).encode()
         self._docs = openapi.docs_html(self.document).encode()
 
@@ -380,14 +383,11 @@ class Api:
             return too_large
         handler: Callable[[dict[str, str], Any], Reply] = getattr(self, route.operation)
         try:
-            if route.streamed:
-                return handler(params, _LimitedReader(body, limit))
-            data = body.read(limit + 1)
-            if len(data) > limit:
-                return too_large
-            return handler(params, data)
+            return handler(params, self._read_body(route, body, limit))
         except _BodyTooLargeError:
             return too_large
+        except _TooManyItemsError as exc:
+            return error(413, str(exc))
         except schemas.ValidationError as exc:
             return error(400, str(exc))
         except cws.CwsError as exc:
@@ -403,125 +403,129 @@ class Api:
             return False
         return hmac.compare_digest(credentials.strip().encode(), self._token)
 
-    def _items(self, body: bytes) -> Any:
-        value = schemas.load_json(body)
+    def _read_body(self, route: Route, body: IO[bytes], limit: int) -> Any:
+        """The body of ``route`` decoded and checked against its schema in the document.
+
+        ``None`` for a route without a body (what was sent is read up to ``limit`` and
+        dropped); a :class:`schemas.TaskBody` for a streamed route; the JSON value otherwise.
+
+        Raises:
+            _BodyTooLargeError: More than ``limit`` bytes.
+            _TooManyItemsError: A list of more than ``max_items`` items.
+            schemas.ValidationError: Not JSON, or not what the route's schema allows.
+        """
+        if route.streamed:
+            task = schemas.read_task(_LimitedReader(body, limit))
+            self._body_schemas[(route.method, route.path)].check(task.fields)
+            return task
+        data = body.read(limit + 1)
+        if len(data) > limit:
+            raise _BodyTooLargeError
+        if route.body is None:
+            return None
+        value = schemas.load_json(data)
         if isinstance(value, list) and len(value) > self.max_items:
-            raise _TooManyError(f"body: more than {self.max_items} items in one request")
+            raise _TooManyItemsError(f"body: more than {self.max_items} items in one request")
+        self._body_schemas[(route.method, route.path)].check(value)
         return value
 
-    # --- executions -----------------------------------------------------------------------
+    # --- executions ----------------------------------------------------------------------
+    # Each operation gets the path parameters and the body as ``_read_body`` returns it.
 
-    def register_execution(self, params: dict[str, str], body: bytes) -> Reply:
+    def register_execution(self, params: dict[str, str], body: Any) -> Reply:
         """Route 1."""
-        reg = schemas.parse_registration(params["execution"], schemas.load_json(body))
+        reg = schemas.parse_registration(params["execution"], body)
         return self._run_stored(lambda loop: self.state.register(reg, now=loop.clock()))
 
-    def delete_execution(self, params: dict[str, str], body: bytes) -> Reply:
+    def delete_execution(self, params: dict[str, str], body: None) -> Reply:
         """Route 2."""
         name = params["execution"]
         return self._run_stored(lambda loop: self.state.delete(name))
 
-    def get_execution(self, params: dict[str, str], body: bytes) -> Reply:
+    def get_execution(self, params: dict[str, str], body: None) -> Reply:
         """A summary of the execution (not in CWS)."""
         name = params["execution"]
         return self._run(lambda loop: self.state.info(name))
 
     # --- DAG ------------------------------------------------------------------------------
 
-    def add_vertices(self, params: dict[str, str], body: bytes) -> Reply:
+    def add_vertices(self, params: dict[str, str], body: Any) -> Reply:
         """Route 3."""
-        try:
-            vertices = schemas.parse_vertices(self._items(body), self.max_items)
-        except _TooManyError as exc:
-            return error(413, str(exc))
-        name = params["execution"]
+        name, vertices = params["execution"], schemas.parse_vertices(body)
         return self._run(lambda loop: self.state.add_vertices(name, vertices))
 
-    def remove_vertices(self, params: dict[str, str], body: bytes) -> Reply:
+    def remove_vertices(self, params: dict[str, str], body: Any) -> Reply:
         """Route 4."""
-        try:
-            uids = schemas.parse_uids(self._items(body), self.max_items)
-        except _TooManyError as exc:
-            return error(413, str(exc))
-        name = params["execution"]
+        name, uids = params["execution"], schemas.parse_uids(body)
         return self._run(lambda loop: self.state.remove_vertices(name, uids))
 
-    def add_edges(self, params: dict[str, str], body: bytes) -> Reply:
+    def add_edges(self, params: dict[str, str], body: Any) -> Reply:
         """Route 5."""
-        try:
-            edges = schemas.parse_edges(self._items(body), self.max_items)
-        except _TooManyError as exc:
-            return error(413, str(exc))
-        name = params["execution"]
+        name, edges = params["execution"], schemas.parse_edges(body)
         return self._run(lambda loop: self.state.add_edges(name, edges))
 
-    def remove_edges(self, params: dict[str, str], body: bytes) -> Reply:
+    def remove_edges(self, params: dict[str, str], body: Any) -> Reply:
         """Route 6."""
-        try:
-            uids = schemas.parse_uids(self._items(body), self.max_items)
-        except _TooManyError as exc:
-            return error(413, str(exc))
-        name = params["execution"]
+        name, uids = params["execution"], schemas.parse_uids(body)
         return self._run(lambda loop: self.state.remove_edges(name, uids))
 
     # --- batches and tasks ----------------------------------------------------------------
 
-    def start_batch(self, params: dict[str, str], body: bytes) -> Reply:
+    def start_batch(self, params: dict[str, str], body: None) -> Reply:
         """Route 7 (a body, if any, is ignored as in CWS)."""
         name = params["execution"]
         return self._run(lambda loop: self.state.start_batch(name, now=loop.clock()))
 
-    def end_batch(self, params: dict[str, str], body: bytes) -> Reply:
+    def end_batch(self, params: dict[str, str], body: Any) -> Reply:
         """Route 8."""
-        count = schemas.parse_batch_count(schemas.load_json(body))
-        name = params["execution"]
+        name, count = params["execution"], schemas.parse_batch_count(body)
         return self._run(lambda loop: self.state.end_batch(name, count, now=loop.clock()))
 
-    def register_task(self, params: dict[str, str], body: _LimitedReader) -> Reply:
-        """Route 9 (the body is a stream: see ``schemas.read_task``)."""
-        spec = schemas.read_task(body)
+    def register_task(self, params: dict[str, str], body: schemas.TaskBody) -> Reply:
+        """Route 9 (the body was read as a stream: see ``schemas.read_task``)."""
+        spec = schemas.parse_task(body)
         name, task_id = params["execution"], int(params["id"])
         return self._run(
             lambda loop: self.state.register_task(name, task_id, spec, now=loop.clock())
         )
 
-    def get_task(self, params: dict[str, str], body: bytes) -> Reply:
+    def get_task(self, params: dict[str, str], body: None) -> Reply:
         """Route 10."""
         name, task_id = params["execution"], int(params["id"])
         return self._run(
             lambda loop: self.state.task_state(name, task_id, pod_state=loop.cache.pod_state)
         )
 
-    def delete_task(self, params: dict[str, str], body: bytes) -> Reply:
+    def delete_task(self, params: dict[str, str], body: None) -> Reply:
         """Route 11."""
         name, task_id = params["execution"], int(params["id"])
         return self._run(lambda loop: self.state.delete_task(name, task_id))
 
-    def task_metrics(self, params: dict[str, str], body: bytes) -> Reply:
+    def task_metrics(self, params: dict[str, str], body: Any) -> Reply:
         """Route 12."""
-        metrics = schemas.parse_metrics(schemas.load_json(body))
+        metrics = schemas.parse_metrics(body)
         name, task_id = params["execution"], int(params["id"])
         return self._run(lambda loop: self.state.task_metrics(name, task_id, metrics))
 
     # --- publish, health, docs ------------------------------------------------------------
 
-    def publish(self, params: dict[str, str], body: bytes) -> Reply:
+    def publish(self, params: dict[str, str], body: None) -> Reply:
         """POST and PUT ``/v1/file/{e}/publish``: nothing to publish without WOW (D25)."""
         return json_reply(200, {})
 
-    def publish_pending(self, params: dict[str, str], body: bytes) -> Reply:
+    def publish_pending(self, params: dict[str, str], body: None) -> Reply:
         """GET ``/v1/file/{e}/publish``: no files wait to be published."""
         return Reply(200, b"0", "text/plain")
 
-    def health(self, params: dict[str, str], body: bytes) -> Reply:
+    def health(self, params: dict[str, str], body: None) -> Reply:
         """``/health`` (served before authentication; listed for the docs)."""
         return json_reply(200, {"status": "ok"})
 
-    def openapi(self, params: dict[str, str], body: bytes) -> Reply:
+    def openapi(self, params: dict[str, str], body: None) -> Reply:
         """The OpenAPI document."""
         return Reply(200, self._openapi, JSON)
 
-    def docs(self, params: dict[str, str], body: bytes) -> Reply:
+    def docs(self, params: dict[str, str], body: None) -> Reply:
         """The HTML docs page."""
         return Reply(200, self._docs, "text/html; charset=utf-8")
 
@@ -538,7 +542,7 @@ class Api:
         return json_reply(200, result)
 
 
-class _TooManyError(ValueError):
+class _TooManyItemsError(ValueError):
     """A list body with more items than ``max_items``."""
 
 

@@ -1,26 +1,28 @@
-"""Request and response schemas of the REST API, and the validation of request bodies.
+"""Request and response schemas of the REST API, and the checking of request bodies.
 
-The schemas are JSON Schema (2020-12, the dialect of OpenAPI 3.1) written once here; the OpenAPI
-document (``openapi.py``) publishes them and :func:`validate` checks bodies against the same
-dicts, so documentation and validation cannot drift apart. ``validate`` implements the subset the
-schemas use (``type`` incl. lists, ``properties``, ``required``, ``additionalProperties``,
-``items``, ``minItems``/``maxItems``, ``minimum``/``maximum``, ``minLength``/``maxLength``,
-``pattern``, ``enum``, ``$ref`` to a component) and reports the first problem with its JSON path.
+The schemas are JSON Schema 2020-12 (the dialect of OpenAPI 3.1), declared once here as data.
+``openapi.build`` publishes them in the document served at ``/openapi.json``, and
+:func:`body_schemas` compiles each route's request-body schema *from that document* with
+``jsonschema_rs``, so what is documented is exactly what is checked. Every problem is reported
+with its JSON path (``body[3].uid: expected integer, got string``). Numbers are decoded as the
+schema judges them: ``2.0`` is an integer and becomes an ``int``.
 
-``parse_*`` turn validated bodies into the typed requests of ``scheduler.cws``.
-:func:`read_task` parses a task registration from a stream (``ijson``) instead: nf-cws lists
+``parse_*`` turn checked bodies into the typed requests of ``scheduler.cws``.
+:func:`read_task` reads a task registration from a stream (``ijson``) instead: nf-cws lists
 every input file of a task in it, so it can be megabytes; only the fields wfsched uses are
-built, and ``inputs.fileInputs`` is counted, never held. Everything here is pure.
+kept, and ``inputs.fileInputs`` is counted, never held. Everything here is pure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import re
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 import ijson
+import jsonschema_rs
 
 from scheduler import cws
 from scheduler.core import workflow
@@ -226,81 +228,117 @@ BATCH_COUNT: dict[str, Any] = {
 
 # --- validation -----------------------------------------------------------------------------
 
-_TYPES: dict[str, Any] = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-}
-_PATTERNS: dict[str, re.Pattern[str]] = {}
+
+class BodySchema:
+    """The schema of one route's request body, compiled from the published OpenAPI document.
+
+    ``check`` is pure and thread-safe; it reports the first problem with its JSON path.
+    """
+
+    def __init__(self, pointer: str, validator: jsonschema_rs.Validator) -> None:
+        self.pointer = pointer
+        """Where the schema stands in the document (``#/paths/...``)."""
+        self._validator = validator
+
+    def check(self, value: Any) -> None:
+        """Return if ``value`` (as :func:`load_json` decodes it) matches the schema.
+
+        Raises:
+            ValidationError: At the first mismatch, naming its path (``body[3].uid``).
+        """
+        problem = next(iter(self._validator.iter_errors(value)), None)
+        if problem is not None:
+            raise ValidationError(describe(problem))
+
+
+def body_schemas(document: Mapping[str, Any]) -> dict[tuple[str, str], BodySchema]:
+    """The JSON request-body schema of every operation in ``document``, compiled once.
+
+    Keyed by (upper-case method, path template), e.g. ``("POST", "/v1/scheduler/{execution}")``.
+    ``$ref``s resolve inside ``document``; nothing is fetched.
+    """
+    compiled = jsonschema_rs.validator_map_for(dict(document), offline=True)
+    out: dict[tuple[str, str], BodySchema] = {}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                pointer = "/".join(
+                    ("#/paths", _escape(path), method, "requestBody/content/application~1json")
+                )
+                out[(method.upper(), path)] = BodySchema(
+                    pointer + "/schema", compiled[pointer + "/schema"]
+                )
+    return out
+
+
+def _escape(token: str) -> str:
+    """One JSON pointer token (RFC 6901)."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def describe(problem: jsonschema_rs.ValidationError) -> str:
+    """A one-line message for ``problem`` that starts with the path of the offending value."""
+    path = "body" + "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" for part in problem.instance_path
+    )
+    kind, value = problem.kind, problem.instance
+    errors = jsonschema_rs.ValidationErrorKind
+    if isinstance(kind, errors.Type):
+        allowed = sorted(kind.types, key=lambda name: name == "null")  # "integer or null"
+        return f"{path}: expected {' or '.join(allowed)}, got {_kind(value)}"
+    if isinstance(kind, errors.Enum):
+        return f"{path}: {value!r} is not one of {', '.join(map(str, kind.options))}"
+    if isinstance(kind, errors.Required):
+        return f"{path}: missing required field {kind.property!r}"
+    if isinstance(kind, errors.Minimum):
+        return f"{path}: {value} is below the minimum {kind.limit}"
+    if isinstance(kind, errors.Maximum):
+        return f"{path}: {value} is above the maximum {kind.limit}"
+    if isinstance(kind, errors.MinItems):
+        return f"{path}: fewer than {kind.limit} items"
+    if isinstance(kind, errors.MaxItems):
+        return f"{path}: more than {kind.limit} items"
+    if isinstance(kind, errors.MinLength):
+        shorter = f"shorter than {kind.limit} characters"
+        return f"{path}: {'must not be empty' if kind.limit == 1 else shorter}"
+    if isinstance(kind, errors.MaxLength):
+        return f"{path}: longer than {kind.limit} characters"
+    if isinstance(kind, errors.Pattern):
+        return f"{path}: {str(value)[:80]!r} does not match {kind.pattern}"
+    return f"{path}: {problem.message[:200]}"
 
 
 def _kind(value: Any) -> str:
-    for name in ("null", "boolean", "integer", "number", "string", "array", "object"):
-        if _TYPES[name](value):
-            return name
+    """The JSON type name of a decoded value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
     return type(value).__name__
 
 
-def validate(value: Any, schema: Mapping[str, Any], path: str = "body") -> None:
-    """Check ``value`` against ``schema``.
+def _number(value: float) -> int | float:
+    """A decoded JSON number as the schema judges it: an integral value is an ``int``.
+
+    JSON Schema calls ``2.0`` an integer; making it an ``int`` keeps what passes an
+    ``integer`` schema an ``int`` for the code after it.
 
     Raises:
-        ValidationError: At the first mismatch, naming its path (``body[3].uid``).
+        ValidationError: Not finite (``1e400``).
     """
-    ref = schema.get("$ref")
-    if ref is not None:
-        schema = COMPONENTS[str(ref).rsplit("/", 1)[-1]]
-    types = schema.get("type")
-    if types is not None:
-        allowed = [types] if isinstance(types, str) else list(types)
-        if not any(_TYPES[t](value) for t in allowed):
-            raise ValidationError(f"{path}: expected {' or '.join(allowed)}, got {_kind(value)}")
-    if "enum" in schema and value not in schema["enum"]:
-        raise ValidationError(f"{path}: {value!r} is not one of {', '.join(schema['enum'])}")
-    if isinstance(value, str):
-        _check_string(value, schema, path)
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        if "minimum" in schema and value < schema["minimum"]:
-            raise ValidationError(f"{path}: {value} is below the minimum {schema['minimum']}")
-        if "maximum" in schema and value > schema["maximum"]:
-            raise ValidationError(f"{path}: {value} is above the maximum {schema['maximum']}")
-    elif isinstance(value, list):
-        if len(value) > schema.get("maxItems", len(value)):
-            raise ValidationError(f"{path}: more than {schema['maxItems']} items")
-        if len(value) < schema.get("minItems", 0):
-            raise ValidationError(f"{path}: fewer than {schema['minItems']} items")
-        items = schema.get("items")
-        if items is not None:
-            for i, item in enumerate(value):
-                validate(item, items, f"{path}[{i}]")
-    elif isinstance(value, dict):
-        for key in schema.get("required", ()):
-            if key not in value:
-                raise ValidationError(f"{path}: missing required field {key!r}")
-        properties = schema.get("properties", {})
-        for key, item in value.items():
-            if key in properties:
-                validate(item, properties[key], f"{path}.{key}")
-            elif schema.get("additionalProperties") is False:
-                raise ValidationError(f"{path}: unknown field {key!r}")
-
-
-def _check_string(value: str, schema: Mapping[str, Any], path: str) -> None:
-    if len(value) < schema.get("minLength", 0):
-        raise ValidationError(f"{path}: must not be empty")
-    if len(value) > schema.get("maxLength", len(value)):
-        raise ValidationError(f"{path}: longer than {schema['maxLength']} characters")
-    pattern = schema.get("pattern")
-    if pattern is not None:
-        compiled = _PATTERNS.get(pattern)
-        if compiled is None:
-            compiled = _PATTERNS[pattern] = re.compile(pattern)
-        if not compiled.fullmatch(value):
-            raise ValidationError(f"{path}: {value[:80]!r} does not match {pattern}")
+    if not math.isfinite(value):
+        raise ValidationError(f"body: the number {value} is out of range")
+    return int(value) if value.is_integer() and abs(value) <= INT64_MAX else value
 
 
 def _no_constant(name: str) -> Any:
@@ -311,28 +349,37 @@ def load_json(raw: bytes) -> Any:
     """Decode a JSON body strictly (UTF-8, no NaN/Infinity).
 
     Raises:
-        ValidationError: Empty, not UTF-8, not JSON, or nested too deeply.
+        ValidationError: Empty, not UTF-8, not JSON, nested too deeply, or a number that is
+            not finite or has too many digits.
     """
     if not raw.strip():
         raise ValidationError("body: a JSON body is required")
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        return json.loads(
+            raw.decode("utf-8"),
+            parse_constant=_no_constant,
+            parse_float=lambda text: _number(float(text)),
+        )
+    except ValidationError:
+        raise
     except UnicodeDecodeError:
         raise ValidationError("body: not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise ValidationError(f"body: malformed JSON ({exc.msg} at {exc.pos})") from None
     except RecursionError:
         raise ValidationError("body: nested too deeply") from None
+    except ValueError as exc:  # an integer past Python's digit limit
+        raise ValidationError(f"body: malformed JSON ({str(exc)[:100]})") from None
 
 
 # --- typed requests -------------------------------------------------------------------------
+# The ``parse_*`` functions take bodies that passed their route's BodySchema.
 
 _KNOWN_CONFIG = ("strategy", "namespace", "memoryPredictor", "minMemory", "maxMemory")
 
 
 def parse_registration(name: str, body: Any) -> cws.Registration:
-    """Build a registration from a validated SchedulerConfig."""
-    validate(body, COMPONENTS["SchedulerConfig"])
+    """Build a registration from a checked SchedulerConfig."""
     options = {k: v for k, v in body.items() if k not in _KNOWN_CONFIG}
     return cws.Registration(
         name=name,
@@ -345,56 +392,70 @@ def parse_registration(name: str, body: Any) -> cws.Registration:
     )
 
 
-def parse_vertices(body: Any, max_items: int) -> list[cws.Vertex]:
-    """Build vertices from a validated list."""
-    validate(body, list_of("Vertex", max_items))
+def parse_vertices(body: Any) -> list[cws.Vertex]:
+    """Build vertices from a checked list of Vertex."""
     return [
         cws.Vertex(uid=v["uid"], kind=workflow.VertexKind(v["type"]), label=v.get("label"))
         for v in body
     ]
 
 
-def parse_edges(body: Any, max_items: int) -> list[cws.Edge]:
-    """Build edges from a validated list."""
-    validate(body, list_of("Edge", max_items))
+def parse_edges(body: Any) -> list[cws.Edge]:
+    """Build edges from a checked list of Edge."""
     return [
         cws.Edge(uid=e["uid"], source=e.get("from"), target=e.get("to"), label=e.get("label"))
         for e in body
     ]
 
 
-def parse_uids(body: Any, max_items: int) -> list[int]:
-    """Return the uids of a DELETE body."""
-    validate(body, uid_list(max_items))
+def parse_uids(body: Any) -> list[int]:
+    """Return the uids of a checked DELETE body."""
     return list(body)
 
 
 def parse_batch_count(body: Any) -> int:
-    """Return the task count of an ``endBatch`` body (a bare JSON integer)."""
-    validate(body, BATCH_COUNT)
+    """Return the task count of a checked ``endBatch`` body (a bare JSON integer)."""
     return int(body)
 
 
-def parse_task(body: Any, *, input_files: int | None = None) -> cws.TaskRegistration:
-    """Build a task registration from a validated TaskConfig.
+def parse_metrics(body: Any) -> cws.TaskMetrics:
+    """Build task metrics from a checked TaskMetrics body."""
+    return cws.TaskMetrics(
+        ram_request=body.get("ramRequest"),
+        peak_vmem=body.get("peakVmem"),
+        peak_rss=body.get("peakRss"),
+        realtime=body.get("realtime"),
+    )
 
-    ``input_files`` is the number of ``inputs.fileInputs`` entries when the caller counted them
-    already (:func:`read_task`); otherwise they are counted in ``body``.
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TaskBody:
+    """What :func:`read_task` keeps of a TaskConfig body.
+
+    Attributes:
+        fields: The TaskConfig fields wfsched reads, as sent, with ``inputs`` reduced to ``{}``
+            (or ``None``) and a container sent for a scalar field reduced to an empty one of
+            its kind, so that the TaskConfig schema judges ``fields`` as it would the body.
+        input_files: How many entries ``inputs.fileInputs`` had.
     """
-    validate(body, COMPONENTS["TaskConfig"])
-    cpus = body.get("cpus")
-    if input_files is None:
-        files = (body.get("inputs") or {}).get("fileInputs")
-        input_files = len(files) if isinstance(files, list) else 0
+
+    fields: dict[str, Any]
+    input_files: int
+
+
+def parse_task(body: TaskBody) -> cws.TaskRegistration:
+    """Build a task registration from a :class:`TaskBody` whose fields were checked."""
+    fields = body.fields
+    cpus = fields.get("cpus")
     return cws.TaskRegistration(
-        process=body["task"],
-        pod_name=body["runName"],
-        name=body.get("name"),
-        input_size=body.get("inputSize") or 0,
-        memory_bytes=body.get("memoryInBytes"),
+        process=fields["task"],
+        pod_name=fields["runName"],
+        name=fields.get("name"),
+        input_size=fields.get("inputSize") or 0,
+        memory_bytes=fields.get("memoryInBytes"),
         cpus=None if cpus is None else float(cpus),
-        repetition=body.get("repetition") or 0,
-        input_files=input_files,
+        repetition=fields.get("repetition") or 0,
+        input_files=body.input_files,
     )
 
 
@@ -414,15 +475,15 @@ class Readable(Protocol):
         """Up to ``size`` bytes; ``b""`` at the end."""
 
 
-def read_task(stream: Readable) -> cws.TaskRegistration:
-    """Parse a TaskConfig body from ``stream`` without building what wfsched does not use.
+def read_task(stream: Readable) -> TaskBody:
+    """Read a TaskConfig body from ``stream`` without building what wfsched does not use.
 
-    Memory stays small whatever the body holds: scalar fields are built and validated as by
-    :func:`parse_task`; ``inputs`` is walked and its ``fileInputs`` entries counted; unknown
-    fields are skipped. Errors name the field as :func:`validate` does.
+    Memory stays small whatever the body holds: scalar fields are kept; ``inputs`` is walked
+    and its ``fileInputs`` entries counted; unknown fields are skipped. The caller checks
+    ``fields`` against the TaskConfig schema before :func:`parse_task`.
 
     Raises:
-        ValidationError: Empty, malformed or invalid body.
+        ValidationError: Empty, malformed or not an object.
     """
     events = ijson.parse(stream, use_float=True)
     fields: dict[str, Any] = {}
@@ -442,14 +503,11 @@ def read_task(stream: Readable) -> cws.TaskRegistration:
             if key == "inputs":
                 fields[key] = None if event == "null" else {}
                 input_files = _count_inputs(events, event)
+            elif key in _TASK_SCALARS and event in _OPEN:
+                fields[key] = {} if event == "start_map" else []
+                _skip(events)
             elif key in _TASK_SCALARS:
-                if event in _OPEN:
-                    types = COMPONENTS["TaskConfig"]["properties"][key]["type"]
-                    expected = " or ".join([types] if isinstance(types, str) else types)
-                    raise ValidationError(
-                        f"body.{key}: expected {expected}, got {_event_kind(event)}"
-                    )
-                fields[key] = value
+                fields[key] = _number(value) if isinstance(value, float) else value
             elif event in _OPEN:
                 _skip(events)
         for _ in events:  # trailing content after the object is an error
@@ -460,7 +518,7 @@ def read_task(stream: Readable) -> cws.TaskRegistration:
         raise ValidationError(f"body: malformed JSON ({_parser_message(exc)})") from None
     except UnicodeDecodeError:
         raise ValidationError("body: not UTF-8") from None
-    return parse_task(fields, input_files=input_files)
+    return TaskBody(fields=fields, input_files=input_files)
 
 
 def _count_inputs(events: Iterator[_Event], event: str) -> int:
@@ -524,14 +582,3 @@ def _parser_message(exc: Exception) -> str:
     if text.startswith(("b'", 'b"')):
         text = text[2:]
     return text.replace("\\n", "\n").split("\n")[0].strip(" .'\"")[:100]
-
-
-def parse_metrics(body: Any) -> cws.TaskMetrics:
-    """Build task metrics from a validated TaskMetrics body."""
-    validate(body, COMPONENTS["TaskMetrics"])
-    return cws.TaskMetrics(
-        ram_request=body.get("ramRequest"),
-        peak_vmem=body.get("peakVmem"),
-        peak_rss=body.get("peakRss"),
-        realtime=body.get("realtime"),
-    )
