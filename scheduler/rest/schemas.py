@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import ijson
@@ -459,11 +459,8 @@ def parse_task(body: TaskBody) -> cws.TaskRegistration:
     )
 
 
-_TASK_SCALARS = frozenset(
-    key for key in COMPONENTS["TaskConfig"]["properties"] if key not in ("inputs",)
-)
-"""TaskConfig fields that are built (all scalars); any other field is skipped unread."""
-_Event = tuple[str, str, Any]
+_TASK_FIELDS = frozenset(COMPONENTS["TaskConfig"]["properties"])
+"""TaskConfig fields that are kept (``inputs`` reduced); any other field is skipped unread."""
 _OPEN = ("start_map", "start_array")
 _CLOSE = ("end_map", "end_array")
 
@@ -478,91 +475,51 @@ class Readable(Protocol):
 def read_task(stream: Readable) -> TaskBody:
     """Read a TaskConfig body from ``stream`` without building what wfsched does not use.
 
-    Memory stays small whatever the body holds: scalar fields are kept; ``inputs`` is walked
-    and its ``fileInputs`` entries counted; unknown fields are skipped. The caller checks
+    Memory stays small whatever the body holds: one pass over the parser's events keeps the
+    top-level TaskConfig fields (a container in their place reduced to an empty one) and counts
+    the items of the ``inputs.fileInputs`` array; everything else is skipped. The caller checks
     ``fields`` against the TaskConfig schema before :func:`parse_task`.
 
     Raises:
         ValidationError: Empty, malformed or not an object.
     """
-    events = ijson.parse(stream, use_float=True)
     fields: dict[str, Any] = {}
     input_files = 0
-    first: _Event | None = None
+    in_file_inputs = False
+    depth = 0  # containers open before the current event
+    started = False
     try:
-        first = next(events, None)
-        if first is None:
-            raise ValidationError("body: a JSON body is required")
-        if first[1] != "start_map":
-            raise ValidationError(f"body: expected object, got {_event_kind(first[1])}")
-        for _prefix, event, value in events:
-            if event == "end_map":
-                break
-            key = str(value)  # a map_key: the next event starts its value
-            _prefix, event, value = next(events)
-            if key == "inputs":
-                fields[key] = None if event == "null" else {}
-                input_files = _count_inputs(events, event)
-            elif key in _TASK_SCALARS and event in _OPEN:
-                fields[key] = {} if event == "start_map" else []
-                _skip(events)
-            elif key in _TASK_SCALARS:
-                fields[key] = _number(value) if isinstance(value, float) else value
-            elif event in _OPEN:
-                _skip(events)
-        for _ in events:  # trailing content after the object is an error
-            pass
+        for prefix, event, value in ijson.parse(stream, use_float=True):
+            started = True
+            if event in _CLOSE:
+                depth -= 1
+                continue
+            if depth == 0 and event != "start_map":
+                raise ValidationError(f"body: expected object, got {_event_kind(event)}")
+            if depth == 1 and prefix in _TASK_FIELDS:  # the value of a top-level field
+                fields[prefix] = _kept(event, value)
+            elif depth == 2 and prefix == "inputs.fileInputs":  # a later key replaces
+                input_files, in_file_inputs = 0, event == "start_array"
+            elif depth == 3 and in_file_inputs and prefix == "inputs.fileInputs.item":
+                input_files += 1
+            if event in _OPEN:
+                depth += 1
     except ijson.JSONError as exc:
-        if first is None:
+        if not started:
             raise ValidationError("body: a JSON body is required") from None
         raise ValidationError(f"body: malformed JSON ({_parser_message(exc)})") from None
     except UnicodeDecodeError:
         raise ValidationError("body: not UTF-8") from None
+    if not started:
+        raise ValidationError("body: a JSON body is required")
     return TaskBody(fields=fields, input_files=input_files)
 
 
-def _count_inputs(events: Iterator[_Event], event: str) -> int:
-    """Walk the value of ``inputs`` (its first event given); return the fileInputs count."""
-    if event == "null":
-        return 0
-    if event != "start_map":
-        raise ValidationError(f"body.inputs: expected object or null, got {_event_kind(event)}")
-    files = 0
-    for _prefix, inner, kind in events:
-        if inner == "end_map":
-            return files
-        _p, start, _v = next(events)
-        if start == "start_array":
-            count = _count_items(events)
-            if kind == "fileInputs":
-                files = count
-        elif start in _OPEN:
-            _skip(events)
-    return files
-
-
-def _count_items(events: Iterator[_Event]) -> int:
-    """Count the items of an array whose ``start_array`` was consumed, skipping their content."""
-    count = 0
-    for _prefix, event, _value in events:
-        if event == "end_array":
-            return count
-        count += 1
-        if event in _OPEN:
-            _skip(events)
-    return count
-
-
-def _skip(events: Iterator[_Event]) -> None:
-    """Consume a container whose opening event was consumed, up to its closing event."""
-    depth = 1
-    for _prefix, event, _value in events:
-        if event in _OPEN:
-            depth += 1
-        elif event in _CLOSE:
-            depth -= 1
-            if depth == 0:
-                return
+def _kept(event: str, value: Any) -> Any:
+    """What :func:`read_task` keeps of a value that starts with ``event``."""
+    if event in _OPEN:
+        return {} if event == "start_map" else []
+    return _number(value) if isinstance(value, float) else value
 
 
 def _event_kind(event: str) -> str:

@@ -129,11 +129,32 @@ def test_read_task_keeps_the_scalars_and_counts_the_input_files() -> None:
     assert registration.input_files == 2
 
 
-def test_read_task_lets_the_schema_name_a_container_sent_for_a_scalar() -> None:
-    task = schemas.read_task(io.BytesIO(b'{"task": "A", "runName": "p", "cpus": [1, [2]]}'))
-    assert task.fields["cpus"] == []
-    with pytest.raises(schemas.ValidationError, match=r"^body\.cpus: expected number or null"):
+@pytest.mark.parametrize(
+    ("raw", "kept", "message"),
+    [
+        (b'"cpus": [1, [2]]', {"cpus": []}, "body.cpus: expected number or null, got array"),
+        (b'"name": {"a": 1}', {"name": {}}, "body.name: expected string or null, got object"),
+        (b'"inputs": "x"', {"inputs": "x"}, "body.inputs: expected object or null, got string"),
+    ],
+)
+def test_read_task_keeps_a_wrong_kind_small_for_the_schema_to_name(raw, kept, message) -> None:
+    task = schemas.read_task(io.BytesIO(b'{"task": "A", "runName": "p", ' + raw + b"}"))
+    assert task.fields == {"task": "A", "runName": "p", **kept}
+    with pytest.raises(schemas.ValidationError) as caught:
         compiled()[("POST", E + "/task/{id}")].check(task.fields)
+    assert str(caught.value) == message
+
+
+def test_read_task_counts_only_the_items_of_the_file_inputs_array() -> None:
+    cases = {
+        b'{"inputs": {"fileInputs": [[1], {"item": 2}, 3]}}': 3,
+        b'{"inputs": {"fileInputs": {"item": 1}}}': 0,
+        b'{"inputs.fileInputs": [1, 2]}': 0,
+        b'{"inputs": {"fileInputs": [1, 2], "fileInputs": [3]}}': 1,
+        b'{"inputs": null}': 0,
+    }
+    counted = {raw: schemas.read_task(io.BytesIO(raw)).input_files for raw in cases}
+    assert counted == cases
 
 
 @pytest.mark.parametrize(
@@ -143,7 +164,6 @@ def test_read_task_lets_the_schema_name_a_container_sent_for_a_scalar() -> None:
         (b"[1]", "body: expected object, got array"),
         (b'{"task": "A"', "malformed JSON"),
         (b'{"task": "A"} 1', "malformed JSON"),
-        (b'{"task": "A", "inputs": "x"}', "body.inputs: expected object or null, got string"),
     ],
 )
 def test_read_task_refuses_what_is_not_one_json_object(raw, needle) -> None:
