@@ -4,6 +4,7 @@ Layout: ``base`` (the ``MemoryPredictor`` contract), one module per model (``lr`
 ``mean``, ``last``, ``ponder``, ``const``, ``poly``, ``envelope``; each with ``NAME``,
 ``ALIASES``, ``SYNTAX``, ``Args``, ``parse_args`` and ``make``), ``offsets`` (margins and the
 wrapper every predictor runs in), ``grammar`` (spec strings), ``allocation`` (prediction to
-request), and the offline evaluation: ``traces`` (parsing) and ``replay`` (protocol, metrics).
+request), and the offline evaluation: ``wfformat`` (the one WfFormat reader, shared with the
+simulator), ``traces`` (runs to replay) and ``replay`` (protocol, metrics).
 Names are resolved in ``scheduler.registry``; see README.md for the table.
 """

@@ -11,12 +11,13 @@ rejected and counted. Only ``COMPLETED`` rows are tasks; a completed retry (atte
 the request of its first attempt when that row exists (same ``name``). x = ``rchar``,
 y = ``peak_rss``, runtime = ``realtime``; ``realtime = 0`` rows are kept (they weigh 0).
 
-WfFormat 1.5 instances record no start times and no requests. Times come from an as-soon-as-
-possible schedule of the task DAG with unlimited resources (a task starts when its last parent
-completes; runtime = ``runtimeInSeconds``). x = the summed sizes of the task's input files (the
-true pre-run input size), y = ``memoryInBytes``. The process is the task name without its
-``_ID<digits>`` suffix. The user request is synthetic: the caller's default, else the smallest
-power-of-two GiB (>= 1 GiB) that fits every peak of the process, i.e. a preset that never fails.
+WfFormat instances (read by ``predictors.wfformat``) record no start times and no requests.
+Times come from an as-soon-as-possible schedule of the task DAG with unlimited resources (a task
+starts when its last parent completes; runtime = ``runtimeInSeconds``). x = the summed sizes of
+the task's input files (the true pre-run input size), y = ``memoryInBytes``. The process is the
+task name without its ``_ID<digits>`` suffix. The user request is synthetic: the caller's
+default, else the smallest power-of-two GiB (>= 1 GiB) that fits every peak of the process, i.e.
+a preset that never fails.
 """
 
 from __future__ import annotations
@@ -25,14 +26,12 @@ import collections
 import csv
 import datetime
 import graphlib
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from predictors import base
+from predictors import base, wfformat
 
 REQUIRED_COLUMNS = ("process", "status", "memory", "start", "complete", "realtime", "peak_rss")
 """Columns a Nextflow trace must have (``rchar``, ``task_id``, ``name``, ``attempt``, ``submit``
@@ -231,7 +230,7 @@ def _nextflow_task(row: Mapping[str, str], *, request: str, index: int) -> Task:
 
 
 def parse_wfformat(text: str, *, name: str, default_request: int | None = None) -> Run:
-    """Parse a WfFormat 1.5 instance into a run (see the module docstring for the derivations).
+    """Parse a WfFormat instance into a run (see the module docstring for the derivations).
 
     Args:
         text: The JSON text.
@@ -239,49 +238,44 @@ def parse_wfformat(text: str, *, name: str, default_request: int | None = None) 
         default_request: The user request for every task; ``None`` for the per-process preset.
 
     Raises:
-        TraceError: Not JSON, or no ``workflow.specification.tasks`` / ``workflow.execution``.
+        TraceError: Not JSON, not a valid instance (``predictors.wfformat``), or a cycle.
     """
     try:
-        document = json.loads(text)
-        spec_tasks: list[dict[str, Any]] = document["workflow"]["specification"]["tasks"]
-        files = document["workflow"]["specification"].get("files", [])
-        measured = {t["id"]: t for t in document["workflow"]["execution"]["tasks"]}
-    except (ValueError, KeyError, TypeError) as error:
+        instance = wfformat.loads(text)
+    except wfformat.InstanceError as error:
         raise TraceError(f"not a WfFormat instance: {error}") from error
-    sizes = {f["id"]: int(f.get("sizeInBytes", 0)) for f in files}
-    runtimes = {tid: 1000.0 * float(t.get("runtimeInSeconds", 0.0)) for tid, t in measured.items()}
-    start = _asap_schedule(spec_tasks, runtimes)
-    processes = {t["id"]: _WF_ID_SUFFIX.sub("", t.get("name", t["id"])) for t in spec_tasks}
-    peaks = {tid: int(m["memoryInBytes"]) for tid, m in measured.items() if m.get("memoryInBytes")}
+    runtimes = {t.id: 1000.0 * t.runtime_s for t in instance}
+    start = _asap_schedule(instance, runtimes)
+    processes = {t.id: wfformat.process_name(t.name) for t in instance}
+    peaks = {t.id: t.memory_bytes for t in instance if t.memory_bytes}
     requests = _presets(processes, peaks) if default_request is None else {}
     tasks = [
         Task(
             order=index,
-            name=t["id"],
-            process=processes[t["id"]],
-            request_bytes=default_request or requests.get(processes[t["id"]]),
-            peak_bytes=peaks.get(t["id"]),
-            input_bytes=sum(sizes.get(f, 0) for f in t.get("inputFiles", [])),
-            submit_ms=start[t["id"]],
-            start_ms=start[t["id"]],
-            complete_ms=start[t["id"]] + runtimes.get(t["id"], 0.0),
-            realtime_ms=runtimes.get(t["id"], 0.0),
+            name=t.id,
+            process=processes[t.id],
+            request_bytes=default_request or requests.get(processes[t.id]),
+            peak_bytes=peaks.get(t.id),
+            input_bytes=t.input_bytes or 0,
+            submit_ms=start[t.id],
+            start_ms=start[t.id],
+            complete_ms=start[t.id] + runtimes[t.id],
+            realtime_ms=runtimes[t.id],
         )
-        for index, t in enumerate(spec_tasks)
+        for index, t in enumerate(instance)
     ]
     return Run(name=name, tasks=tuple(tasks))
 
 
 def _asap_schedule(
-    spec_tasks: Sequence[Mapping[str, Any]], runtimes: Mapping[str, float]
+    instance: Sequence[wfformat.WfTask], runtimes: Mapping[str, float]
 ) -> dict[str, float]:
     """Return start times (ms) of an unlimited-resource schedule; a cycle raises TraceError."""
-    ids = {t["id"] for t in spec_tasks}
-    graph = {t["id"]: [p for p in t.get("parents", []) if p in ids] for t in spec_tasks}
+    graph = {t.id: t.parents for t in instance}
     start: dict[str, float] = {}
     try:
         for tid in graphlib.TopologicalSorter(graph).static_order():
-            start[tid] = max((start[p] + runtimes.get(p, 0.0) for p in graph[tid]), default=0.0)
+            start[tid] = max((start[p] + runtimes[p] for p in graph[tid]), default=0.0)
     except graphlib.CycleError as error:
         raise TraceError("the task graph has a cycle") from error
     return start

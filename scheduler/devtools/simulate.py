@@ -1,6 +1,7 @@
 """Offline discrete-event simulator: replay a WfCommons WfFormat instance through ``run_cycle``.
 
-Data flow: :func:`load_instance` reads a WfFormat 1.4/1.5 document into an :class:`Instance`;
+Data flow: :func:`load_instance` reads a WfFormat 1.4/1.5 document (``predictors.wfformat``,
+the one reader of the format) into an :class:`Instance`;
 :func:`simulate` registers its task-level DAG in a ``WorkflowDag`` (as an engine that knows the
 whole workflow would), builds a ``ClusterCache`` of identical nodes and then runs events on a
 simulated clock. A task becomes pending (gets the next submission id and joins the
@@ -48,14 +49,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from predictors import wfformat
 from scheduler import registry
 from scheduler.core import cluster, context, cycle, errors, interfaces, queue, resources, workflow
 
 GIB = 2**30
 
 
-class InstanceError(ValueError):
-    """The WfFormat document is malformed; the message says what and where."""
+InstanceError = wfformat.InstanceError
+"""The WfFormat document is malformed (or, in :func:`simulate`, its DAG has a cycle)."""
 
 
 class SimulationError(RuntimeError):
@@ -134,62 +136,17 @@ class SimResult:
 
 # -- parsing ---------------------------------------------------------------------------------
 
-_ID_SUFFIX = re.compile(r"_ID\d+$")
 _BARE_WORD = re.compile(r"[\w.-]+")
 
 
-def _step_name(spec: Mapping[str, Any], execution: Mapping[str, Any]) -> str:
-    category = spec.get("category") or execution.get("category")
-    if isinstance(category, str) and category:
-        return category
-    base = _ID_SUFFIX.sub("", str(spec.get("name") or spec["id"]))
-    command = execution.get("command")
-    program = command.get("program") if isinstance(command, Mapping) else None
-    if (
-        isinstance(program, str)
-        and _BARE_WORD.fullmatch(program)
-        and base.startswith(program + "_")
-    ):
+def _step_name(task: wfformat.WfTask) -> str:
+    if task.category:
+        return task.category
+    base = wfformat.process_name(task.name)
+    program = task.program
+    if program and _BARE_WORD.fullmatch(program) and base.startswith(program + "_"):
         return program
     return base
-
-
-def _input_size(
-    spec: Mapping[str, Any], execution: Mapping[str, Any], sizes: Mapping[str, int]
-) -> int:
-    total = 0
-    found = False
-    for file_id in spec.get("inputFiles") or ():
-        if file_id in sizes:
-            total += sizes[file_id]
-            found = True
-    for entry in spec.get("files") or ():
-        if isinstance(entry, Mapping) and entry.get("link") == "input":
-            total += int(entry.get("sizeInBytes") or entry.get("size") or 0)
-            found = True
-    if found:
-        return total
-    return int(execution.get("readBytes") or 0)
-
-
-def _tasks_of(document: Mapping[str, Any]) -> tuple[list[Any], list[Any], list[Any]]:
-    wf = document.get("workflow")
-    if not isinstance(wf, Mapping):
-        raise InstanceError("missing object 'workflow'")
-    if isinstance(wf.get("specification"), Mapping):
-        spec, execution = wf["specification"], wf.get("execution")
-        if not isinstance(execution, Mapping):
-            raise InstanceError("missing object 'workflow.execution'")
-        spec_tasks, exec_tasks = spec.get("tasks"), execution.get("tasks")
-        files = spec.get("files") or []
-    else:  # WfFormat 1.4: one task list with measurements inline
-        spec_tasks = exec_tasks = wf.get("tasks")
-        files = []
-    if not isinstance(spec_tasks, list) or not isinstance(exec_tasks, list) or not spec_tasks:
-        raise InstanceError("'workflow.specification.tasks' must be a non-empty list")
-    if not isinstance(files, list):
-        raise InstanceError("'workflow.specification.files' must be a list")
-    return spec_tasks, exec_tasks, files
 
 
 def parse_instance(document: object, *, name: str = "instance") -> Instance:
@@ -198,66 +155,31 @@ def parse_instance(document: object, *, name: str = "instance") -> Instance:
     Raises:
         InstanceError: If required fields are missing or inconsistent.
     """
-    if not isinstance(document, Mapping):
-        raise InstanceError("top level must be a JSON object")
-    spec_tasks, exec_tasks, files = _tasks_of(document)
-    try:
-        sizes = {f["id"]: int(f.get("sizeInBytes") or 0) for f in files}
-        measured = {t["id"]: t for t in exec_tasks}
-        specs = [(t, measured[t["id"]]) for t in spec_tasks]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InstanceError(f"task or file without a valid id ({exc!s})") from None
-    known = {t["id"] for t, _ in specs}
+    read = wfformat.parse(document)
+    steps = [_step_name(task) for task in read]
     memory_by_step: dict[str, list[int]] = {}
-    raw: list[tuple[Mapping[str, Any], Mapping[str, Any], str]] = []
-    for spec, execution in specs:
-        step = _step_name(spec, execution)
-        raw.append((spec, execution, step))
-        if execution.get("memoryInBytes"):
-            memory_by_step.setdefault(step, []).append(int(execution["memoryInBytes"]))
-    tasks = [
-        _sim_task(spec, execution, step, sizes, known, memory_by_step)
-        for spec, execution, step in raw
-    ]
+    for task, step in zip(read, steps, strict=True):
+        if task.memory_bytes:
+            memory_by_step.setdefault(step, []).append(task.memory_bytes)
+    tasks = [_sim_task(task, step, memory_by_step) for task, step in zip(read, steps, strict=True)]
     return Instance(name=name, tasks=tuple(tasks))
 
 
-def _sim_task(
-    spec: Mapping[str, Any],
-    execution: Mapping[str, Any],
-    step: str,
-    sizes: Mapping[str, int],
-    known: set[str],
-    memory_by_step: Mapping[str, list[int]],
-) -> SimTask:
-    task_id = spec["id"]
-    try:
-        runtime = float(execution["runtimeInSeconds"])
-        avg_cpu = float(execution.get("avgCPU") or 0.0)
-        parents = tuple(spec.get("parents") or ())
-        children = tuple(spec.get("children") or ())
-    except (KeyError, TypeError, ValueError):
-        raise InstanceError(
-            f"task {task_id!r}: missing or invalid runtimeInSeconds/avgCPU"
-        ) from None
-    if not math.isfinite(runtime) or runtime < 0 or not math.isfinite(avg_cpu):
-        raise InstanceError(f"task {task_id!r}: runtime and avgCPU must be finite, runtime >= 0")
-    for other in parents + children:
-        if other not in known:
-            raise InstanceError(f"task {task_id!r} refers to unknown task {other!r}")
-    memory = execution.get("memoryInBytes")
+def _sim_task(task: wfformat.WfTask, step: str, memory_by_step: Mapping[str, list[int]]) -> SimTask:
+    memory = task.memory_bytes
     if not memory:
         step_values = memory_by_step.get(step)
         memory = int(statistics.median(step_values)) if step_values else 0
+    input_size = task.input_bytes if task.input_bytes is not None else task.read_bytes or 0
     return SimTask(
-        id=task_id,
+        id=task.id,
         step=step,
-        parents=parents,
-        children=children,
-        runtime_s=runtime,
-        cpu_millis=1000 * max(1, math.ceil(avg_cpu / 100)),
-        memory_bytes=int(memory),
-        input_size=_input_size(spec, execution, sizes),
+        parents=task.parents,
+        children=task.children,
+        runtime_s=task.runtime_s,
+        cpu_millis=1000 * max(1, math.ceil(task.avg_cpu / 100)),
+        memory_bytes=memory,
+        input_size=input_size,
     )
 
 
