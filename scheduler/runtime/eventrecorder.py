@@ -16,50 +16,61 @@ import collections
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import NotRequired, Protocol, TypedDict, Unpack
 
 log = logging.getLogger(__name__)
 
 WARNING = "Warning"
 
 
-@dataclass(frozen=True, slots=True)
-class _Event:
+class EventFields(TypedDict):
+    """One Event: the keyword arguments of ``EventRecorder.record`` and of an ``EventSender``."""
+
     namespace: str
     pod_name: str
+    """The object the Event is about (a pod unless ``regarding_kind`` says otherwise)."""
     pod_uid: str
     reason: str
     note: str
-    event_type: str
-    action: str
-    regarding_kind: str
+    event_type: NotRequired[str]
+    """``Normal`` (the default) or ``Warning``."""
+    action: NotRequired[str]
+    """What wfsched did (default ``Scheduling``)."""
+    regarding_kind: NotRequired[str]
+    """Kind of the object (default ``Pod``)."""
 
-    def emit_kwargs(self) -> dict[str, Any]:
-        return {
-            "namespace": self.namespace,
-            "pod_name": self.pod_name,
-            "pod_uid": self.pod_uid,
-            "reason": self.reason,
-            "note": self.note,
-            "event_type": self.event_type,
-            "action": self.action,
-            "regarding_kind": self.regarding_kind,
-        }
+
+class EventSender(Protocol):
+    """Sends one Event to the API server: ``KubeClient.create_event`` is the implementation.
+
+    Must not raise, block for long or retry; returns ``sent``, ``failed`` or ``dropped``
+    (``None`` counts as ``sent``).
+    """
+
+    def __call__(self, **event: Unpack[EventFields]) -> str | None:
+        """Send ``event``; return the outcome."""
+
+
+_DEFAULTS: dict[str, str] = {
+    "event_type": "Normal",
+    "action": "Scheduling",
+    "regarding_kind": "Pod",
+}
+_Queued = tuple[tuple[str, str], ...]
+"""An Event as sorted (field, value) pairs with the defaults filled in: equal Events are equal."""
 
 
 class EventRecorder:
     """A bounded, coalescing Event queue drained by ``workers`` threads.
 
-    ``emit`` is ``KubeClient.create_event`` (or a fake with its keyword arguments); it may
-    return an outcome string (``sent``, ``failed``, ``dropped``), ``None`` counts as ``sent``.
-    ``on_outcome(event_type, outcome)`` is called once per recorded Event with that outcome,
-    or with ``queue_full`` / ``coalesced`` when the Event never reached ``emit``.
+    ``emit`` sends each Event (see :class:`EventSender`). ``on_outcome(event_type, outcome)`` is
+    called once per recorded Event with the outcome of ``emit``, or with ``queue_full`` /
+    ``coalesced`` / ``closed`` when the Event never reached ``emit``.
     """
 
     def __init__(
         self,
-        emit: Callable[..., str | None],
+        emit: EventSender,
         *,
         workers: int = 4,
         max_queued: int = 1000,
@@ -68,11 +79,11 @@ class EventRecorder:
     ) -> None:
         self._emit = emit
         self._max = {WARNING: max_queued_warnings, "Normal": max_queued}
-        self._queues: dict[str, collections.deque[_Event]] = {
+        self._queues: dict[str, collections.deque[_Queued]] = {
             WARNING: collections.deque(),
             "Normal": collections.deque(),
         }
-        self._waiting: set[_Event] = set()
+        self._waiting: set[_Queued] = set()
         self._on_outcome = on_outcome
         self._cond = threading.Condition()
         self._closed = False
@@ -84,22 +95,10 @@ class EventRecorder:
         for thread in self._threads:
             thread.start()
 
-    def record(
-        self,
-        *,
-        namespace: str,
-        pod_name: str,
-        pod_uid: str,
-        reason: str,
-        note: str,
-        event_type: str = "Normal",
-        action: str = "Scheduling",
-        regarding_kind: str = "Pod",
-    ) -> bool:
+    def record(self, **fields: Unpack[EventFields]) -> bool:
         """Queue an Event; return False when it was dropped or coalesced. Never blocks."""
-        event = _Event(
-            namespace, pod_name, pod_uid, reason, note, event_type, action, regarding_kind
-        )
+        event: _Queued = tuple(sorted(dict(_DEFAULTS, **fields).items()))
+        event_type = fields.get("event_type", "Normal")
         lane = WARNING if event_type == WARNING else "Normal"
         with self._cond:
             if self._closed:
@@ -140,11 +139,11 @@ class EventRecorder:
             self._waiting.clear()
             self._cond.notify_all()
         for event in dropped:
-            self._report(event.event_type, "closed")
+            self._report(dict(event)["event_type"], "closed")
         for thread in self._threads:
             thread.join(timeout=1.0)
 
-    def _next(self) -> _Event | None:
+    def _next(self) -> _Queued | None:
         with self._cond:
             while True:
                 if self._closed:
@@ -158,17 +157,18 @@ class EventRecorder:
                 self._cond.wait()
 
     def _work(self) -> None:
-        while (event := self._next()) is not None:
+        while (queued := self._next()) is not None:
+            event = dict(queued)
             outcome = "failed"
             try:
-                outcome = self._emit(**event.emit_kwargs()) or "sent"
+                outcome = self._emit(**event) or "sent"
             except Exception:  # emit must not raise; if it does, the worker survives
                 log.warning("event emission raised", exc_info=True)
             finally:
                 with self._cond:
                     self._busy -= 1
                     self._cond.notify_all()
-            self._report(event.event_type, outcome)
+            self._report(event["event_type"], outcome)
 
     def _report(self, event_type: str, outcome: str) -> None:
         if self._on_outcome is None:
