@@ -281,50 +281,45 @@ def describe(problem: jsonschema_rs.ValidationError) -> str:
     path = "body" + "".join(
         f"[{part}]" if isinstance(part, int) else f".{part}" for part in problem.instance_path
     )
-    kind, value = problem.kind, problem.instance
+    return f"{path}: {_problem(problem.kind, problem.instance) or problem.message[:200]}"
+
+
+def _problem(kind: jsonschema_rs.ValidationErrorKind, value: Any) -> str | None:
+    """What is wrong with ``value``, for the keywords the schemas use (``None``: another)."""
     errors = jsonschema_rs.ValidationErrorKind
-    if isinstance(kind, errors.Type):
-        allowed = sorted(kind.types, key=lambda name: name == "null")  # "integer or null"
-        return f"{path}: expected {' or '.join(allowed)}, got {_kind(value)}"
-    if isinstance(kind, errors.Enum):
-        return f"{path}: {value!r} is not one of {', '.join(map(str, kind.options))}"
-    if isinstance(kind, errors.Required):
-        return f"{path}: missing required field {kind.property!r}"
-    if isinstance(kind, errors.Minimum):
-        return f"{path}: {value} is below the minimum {kind.limit}"
-    if isinstance(kind, errors.Maximum):
-        return f"{path}: {value} is above the maximum {kind.limit}"
-    if isinstance(kind, errors.MinItems):
-        return f"{path}: fewer than {kind.limit} items"
-    if isinstance(kind, errors.MaxItems):
-        return f"{path}: more than {kind.limit} items"
-    if isinstance(kind, errors.MinLength):
-        shorter = f"shorter than {kind.limit} characters"
-        return f"{path}: {'must not be empty' if kind.limit == 1 else shorter}"
-    if isinstance(kind, errors.MaxLength):
-        return f"{path}: longer than {kind.limit} characters"
-    if isinstance(kind, errors.Pattern):
-        return f"{path}: {str(value)[:80]!r} does not match {kind.pattern}"
-    return f"{path}: {problem.message[:200]}"
+    match kind:
+        case errors.Type(types=types):
+            allowed = " or ".join(sorted(types, key=lambda name: name == "null"))
+            return f"expected {allowed}, got {_JSON_TYPES.get(type(value), 'another type')}"
+        case errors.Enum(options=options):
+            return f"{value!r} is not one of {', '.join(map(str, options))}"
+        case errors.Required(property=name):
+            return f"missing required field {name!r}"
+        case errors.Minimum(limit=limit) | errors.Maximum(limit=limit):
+            side = "below the minimum" if isinstance(kind, errors.Minimum) else "above the maximum"
+            return f"{value} is {side} {limit}"
+        case errors.MinItems(limit=limit) | errors.MaxItems(limit=limit):
+            return f"{'fewer' if isinstance(kind, errors.MinItems) else 'more'} than {limit} items"
+        case errors.MinLength(limit=1):
+            return "must not be empty"
+        case errors.MinLength(limit=limit) | errors.MaxLength(limit=limit):
+            side = "shorter" if isinstance(kind, errors.MinLength) else "longer"
+            return f"{side} than {limit} characters"
+        case errors.Pattern(pattern=pattern):
+            return f"{str(value)[:80]!r} does not match {pattern}"
+    return None
 
 
-def _kind(value: Any) -> str:
-    """The JSON type name of a decoded value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+_JSON_TYPES = {
+    type(None): "null",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+}
+"""The JSON type name of each Python type a decoded body holds."""
 
 
 def _number(value: float) -> int | float:
