@@ -26,20 +26,6 @@ import numpy as np
 from scheduler.devtools import devcluster
 
 
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return math.nan
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def _exponent(xs: list[float], ys: list[float]) -> float:
     if len(set(xs)) < 2:
         return math.nan
@@ -98,16 +84,19 @@ def measure(
             )
             if (
                 seen >= pods
-                and _metric(text, "wfsched_scheduling_cycle_duration_seconds_count") >= 4
+                and devcluster.metric_sample(
+                    text, "wfsched_scheduling_cycle_duration_seconds_count"
+                )
+                >= 4
             ):
                 break
             time.sleep(1)
         time.sleep(6)  # a few more safety cycles over the full queue
         text = daemon.metrics()
-        total = _metric(text, "wfsched_scheduling_cycle_duration_seconds_sum")
-        count = _metric(text, "wfsched_scheduling_cycle_duration_seconds_count")
+        total = devcluster.metric_sample(text, "wfsched_scheduling_cycle_duration_seconds_sum")
+        count = devcluster.metric_sample(text, "wfsched_scheduling_cycle_duration_seconds_count")
         assert daemon.proc is not None
-        rss = _rss_bytes(daemon.proc.pid)
+        rss = devcluster.process_memory_bytes(daemon.proc.pid)
     finally:
         daemon.stop()
     admin.request("DELETE", f"/api/v1/namespaces/{namespace}/pods")

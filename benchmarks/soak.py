@@ -140,23 +140,9 @@ class SoakResult:
         )
 
 
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return math.nan
-
-
 def _count(value: float) -> int:
     """A gauge as an int; -1 when the daemon does not export it."""
     return int(value) if math.isfinite(value) else -1
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def run_soak(
@@ -201,8 +187,8 @@ def run_soak(
     try:
         assert daemon.proc is not None
         text = daemon.metrics()
-        total = _metric(text, "wfsched_scheduling_cycle_duration_seconds_sum")
-        count = _metric(text, "wfsched_scheduling_cycle_duration_seconds_count")
+        total = devcluster.metric_sample(text, "wfsched_scheduling_cycle_duration_seconds_sum")
+        count = devcluster.metric_sample(text, "wfsched_scheduling_cycle_duration_seconds_count")
         for index in range(runs):
             run_started = time.monotonic()
             plan = workflow_plan(tasks=tasks, runtime_s=runtime_s, run_id=f"r{index:03d}")
@@ -216,23 +202,31 @@ def run_soak(
             if status >= 300:
                 raise RuntimeError(f"deleting the pods of {plan.run_id}: HTTP {status}: {reply}")
             text = daemon.metrics()
-            new_total = _metric(text, "wfsched_scheduling_cycle_duration_seconds_sum")
-            new_count = _metric(text, "wfsched_scheduling_cycle_duration_seconds_count")
+            new_total = devcluster.metric_sample(
+                text, "wfsched_scheduling_cycle_duration_seconds_sum"
+            )
+            new_count = devcluster.metric_sample(
+                text, "wfsched_scheduling_cycle_duration_seconds_count"
+            )
             cycles = int(new_count - count)
             sample = Sample(
                 run=index,
                 seconds=time.monotonic() - run_started,
-                rss_bytes=_rss_bytes(daemon.proc.pid),
+                rss_bytes=devcluster.process_memory_bytes(daemon.proc.pid),
                 cycles=cycles,
                 mean_cycle_s=(new_total - total) / cycles if cycles else 0.0,
-                runs_kept=_count(_metric(text, "wfsched_workflow_runs")),
+                runs_kept=_count(devcluster.metric_sample(text, "wfsched_workflow_runs")),
             )
             total, count = new_total, new_count
             result.samples.append(sample)
             if on_sample is not None:
                 on_sample(sample)
-        result.binds = _count(_metric(text, 'wfsched_schedule_attempts_total{result="scheduled"}'))
-        result.resizes = _count(_metric(text, 'wfsched_resize_requests_total{result="applied"}'))
+        result.binds = _count(
+            devcluster.metric_sample(text, 'wfsched_schedule_attempts_total{result="scheduled"}')
+        )
+        result.resizes = _count(
+            devcluster.metric_sample(text, 'wfsched_resize_requests_total{result="applied"}')
+        )
     finally:
         daemon.stop()
         api.close()

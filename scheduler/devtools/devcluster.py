@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import math
 import os
 import signal
 import socket
@@ -36,6 +37,7 @@ from typing import IO, Any
 
 import yaml
 
+from scheduler.devtools import httpjson
 from scheduler.devtools import pki as devcluster_pki
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -206,33 +208,13 @@ class _State:
     processes: dict[str, _Process] = field(default_factory=dict)
 
 
-class AdminClient:
-    """Minimal HTTPS client with the cluster's admin certificate (JSON in, JSON out)."""
+class AdminClient(httpjson.JsonHttp):
+    """HTTPS client with the cluster's admin certificate (JSON in, JSON out)."""
 
     def __init__(self, server_port: int, pki: devcluster_pki.PkiPaths) -> None:
-        self._port = server_port
-        self._context = ssl.create_default_context(cafile=str(pki.ca_crt))
-        self._context.load_cert_chain(str(pki.admin_crt), str(pki.admin_key))
-
-    def request(
-        self, method: str, path: str, body: Mapping[str, Any] | None = None, *, timeout: float = 30
-    ) -> tuple[int, Any]:
-        """Send one request; return the status and the decoded JSON body (or text)."""
-        conn = http.client.HTTPSConnection(
-            "127.0.0.1", self._port, context=self._context, timeout=timeout
-        )
-        try:
-            payload = json.dumps(body).encode() if body is not None else None
-            headers = {"Content-Type": "application/json", "Accept": "application/json"}
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        finally:
-            conn.close()
-        try:
-            return response.status, json.loads(raw) if raw else None
-        except ValueError:
-            return response.status, raw.decode(errors="replace")
+        context = ssl.create_default_context(cafile=str(pki.ca_crt))
+        context.load_cert_chain(str(pki.admin_crt), str(pki.admin_key))
+        super().__init__(server_port, context=context)
 
     def apply(self, path: str, body: Mapping[str, Any]) -> None:
         """Create an object, or replace it when it already exists (retrying update races)."""
@@ -328,6 +310,10 @@ class DevCluster:
         """Return an admin HTTPS client for this cluster."""
         return AdminClient(self.api_port, self.pki)
 
+    def etcd(self) -> httpjson.JsonHttp:
+        """Return a client of etcd's JSON gateway (``/v3/kv/...``), behind the API server."""
+        return httpjson.JsonHttp(self._state.ports["etcd"])
+
     def log_path(self, component: str) -> Path:
         """Return the log file of one component."""
         return self.workdir / "logs" / f"{component}.log"
@@ -355,7 +341,7 @@ class DevCluster:
         devcluster_pki.ensure_pki(self.pki.root)
         for name in ("etcd", "etcd-peer", "apiserver", "kwok", "metrics-server", "scheduler"):
             self._state.ports.setdefault(name, free_port())
-        self._write_kubeconfig()
+        self.write_kubeconfig(self.kubeconfig)
         self._write_kwok_config()
         deadline = time.monotonic() + timeout_s
         try:
@@ -676,7 +662,18 @@ class DevCluster:
             },
         )
 
-    def _write_kubeconfig(self) -> None:
+    def write_kubeconfig(self, path: Path, *, token: str | None = None) -> Path:
+        """Write a kubeconfig for this cluster to ``path`` (mode 0600) and return ``path``.
+
+        The user is the admin (client certificate) unless ``token`` is given: then it is
+        whoever that bearer token authenticates (a ServiceAccount's, a rejected one).
+        """
+        user: dict[str, str] = {
+            "client-certificate": str(self.pki.admin_crt),
+            "client-key": str(self.pki.admin_key),
+        }
+        if token is not None:
+            user = {"token": token}
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -689,25 +686,22 @@ class DevCluster:
                     },
                 }
             ],
-            "users": [
-                {
-                    "name": "admin",
-                    "user": {
-                        "client-certificate": str(self.pki.admin_crt),
-                        "client-key": str(self.pki.admin_key),
-                    },
-                }
-            ],
+            "users": [{"name": "admin" if token is None else "token", "user": user}],
             "contexts": [
                 {
                     "name": "wfsched-dev",
-                    "context": {"cluster": "wfsched-dev", "user": "admin", "namespace": "default"},
+                    "context": {
+                        "cluster": "wfsched-dev",
+                        "user": "admin" if token is None else "token",
+                        "namespace": "default",
+                    },
                 }
             ],
             "current-context": "wfsched-dev",
         }
-        self.kubeconfig.write_text(yaml.safe_dump(config))
-        self.kubeconfig.chmod(0o600)
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
 
     def _write_kwok_config(self) -> None:
         kustomize = self._binaries["kwok:root"] / "kustomize"
@@ -759,6 +753,29 @@ def _https_ok(url: str) -> bool:
         return conn.getresponse().status == 200
     finally:
         conn.close()
+
+
+def metric_sample(exposition: str, sample: str, *, default: float = math.nan) -> float:
+    """The value of one sample of a Prometheus text exposition, ``default`` when absent.
+
+    ``sample`` is the line's start as exposed: ``wfsched_workflow_runs`` or
+    ``wfsched_schedule_attempts_total{result="scheduled"}``.
+    """
+    for line in exposition.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[1])
+    return default
+
+
+def process_memory_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A memory figure of a process from ``/proc/<pid>/status`` in bytes (0 when absent).
+
+    ``VmRSS`` is the resident set now, ``VmHWM`` its peak so far.
+    """
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def daemon_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -1,18 +1,15 @@
 """Helpers for the chart tier: render the chart with the Go-built helm, talk to the live API server.
 
 ``render`` runs ``helm template`` with a values mapping and returns the parsed manifests;
-``Kube`` is a small HTTPS client with the dev cluster's admin certificate that can send
+``Kube`` is the dev cluster's admin client (``devcluster.AdminClient``) that can also send
 server-side apply patches, impersonate a service account and ask SubjectAccessReviews.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
-import ssl
 import subprocess
 import tempfile
-import urllib.parse
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,13 +136,12 @@ class Resource:
     namespaced: bool
 
 
-class Kube:
-    """Admin HTTPS client for the dev cluster (JSON in and out, optional impersonation)."""
+class Kube(devcluster.AdminClient):
+    """The dev cluster's admin client, plus discovery, server-side apply, impersonation and
+    SubjectAccessReviews."""
 
     def __init__(self, cluster: devcluster.DevCluster) -> None:
-        self._port = cluster.api_port
-        self._context = ssl.create_default_context(cafile=str(cluster.pki.ca_crt))
-        self._context.load_cert_chain(str(cluster.pki.admin_crt), str(cluster.pki.admin_key))
+        super().__init__(cluster.api_port, cluster.pki)
         self._discovery: dict[str, dict[str, Resource] | None] = {}
 
     def request(
@@ -154,39 +150,25 @@ class Kube:
         path: str,
         body: Any = None,
         *,
-        content_type: str = "application/json",
-        query: Mapping[str, str] | None = None,
         as_user: tuple[str, Sequence[str]] | None = None,
+        **options: Any,
     ) -> tuple[int, Any]:
-        """Send one request; return the status and the decoded JSON body (text if not JSON)."""
-        if query:
-            path = f"{path}?{urllib.parse.urlencode(query)}"
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        """``AdminClient.request``; ``as_user`` (name, groups) impersonates that user."""
         if as_user is not None:
-            headers["Impersonate-User"] = as_user[0]
-        payload: bytes | None = None
-        if body is not None:
-            payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        conn = http.client.HTTPSConnection(
-            "127.0.0.1", self._port, context=self._context, timeout=30
+            groups = [("Impersonate-Group", group) for group in as_user[1]]  # one header each
+            options["headers"] = [("Impersonate-User", as_user[0]), *groups]
+        return super().request(method, path, body, **options)
+
+    def create_namespace(self, prefix: str) -> str:
+        """Create a namespace with a fresh name starting with ``prefix``; return the name."""
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        status, body = self.request(
+            "POST",
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
         )
-        try:
-            conn.putrequest(method, path)
-            for key, value in headers.items():
-                conn.putheader(key, value)
-            if as_user is not None:
-                for group in as_user[1]:  # a repeated header, one group each
-                    conn.putheader("Impersonate-Group", group)
-            conn.putheader("Content-Length", str(len(payload or b"")))
-            conn.endheaders(payload)
-            response = conn.getresponse()
-            raw = response.read()
-        finally:
-            conn.close()
-        try:
-            return response.status, json.loads(raw) if raw else None
-        except ValueError:
-            return response.status, raw.decode(errors="replace")
+        assert status == 201, body
+        return name
 
     def resource(self, api_version: str, kind: str) -> Resource | None:
         """Return where ``kind`` is served, or ``None`` if the API server does not serve it."""

@@ -11,9 +11,7 @@ ConfigMap and remove it again, and never be refused by RBAC.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,34 +19,13 @@ from typing import Any
 import pytest
 import yaml
 
-from scheduler.devtools import devcluster
+from scheduler.devtools import devcluster, httpjson
 
 from .chart_helpers import Applier, Kube, index, render
 
 pytestmark = pytest.mark.integration
 
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
-
-
-def _token_kubeconfig(cluster: devcluster.DevCluster, token: str, path: Path) -> Path:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "c",
-                "cluster": {
-                    "server": cluster.server,
-                    "certificate-authority": str(cluster.pki.ca_crt),
-                },
-            }
-        ],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa"}}],
-        "current-context": "c",
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def _pod(name: str, step: str, peak_mib: int) -> dict[str, Any]:
@@ -107,7 +84,7 @@ def test_daemon_schedules_with_only_the_charts_permissions(
         },
     )
     assert status == 201, body
-    kubeconfig = _token_kubeconfig(chart_cluster, body["status"]["token"], tmp_path / "sa.yaml")
+    kubeconfig = chart_cluster.write_kubeconfig(tmp_path / "sa.yaml", token=body["status"]["token"])
 
     rendered = yaml.safe_load(index(docs)[("ConfigMap", "wfsched-config")]["data"]["config.yaml"])
     rendered.pop("health_port", None)  # LocalDaemon picks a free one
@@ -201,14 +178,7 @@ def test_daemon_schedules_with_only_the_charts_permissions(
             return len(found["items"])
 
         def rest(method: str, body: Any = None) -> int:
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{rest_port}/v1/scheduler/run-1",
-                data=None if body is None else json.dumps(body).encode(),
-                method=method,
-                headers={"Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=30) as resp:
-                return int(resp.status)
+            return httpjson.JsonHttp(rest_port).request(method, "/v1/scheduler/run-1", body)[0]
 
         deadline = time.monotonic() + 30
         while not labelled():

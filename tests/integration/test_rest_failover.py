@@ -17,15 +17,26 @@ No request may ever reach a follower (503).
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from k8s_helpers import DaemonProcess, make_pod, read_pod, wait_for
+from k8s_helpers import DaemonProcess, make_pod, wait_for
 from test_daemon import BindRecorder
-from test_rest_nfcws import Client, expected_ranks, free_port, load_dag, pick_tasks
+from test_rest_nfcws import (
+    Client,
+    expected_ranks,
+    load_dag,
+    metrics_of,
+    pick_tasks,
+    task_config,
+    task_pod,
+    wait_succeeded,
+)
 
 from scheduler.devtools import devcluster
 
@@ -85,41 +96,13 @@ def stored_task_ids(core_v1: Any, namespace: str) -> set[int]:
     return set()
 
 
-def task_config(row: dict[str, str]) -> dict[str, Any]:
-    return {
-        "runName": row["native_id"],
-        "inputs": {"booleanInputs": [], "numberInputs": [], "stringInputs": [], "fileInputs": []},
-        "schedulerParams": {},
-        "name": row["name"],
-        "task": row["process"],
-        "stageInMode": None,
-        "cpus": 1,
-        "memoryInBytes": 1 << 30,
-        "workDir": row["workdir"],
-        "repetition": 0,
-        "inputSize": int(row["rchar"]),
-    }
-
-
-def metrics_of(row: dict[str, str]) -> dict[str, int]:
-    return {
-        "ramRequest": int(row["memory"]),
-        "peakVmem": int(row["peak_vmem"]),
-        "peakRss": int(row["peak_rss"]),
-        "realtime": int(row["realtime"]),
-    }
-
-
-@pytest.mark.timeout(600)
-def test_nf_cws_run_continues_across_a_leader_failover(
-    dev_cluster, core_v1, namespace, kwok_nodes, tmp_path
-) -> None:
-    kwok_nodes(1, cpu="1", memory="64Gi")  # one CPU: one task at a time, order is visible
-    vertices, edges = load_dag()
-    ranks = expected_ranks(vertices, edges)
-    tasks = pick_tasks(ranks)
-    first, second = tasks[:6], tasks[6:]
-
+@contextlib.contextmanager
+def two_replicas(
+    dev_cluster: Any, core_v1: Any, namespace: str, tmp_path: Any, **settings: Any
+) -> Iterator[tuple[dict[str, DaemonProcess], ServiceRouter]]:
+    """Two ``wfsched run`` replicas sharing a Lease, as the placeholder pods wfsched-0 and -1
+    behind a Service like the chart's REST Service; yields them and a router once one leads.
+    Both are stopped on exit."""
     for name in ("wfsched-0", "wfsched-1"):  # the replicas' pods; nothing runs them
         core_v1.create_namespaced_pod(
             namespace, make_pod(name, scheduler_name="not-scheduled", labels=APP)
@@ -137,29 +120,51 @@ def test_nf_cws_run_continues_across_a_leader_failover(
         },
     )
     replicas: dict[str, DaemonProcess] = {}
-    ports: dict[str, int] = {}
-    for name in ("wfsched-0", "wfsched-1"):
-        ports[name] = free_port()
-        replica = DaemonProcess(
-            str(dev_cluster.kubeconfig),
-            tmp_path,
-            namespaces=[namespace],
-            lease={"enabled": True, "name": LEASE, "namespace": namespace, **LEASE_TIMING},
-            policy="fifo-roundrobin",
-            rest_port=ports[name],
-            batch_timeout_s=120,
-            registration_grace_s=60,
-            cws_state_save_interval_s=0.5,
-        )
-        replica.env = {
-            **devcluster.daemon_environment(),
-            "POD_NAME": name,
-            "POD_NAMESPACE": namespace,
-        }
-        replicas[name] = replica.start()
+    ports = {name: devcluster.free_port() for name in ("wfsched-0", "wfsched-1")}
     try:
+        for name, port in ports.items():
+            replica = DaemonProcess(
+                str(dev_cluster.kubeconfig),
+                tmp_path,
+                namespaces=[namespace],
+                lease={"enabled": True, "name": LEASE, "namespace": namespace, **LEASE_TIMING},
+                rest_port=port,
+                **settings,
+            )
+            replica.env = {
+                **devcluster.daemon_environment(),
+                "POD_NAME": name,
+                "POD_NAMESPACE": namespace,
+            }
+            replicas[name] = replica.start()
         api = ServiceRouter(core_v1, namespace, "wfsched", ports)
         wait_for(lambda: len(api.endpoints()) == 1, timeout_s=30, what="a labelled leader")
+        yield replicas, api
+    finally:
+        for replica in replicas.values():
+            replica.stop()
+
+
+@pytest.mark.timeout(600)
+def test_nf_cws_run_continues_across_a_leader_failover(
+    dev_cluster, core_v1, namespace, kwok_nodes, tmp_path
+) -> None:
+    kwok_nodes(1, cpu="1", memory="64Gi")  # one CPU: one task at a time, order is visible
+    vertices, edges = load_dag()
+    ranks = expected_ranks(vertices, edges)
+    tasks = pick_tasks(ranks)
+    first, second = tasks[:6], tasks[6:]
+
+    with two_replicas(
+        dev_cluster,
+        core_v1,
+        namespace,
+        tmp_path,
+        policy="fifo-roundrobin",
+        batch_timeout_s=120,
+        registration_grace_s=60,
+        cws_state_save_interval_s=0.5,
+    ) as (replicas, api):
         leader = api.endpoints()[0]
         e = f"/v1//scheduler/{EXECUTION}"
 
@@ -175,46 +180,27 @@ def test_nf_cws_run_continues_across_a_leader_failover(
                 for r in sorted(rows, key=lambda r: (-ranks[r["process"]], int(r["rchar"])))
             ]
 
+        def submit(rows: list[dict[str, str]]) -> None:
+            """Register each task and create its pod, as nf-cws does within a batch."""
+            for row in rows:
+                assert api("POST", f"{e}/task/{row['task_id']}", task_config(row))[0] == 200
+                core_v1.create_namespaced_pod(namespace, task_pod(row, EXECUTION))
+
         with BindRecorder(core_v1, namespace) as recorder:
             assert api("PUT", e + "/startBatch")[0] == 200
-            for row in first:
-                assert api("POST", f"{e}/task/{row['task_id']}", task_config(row))[0] == 200
-                pod = make_pod(
-                    row["native_id"],
-                    scheduler_name=f"workflow-scheduler-{EXECUTION}",
-                    cpu="1",
-                    memory="1Gi",
-                    runtime="1s",
-                )
-                core_v1.create_namespaced_pod(namespace, pod)
+            submit(first)
             assert api("PUT", e + "/endBatch", raw=b"6")[0] == 200
             wait_for(lambda: len(recorder.order) == 6, timeout_s=120, what="first batch bound")
             assert recorder.order == order(first)
             for row in first[:3]:
-                wait_for(
-                    lambda row=row: (
-                        read_pod(core_v1, namespace, row["native_id"])["status"].get("phase")
-                        == "Succeeded"
-                    ),
-                    timeout_s=60,
-                    what="succeeded",
-                )
+                wait_succeeded(core_v1, namespace, row)
                 assert api("POST", f"{e}/metrics/task/{row['task_id']}", metrics_of(row)) == (
                     200,
                     {"observed": True},
                 )
 
             assert api("PUT", e + "/startBatch")[0] == 200
-            for row in second:
-                assert api("POST", f"{e}/task/{row['task_id']}", task_config(row))[0] == 200
-                pod = make_pod(
-                    row["native_id"],
-                    scheduler_name=f"workflow-scheduler-{EXECUTION}",
-                    cpu="1",
-                    memory="1Gi",
-                    runtime="1s",
-                )
-                core_v1.create_namespaced_pod(namespace, pod)
+            submit(second)
             every_id = {int(r["task_id"]) for r in tasks}
             wait_for(
                 lambda: stored_task_ids(core_v1, namespace) == every_id,
@@ -235,14 +221,7 @@ def test_nf_cws_run_continues_across_a_leader_failover(
         assert api.endpoints() == [new_leader]  # the killed leader's label was removed
 
         for row in tasks:
-            wait_for(
-                lambda row=row: (
-                    read_pod(core_v1, namespace, row["native_id"])["status"].get("phase")
-                    == "Succeeded"
-                ),
-                timeout_s=60,
-                what="succeeded",
-            )
+            wait_succeeded(core_v1, namespace, row)
         for row in first[:3]:  # sent to the old leader: the new one knows them
             reply = api("POST", f"{e}/metrics/task/{row['task_id']}", metrics_of(row))
             assert reply == (200, {"observed": False, "duplicate": True})
@@ -268,9 +247,6 @@ def test_nf_cws_run_continues_across_a_leader_failover(
         assert set(served_by[:switch]) == {leader} and set(served_by[switch:]) == {new_leader}
         print(f"failover: first request answered by the new leader {failover_s:.1f}s after kill")
         assert failover_s < LEASE_TIMING["duration_s"] + 20, failover_s
-    finally:
-        for replica in replicas.values():
-            replica.stop()
 
 
 @pytest.mark.timeout(300)
@@ -278,43 +254,13 @@ def test_a_leader_stopped_gracefully_hands_over_its_last_changes(
     dev_cluster, core_v1, namespace, tmp_path
 ) -> None:
     """SIGTERM right after a task registration: stored on the way out, not after 30 s."""
-    for name in ("wfsched-0", "wfsched-1"):
-        core_v1.create_namespaced_pod(
-            namespace, make_pod(name, scheduler_name="not-scheduled", labels=APP)
-        )
-    core_v1.create_namespaced_service(
+    with two_replicas(
+        dev_cluster,
+        core_v1,
         namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "wfsched"},
-            "spec": {
-                "selector": {**APP, "wfsched.io/leader": LEASE},
-                "ports": [{"name": "http", "port": 8080, "targetPort": 8080}],
-            },
-        },
-    )
-    replicas: dict[str, DaemonProcess] = {}
-    ports: dict[str, int] = {}
-    for name in ("wfsched-0", "wfsched-1"):
-        ports[name] = free_port()
-        replica = DaemonProcess(
-            str(dev_cluster.kubeconfig),
-            tmp_path,
-            namespaces=[namespace],
-            lease={"enabled": True, "name": LEASE, "namespace": namespace, **LEASE_TIMING},
-            rest_port=ports[name],
-            cws_state_save_interval_s=30,  # only the final save on the way out can store it
-        )
-        replica.env = {
-            **devcluster.daemon_environment(),
-            "POD_NAME": name,
-            "POD_NAMESPACE": namespace,
-        }
-        replicas[name] = replica.start()
-    try:
-        api = ServiceRouter(core_v1, namespace, "wfsched", ports)
-        wait_for(lambda: len(api.endpoints()) == 1, timeout_s=30, what="a labelled leader")
+        tmp_path,
+        cws_state_save_interval_s=30,  # only the final save on the way out can store it
+    ) as (replicas, api):
         leader = api.endpoints()[0]
         e = f"/v1/scheduler/{EXECUTION}"
         assert api("POST", e, {"strategy": "fifo", "namespace": namespace})[0] == 200
@@ -324,6 +270,3 @@ def test_a_leader_stopped_gracefully_hands_over_its_last_changes(
         assert api("GET", f"{e}/task/1") == (200, {"state": "RECEIVED_CONFIG", "error": None})
         assert api.served[-1][0] != leader
         assert api("DELETE", e)[0] == 200
-    finally:
-        for replica in replicas.values():
-            replica.stop()

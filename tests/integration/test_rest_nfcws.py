@@ -16,14 +16,14 @@ import json
 import re
 import socket
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 from k8s_helpers import make_pod, read_pod, wait_for
 from test_daemon import BindRecorder
+
+from scheduler.devtools import devcluster, httpjson
 
 pytestmark = pytest.mark.integration
 
@@ -89,37 +89,74 @@ def pick_tasks(ranks: dict[str, int]) -> list[dict[str, str]]:
     return tasks[::-1]  # sinks first: the wrong order for a rank strategy
 
 
-class Client:
+class Client(httpjson.JsonHttp):
+    """The daemon's REST API as ``api(method, path, body)``; ``raw`` bytes are sent as they are."""
+
     def __init__(self, port: int) -> None:
+        super().__init__(port)
         # nf-cws's base URL is http://host:port/v1/ and it appends "/scheduler/...".
         self.base = f"http://127.0.0.1:{port}"
 
-    def __call__(self, method: str, path: str, body: Any = None, raw: bytes | None = None):
-        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as resp:
-                status, payload, ctype = resp.status, resp.read(), resp.headers["Content-Type"]
-        except urllib.error.HTTPError as exc:
-            status, payload, ctype = exc.code, exc.read(), exc.headers["Content-Type"]
-        if ctype and ctype.startswith("application/json"):
-            return status, json.loads(payload)
-        return status, payload.decode()
+    def __call__(
+        self, method: str, path: str, body: Any = None, raw: bytes | None = None
+    ) -> tuple[int, Any]:
+        return self.request(method, path, raw if raw is not None else body)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def task_config(row: dict[str, str]) -> dict[str, Any]:
+    """The TaskConfig nf-cws registers for one trace row."""
+    return {
+        "runName": row["native_id"],
+        "inputs": {"booleanInputs": [], "numberInputs": [], "stringInputs": [], "fileInputs": []},
+        "schedulerParams": {},
+        "name": row["name"],
+        "task": row["process"],
+        "stageInMode": None,
+        "cpus": 1,
+        "memoryInBytes": 1 << 30,
+        "workDir": row["workdir"],
+        "repetition": 0,
+        "inputSize": int(row["rchar"]),
+    }
+
+
+def task_pod(row: dict[str, str], execution: str) -> dict[str, Any]:
+    """The pod nf-cws's executor creates for one trace row (KWOK runs it for 1 s)."""
+    return make_pod(
+        row["native_id"],
+        scheduler_name=f"workflow-scheduler-{execution}",
+        cpu="1",
+        memory="1Gi",
+        runtime="1s",
+    )
+
+
+def wait_succeeded(core_v1: Any, namespace: str, row: dict[str, str]) -> None:
+    """Wait until the pod of ``row`` has succeeded."""
+    wait_for(
+        lambda: (
+            read_pod(core_v1, namespace, row["native_id"])["status"].get("phase") == "Succeeded"
+        ),
+        timeout_s=60,
+        what=f"{row['native_id']} succeeded",
+    )
+
+
+def metrics_of(row: dict[str, str]) -> dict[str, int]:
+    """The task metrics nf-cws posts for one trace row."""
+    return {
+        "ramRequest": int(row["memory"]),
+        "peakVmem": int(row["peak_vmem"]),
+        "peakRss": int(row["peak_rss"]),
+        "realtime": int(row["realtime"]),
+    }
 
 
 @pytest.fixture
 def cws_daemon(dev_cluster, namespace, tmp_path):
     from k8s_helpers import DaemonProcess
 
-    port = free_port()
+    port = devcluster.free_port()
     proc = DaemonProcess(
         str(dev_cluster.kubeconfig),
         tmp_path,
@@ -169,35 +206,10 @@ def test_nf_cws_sequence_against_the_daemon(core_v1, namespace, kwok_nodes, cws_
     assert api("PUT", e + "/startBatch")[0] == 200
     with BindRecorder(core_v1, namespace) as recorder:
         for row in tasks:
-            config = {
-                "runName": row["native_id"],
-                "inputs": {
-                    "booleanInputs": [],
-                    "numberInputs": [],
-                    "stringInputs": [],
-                    "fileInputs": [],
-                },
-                "schedulerParams": {},
-                "name": row["name"],
-                "task": row["process"],
-                "stageInMode": None,
-                "cpus": 1,
-                "memoryInBytes": 1 << 30,
-                "workDir": row["workdir"],
-                "repetition": 0,
-                "inputSize": int(row["rchar"]),
-            }
-            status, reply = api("POST", f"{e}/task/{row['task_id']}", config)
+            status, reply = api("POST", f"{e}/task/{row['task_id']}", task_config(row))
             assert status == 200
             assert reply == {"memoryInBytes": None, "rank": ranks[row["process"]]}  # D19
-            pod = make_pod(
-                row["native_id"],
-                scheduler_name=f"workflow-scheduler-{EXECUTION}",
-                cpu="1",
-                memory="1Gi",
-                runtime="1s",
-            )
-            core_v1.create_namespaced_pod(namespace, pod)
+            core_v1.create_namespaced_pod(namespace, task_pod(row, EXECUTION))
         time.sleep(2)
         assert recorder.order == []  # held by the open batch
         task_id = tasks[0]["task_id"]
@@ -211,19 +223,8 @@ def test_nf_cws_sequence_against_the_daemon(core_v1, namespace, kwok_nodes, cws_
     assert recorder.order == expected
 
     for row in tasks:
-        wait_for(
-            lambda row=row: (
-                read_pod(core_v1, namespace, row["native_id"])["status"].get("phase") == "Succeeded"
-            ),
-            timeout_s=60,
-            what=f"{row['native_id']} succeeded",
-        )
-        metrics = {
-            "ramRequest": int(row["memory"]),
-            "peakVmem": int(row["peak_vmem"]),
-            "peakRss": int(row["peak_rss"]),
-            "realtime": int(row["realtime"]),
-        }
+        wait_succeeded(core_v1, namespace, row)
+        metrics = metrics_of(row)
         assert api("POST", f"{e}/metrics/task/{row['task_id']}", metrics) == (
             200,
             {"observed": True},
@@ -277,7 +278,7 @@ def test_pods_of_another_cws_are_left_alone_unless_adopted(
         namespaces=[namespace],
         lease={"enabled": False},
         cws_state_save_interval_s=0,
-        rest_port=free_port(),
+        rest_port=devcluster.free_port(),
         registration_grace_s=2,
         adopt_unregistered_executions=True,
     ).start()
@@ -353,7 +354,7 @@ def test_a_20000_file_task_registration_is_accepted_with_bounded_memory(
     assert growth < 32 << 20, growth
     assert api("GET", f"{e}/task/1") == (200, {"state": "RECEIVED_CONFIG", "error": None})
     # Over the bounded maximum: a clear 413 before the body is read, and the daemon goes on.
-    with socket.create_connection(("127.0.0.1", int(api.base.rsplit(":", 1)[1])), 10) as sock:
+    with socket.create_connection(("127.0.0.1", api.port), 10) as sock:
         sock.sendall(
             f"POST {e}/task/2 HTTP/1.1\r\nHost: x\r\nContent-Length: {33 << 20}\r\n\r\n".encode()
         )

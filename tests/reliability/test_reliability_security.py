@@ -17,7 +17,6 @@ the token Secret wiring. Added here:
 
 from __future__ import annotations
 
-import http.client
 import os
 import ssl
 import subprocess
@@ -26,7 +25,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from reliability_helpers import (
     CapacityMonitor,
     alive,
@@ -37,61 +35,23 @@ from reliability_helpers import (
     wait_until,
 )
 
-from scheduler.devtools import devcluster
+from scheduler.devtools import devcluster, httpjson
 from scheduler.runtime import settings as settings_mod
 
 API_SECRET = "wfsched-api-secret-7d1c0f9e2b5a4c38"
 WRONG_SECRET = "wfsched-wrong-secret-44aa0b1c9e7f"
 
 
-def _token_kubeconfig(plane, path: Path, token: str) -> Path:
-    cluster = plane.cluster
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "c",
-                "cluster": {
-                    "server": cluster.server,
-                    "certificate-authority": str(cluster.pki.ca_crt),
-                },
-            }
-        ],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa"}}],
-        "current-context": "c",
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
-
-
 def _rest(port: int, path: str, token: str | None = None) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        conn.request("GET", path, headers=headers)
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
+    headers = [("Authorization", f"Bearer {token}")] if token else []
+    return httpjson.JsonHttp(port).request("GET", path, headers=headers)[0]
 
 
 def _status_as(plane, token: str, path: str) -> int:
     """HTTP status of a GET made with a bearer token."""
     context = ssl.create_default_context(cafile=str(plane.cluster.pki.ca_crt))
-    conn = http.client.HTTPSConnection(
-        "127.0.0.1", plane.cluster.api_port, context=context, timeout=10
-    )
-    try:
-        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
+    api = httpjson.JsonHttp(plane.cluster.api_port, context=context, timeout=10)
+    return api.request("GET", path, headers=[("Authorization", f"Bearer {token}")])[0]
 
 
 def _leaks(text: str, *secrets: str) -> list[str]:
@@ -128,7 +88,7 @@ def test_no_token_reaches_the_log_metrics_or_command_line(plane, tmp_path, monke
     )
     assert status == 201, reply
     sa_token = reply["status"]["token"]
-    kubeconfig = _token_kubeconfig(plane, tmp_path / "sa.kubeconfig", sa_token)
+    kubeconfig = plane.cluster.write_kubeconfig(tmp_path / "sa.kubeconfig", token=sa_token)
 
     monkeypatch.setenv("WFSCHED_API_TOKEN", API_SECRET)
     rest_port = devcluster.free_port()
@@ -205,7 +165,7 @@ def test_no_token_reaches_the_log_metrics_or_command_line(plane, tmp_path, monke
 @pytest.mark.timeout(300)
 def test_a_rejected_kubeconfig_token_is_not_echoed(plane, tmp_path):
     bogus = "wfsched-bogus-token-0f3b9d2e61c7a845"
-    kubeconfig = _token_kubeconfig(plane, tmp_path / "bogus.kubeconfig", bogus)
+    kubeconfig = plane.cluster.write_kubeconfig(tmp_path / "bogus.kubeconfig", token=bogus)
     daemon = devcluster.LocalDaemon(
         kubeconfig, tmp_path, lease={"enabled": False}, log_level="debug"
     )
