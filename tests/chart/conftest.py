@@ -11,7 +11,6 @@ Missing binaries fail (never skip) with the build command.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from scheduler.devtools import devcluster
+from tests.support import controlplane
 
 from .chart_helpers import Applier, Kube, helm_binary
 
@@ -32,20 +32,9 @@ def helm() -> Path:
         pytest.fail(str(exc), pytrace=False)
 
 
-@pytest.fixture(scope="package")
-def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devcluster.DevCluster]:
-    cluster = devcluster.DevCluster(
-        tmp_path_factory.mktemp("chart-cluster"),
-        devcluster.ClusterOptions(metrics_server=False, kube_scheduler=False),
-    )
-    try:
-        cluster.start(build_missing=False)
-    except devcluster.MissingBinariesError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+chart_cluster = controlplane.cluster_fixture(
+    "chart_cluster", scope="package", metrics_server=False, kube_scheduler=False
+)
 
 
 @pytest.fixture(scope="package")
@@ -90,13 +79,7 @@ def service_monitor_crd(kube: Kube) -> Iterator[dict[str, Any]]:
 @pytest.fixture
 def release_namespace(kube: Kube) -> Iterator[str]:
     """A fresh namespace to install the chart into; deleted afterwards."""
-    name = f"chart-{uuid.uuid4().hex[:8]}"
-    status, body = kube.request(
-        "POST",
-        "/api/v1/namespaces",
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
-    )
-    assert status == 201, body
+    name = kube.create_namespace("chart")
     yield name
     kube.request("DELETE", f"/api/v1/namespaces/{name}")
 

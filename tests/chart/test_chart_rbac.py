@@ -186,13 +186,7 @@ def kwok_node(chart_cluster: devcluster.DevCluster) -> Iterator[str]:
 
 @pytest.fixture
 def workload_namespace(kube: Kube) -> Iterator[str]:
-    name = f"work-{uuid.uuid4().hex[:8]}"
-    status, _ = kube.request(
-        "POST",
-        "/api/v1/namespaces",
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
-    )
-    assert status == 201
+    name = kube.create_namespace("work")
     yield name
     kube.request("DELETE", f"/api/v1/namespaces/{name}/pods", query={"gracePeriodSeconds": "0"})
     kube.request("DELETE", f"/api/v1/namespaces/{name}")

@@ -9,43 +9,29 @@ with the command that builds them (set ``WFSCHED_BUILD_CONTROL_PLANE=1`` to buil
 from __future__ import annotations
 
 import itertools
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from scheduler.devtools import devcluster
+from tests.support import controlplane
 
 pytestmark = pytest.mark.integration
 
 _node_batches = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devcluster.DevCluster]:
-    workdir = tmp_path_factory.mktemp("dev-cluster")
-    cluster = devcluster.DevCluster(
-        workdir, devcluster.ClusterOptions(metrics_server=True, kube_scheduler=False)
-    )
-    build = os.environ.get("WFSCHED_BUILD_CONTROL_PLANE") == "1"
-    try:
-        cluster.start(build_missing=build)
-    except devcluster.MissingBinariesError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+dev_cluster = controlplane.cluster_fixture(
+    "dev_cluster", scope="session", metrics_server=True, kube_scheduler=False
+)
 
 
 @pytest.fixture(scope="session")
 def api_client(dev_cluster: devcluster.DevCluster) -> client.ApiClient:
-    configuration = client.Configuration()
-    config.load_kube_config(str(dev_cluster.kubeconfig), client_configuration=configuration)
-    return client.ApiClient(configuration)
+    return controlplane.api_client(dev_cluster)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import pytest
 from kubernetes import client
 
 from scheduler.devtools import devcluster
+from tests.support import controlplane
 
 
 def make_pod(
@@ -50,19 +51,8 @@ def make_pod(
     }
 
 
-def bind_pod(core_v1: client.CoreV1Api, namespace: str, pod: str, node: str) -> int:
-    """POST a Binding for ``pod`` and return the HTTP status (raw, no model decoding)."""
-    body = {
-        "apiVersion": "v1",
-        "kind": "Binding",
-        "metadata": {"name": pod},
-        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-    }
-    try:
-        resp = core_v1.create_namespaced_pod_binding(pod, namespace, body, _preload_content=False)
-    except client.ApiException as exc:
-        return int(exc.status)
-    return int(resp.status)
+bind_pod = controlplane.bind_pod
+"""POST a Binding and return the HTTP status (shared with the reliability tier)."""
 
 
 def read_pod(core_v1: client.CoreV1Api, namespace: str, name: str) -> dict[str, Any]:

@@ -24,7 +24,6 @@ import random
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from k8s_helpers import make_pod, wait_for
@@ -33,6 +32,7 @@ from kubernetes import client
 from scheduler.devtools import devcluster
 from scheduler.kube import client as kube_client
 from scheduler.kube import errors, informer
+from tests.support import controlplane
 
 pytestmark = pytest.mark.integration
 
@@ -206,32 +206,9 @@ def test_node_informer_sees_kwok_nodes(kube: kube_client.KubeClient, kwok_nodes)
 # --- forced 410 on a private control plane -----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def private_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devcluster.DevCluster]:
-    cluster = devcluster.DevCluster(
-        Path(tmp_path_factory.mktemp("gap-cluster")),
-        devcluster.ClusterOptions(metrics_server=False),
-    )
-    try:
-        cluster.start(build_missing=False)
-    except devcluster.MissingBinariesError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-def _etcd(cluster: devcluster.DevCluster, path: str, body: dict) -> dict:
-    conn = http.client.HTTPConnection("127.0.0.1", cluster._state.ports["etcd"], timeout=10)
-    try:
-        conn.request("POST", path, json.dumps(body))
-        response = conn.getresponse()
-        reply = json.loads(response.read())
-    finally:
-        conn.close()
-    assert response.status == 200, reply
-    return reply
+private_cluster = controlplane.cluster_fixture(
+    "private_cluster", scope="module", metrics_server=False
+)
 
 
 def _restart_apiserver(cluster: devcluster.DevCluster) -> None:
@@ -296,10 +273,12 @@ def test_forced_410_relists_emits_synthetic_delete_and_continues(
 
         cluster.stop_component("kube-apiserver", sig=signal.SIGKILL)
         key = base64.b64encode(f"/registry/pods/{ns}/b".encode()).decode()
-        deleted = _etcd(cluster, "/v3/kv/deleterange", {"key": key})
+        deleted = controlplane.etcd_post(cluster, "/v3/kv/deleterange", {"key": key})
         assert deleted["deleted"] == "1"
         revision = deleted["header"]["revision"]
-        _etcd(cluster, "/v3/kv/compaction", {"revision": revision, "physical": True})
+        controlplane.etcd_post(
+            cluster, "/v3/kv/compaction", {"revision": revision, "physical": True}
+        )
         _restart_apiserver(cluster)
 
         seen = events.until(has("DELETED", "b"), timeout_s=60)

@@ -40,9 +40,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from scheduler.devtools import devcluster
+from tests.support import controlplane
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
@@ -67,16 +68,8 @@ class ControlPlane:
     @classmethod
     def start(cls, workdir: Path, **options: Any) -> ControlPlane:
         options.setdefault("metrics_server", False)
-        cluster = devcluster.DevCluster(workdir, devcluster.ClusterOptions(**options))
-        build = os.environ.get("WFSCHED_BUILD_CONTROL_PLANE") == "1"
-        try:
-            cluster.start(build_missing=build)
-        except devcluster.MissingBinariesError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        configuration = client.Configuration()
-        config.load_kube_config(str(cluster.kubeconfig), client_configuration=configuration)
-        configuration.retries = 0
-        api_client = client.ApiClient(configuration)
+        cluster = controlplane.start_cluster(workdir, **options)
+        api_client = controlplane.api_client(cluster, retries=0)
         return cls(cluster=cluster, api_client=api_client, core_v1=client.CoreV1Api(api_client))
 
     def stop(self) -> None:
@@ -159,10 +152,7 @@ def alive(daemon: devcluster.LocalDaemon) -> bool:
 
 def peak_rss_bytes(pid: int) -> int:
     """``VmHWM`` (peak resident set) of a process, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return devcluster.process_memory_bytes(pid, "VmHWM")
 
 
 # --- pods -------------------------------------------------------------------------------------
@@ -505,11 +495,7 @@ def count_log_events(paths: Iterable[Path], event: str) -> int:
 
 def metric(text: str, name: str, labels: str = "") -> float:
     """Value of one sample (``labels`` as exposed, e.g. ``'reason="conflict"'``), 0 if absent."""
-    wanted = f"{name}{{{labels}}}" if labels else name
-    for line in text.splitlines():
-        if line.startswith(wanted + " "):
-            return float(line.split()[1])
-    return 0.0
+    return devcluster.metric_sample(text, f"{name}{{{labels}}}" if labels else name, default=0.0)
 
 
 def metric_sum(text: str, name: str) -> float:

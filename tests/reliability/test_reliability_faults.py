@@ -19,7 +19,6 @@ deadline makes a leader exit by design (``test_reliability_failover`` covers the
 from __future__ import annotations
 
 import base64
-import http.client
 import itertools
 import json
 import random
@@ -58,6 +57,7 @@ from reliability_helpers import (
 )
 
 from scheduler.devtools import replay, simulate
+from tests.support import controlplane
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -216,18 +216,6 @@ def _unschedulable(plane: ControlPlane, namespace: str, name: str) -> bool:
     )
 
 
-def _etcd(plane: ControlPlane, path: str, body: dict) -> dict:
-    conn = http.client.HTTPConnection("127.0.0.1", plane.cluster._state.ports["etcd"], timeout=30)
-    try:
-        conn.request("POST", path, json.dumps(body))
-        response = conn.getresponse()
-        reply = json.loads(response.read())
-    finally:
-        conn.close()
-    assert response.status == 200, reply
-    return reply
-
-
 @pytest.mark.timeout(900)
 def test_forced_410_relists_and_drops_a_pod_deleted_behind_its_back(
     private_plane, tmp_path
@@ -248,10 +236,12 @@ def test_forced_410_relists_and_drops_a_pod_deleted_behind_its_back(
             )
             plane.cluster.stop_component("kube-apiserver", sig=signal.SIGKILL)
             key = base64.b64encode(f"/registry/pods/{namespace}/{ghost}".encode()).decode()
-            deleted = _etcd(plane, "/v3/kv/deleterange", {"key": key})
+            deleted = controlplane.etcd_post(plane.cluster, "/v3/kv/deleterange", {"key": key})
             assert deleted["deleted"] == "1", deleted
             revision = deleted["header"]["revision"]
-            _etcd(plane, "/v3/kv/compaction", {"revision": revision, "physical": True})
+            controlplane.etcd_post(
+                plane.cluster, "/v3/kv/compaction", {"revision": revision, "physical": True}
+            )
             time.sleep(2)
             start_component_retrying(plane.cluster, "kube-apiserver")
             return {"compacted_at_revision": int(revision)}
@@ -462,21 +452,6 @@ def _rejections_reported(plane: ControlPlane, namespace: str) -> int:
     )
 
 
-def _bind(plane: ControlPlane, namespace: str, name: str, node: str) -> int:
-    """Bind a pod (``pods/{name}/binding``, as the daemon does); return the HTTP status."""
-    body = {
-        "apiVersion": "v1",
-        "kind": "Binding",
-        "metadata": {"name": name},
-        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-    }
-    try:
-        plane.core_v1.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
-    except client.ApiException as exc:
-        return int(exc.status)
-    return 201
-
-
 def _allow_bindings(plane: ControlPlane, name: str) -> None:
     admission = client.AdmissionregistrationV1Api(plane.api_client)
     admission.delete_validating_admission_policy_binding(name)
@@ -509,7 +484,7 @@ def test_denied_and_stolen_bindings_are_retried_and_never_doubled(plane, tmp_pat
         plane.core_v1.create_namespaced_pod(
             namespace, pod_manifest(name, scheduler_name="nobody"), _preload_content=False
         )
-        status = _bind(plane, namespace, name, nodes[0])
+        status = controlplane.bind_pod(plane.core_v1, namespace, name, nodes[0])
         plane.core_v1.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
         return status == 403
 
@@ -529,7 +504,7 @@ def test_denied_and_stolen_bindings_are_retried_and_never_doubled(plane, tmp_pat
                 for p in list_pods(plane.core_v1, namespace, field_selector="spec.nodeName=")
             ]
             for name in rng.sample(pending, min(3, len(pending))):
-                status = _bind(plane, namespace, name, rogue_node)
+                status = controlplane.bind_pod(plane.core_v1, namespace, name, rogue_node)
                 (stolen if status == 201 else races_lost).append(name)
             stop_rogue.wait(0.3)
 
