@@ -7,6 +7,11 @@
 # virtualenv onto a clean slim Python base and runs as the numeric non-root user 65532. The
 # entrypoint is exec-form, so no shell is needed at run time. The Helm chart (charts/wfsched)
 # runs it with a read-only root filesystem and an emptyDir on /tmp.
+#
+# The image has the daemon only: .dockerignore keeps the developer tooling (scheduler/devtools:
+# local control plane, replay, simulator; and the subcommands that use it) out of the build
+# context, so the wheel built here has none of it, and the runtime dependencies have no
+# cryptography (the `tools` extra). The install stage checks both.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -26,10 +31,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 COPY --from=build /wheels/ /wheels/
 # The virtualenv gets no pip of its own; the base image's pip installs into it. Dependencies
 # come from the package index, constrained by the wheel's own metadata.
+# Checks: the whole daemon imports, its default configuration is valid, and neither the
+# developer tooling nor cryptography came along.
 RUN python -m venv --without-pip /opt/wfsched \
     && python -m pip --python /opt/wfsched/bin/python install --no-cache-dir --compile /wheels/*.whl \
-    && /opt/wfsched/bin/python -c "import scheduler, policies, predictors" \
-    && /opt/wfsched/bin/wfsched --version
+    && /opt/wfsched/bin/python -c "import scheduler.runtime.daemon, policies, predictors" \
+    && /opt/wfsched/bin/wfsched --version \
+    && /opt/wfsched/bin/wfsched run --check-config \
+    && /opt/wfsched/bin/python -c "from importlib.util import find_spec; import sys; \
+        sys.exit(find_spec('scheduler.devtools') or find_spec('cryptography'))"
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG PYTHON_IMAGE

