@@ -21,8 +21,9 @@ case "${1:-}" in
     ;;
 esac
 demo_args=("$@")
-set --
-source "$root/scripts/bootstrap.sh" etcd kubernetes kwok metrics-server
+source "$root/scripts/bootstrap.sh"
+bootstrap_python
+bootstrap_control_plane etcd kubernetes kwok metrics-server
 if [[ "${WFSCHED_DRY_RUN:-0}" == 1 ]]; then
   if ! python -c 'import scheduler' 2>/dev/null; then
     echo "[demo] dry run: demo arguments not checked (wfsched is not installed yet)" >&2

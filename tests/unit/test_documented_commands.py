@@ -42,6 +42,10 @@ import yaml
 from scheduler import cli
 from scheduler.devtools import devcluster
 
+# These tests run the scripts' dry runs (each collects the suite with pytest) and other
+# programs as subprocesses: more than the unit tier's per-test timeout allows under load.
+pytestmark = pytest.mark.timeout(120)
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
 VENV_BIN = Path(sys.executable).parent
