@@ -1,7 +1,8 @@
 """Label, annotation and scheduling-gate keys wfsched reads or writes on Kubernetes objects.
 
 One place for every key, so adapters and tests never spell them twice. wfsched's own
-convention uses the ``wfsched.io/`` prefix (docs: ``scheduler/workflows.py`` module docstring):
+convention uses the ``wfsched.io/`` prefix (docs: the ``scheduler/runtime/workflows.py`` module
+docstring):
 
 =====================================  ==========  ==========================================
 key                                    where       meaning
