@@ -5,7 +5,7 @@ keys), the KWOK controller (fake nodes whose pods go Running at once and finish 
 duration in their ``kwok.wfsched.io/runtime`` annotation), and optionally metrics-server (fed by
 KWOK's resource-usage emulation) and kube-scheduler (the baseline for benchmarks), all on
 127.0.0.1 with free ports. It writes an admin kubeconfig, waits for readiness, and stops
-everything by process id. The binaries come from ``devcluster_assets/build.sh``, which builds
+everything by process id. The binaries come from ``assets/build.sh``, which builds
 them from published Go modules into a cache outside the repository.
 
 State lives in one directory (``workdir``): credentials, etcd data, logs, the kubeconfig and
