@@ -17,6 +17,7 @@ import pytest
 from kubernetes import client
 
 from scheduler.devtools import devcluster
+from scheduler.kube import client as kube_client
 from tests.support import controlplane
 
 pytestmark = pytest.mark.integration
@@ -37,6 +38,19 @@ def api_client(dev_cluster: devcluster.DevCluster) -> client.ApiClient:
 @pytest.fixture(scope="session")
 def core_v1(api_client: client.ApiClient) -> client.CoreV1Api:
     return client.CoreV1Api(api_client)
+
+
+@pytest.fixture(scope="module")
+def kube(dev_cluster: devcluster.DevCluster) -> Iterator[kube_client.KubeClient]:
+    """wfsched's own client (``scheduler.kube``), the code under test of the kube suites.
+
+    Modules that need other limits or an identity define their own ``kube``.
+    """
+    kc = kube_client.KubeClient.connect(
+        str(dev_cluster.kubeconfig), qps=500, burst=500, pool_size=4
+    )
+    yield kc
+    kc.close()
 
 
 @pytest.fixture

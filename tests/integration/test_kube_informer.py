@@ -23,7 +23,6 @@ import queue
 import random
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 from k8s_helpers import make_pod, wait_for
@@ -35,15 +34,6 @@ from scheduler.kube import errors, informer
 from tests.support import controlplane
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def kube(dev_cluster: devcluster.DevCluster) -> Iterator[kube_client.KubeClient]:
-    kc = kube_client.KubeClient.connect(
-        str(dev_cluster.kubeconfig), qps=500, burst=500, pool_size=4
-    )
-    yield kc
-    kc.close()
 
 
 class Collector:

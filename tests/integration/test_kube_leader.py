@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from scheduler.devtools import devcluster
 from scheduler.kube import client as kube_client
 from scheduler.kube import errors, leader
 
@@ -22,15 +20,6 @@ pytestmark = pytest.mark.integration
 LEASE_S = 3.0
 RENEW_S = 2.0
 RETRY_S = 0.5
-
-
-@pytest.fixture(scope="module")
-def kube(dev_cluster: devcluster.DevCluster) -> Iterator[kube_client.KubeClient]:
-    kc = kube_client.KubeClient.connect(
-        str(dev_cluster.kubeconfig), qps=100, burst=100, pool_size=2
-    )
-    yield kc
-    kc.close()
 
 
 class Candidate:
