@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 from scheduler.core import decisions, interfaces, podfacts, resources, workflow
 from scheduler.kube import errors as kube_errors
@@ -78,22 +78,8 @@ class KubeActions(Protocol):
     def set_pod_condition(self, namespace: str, name: str, condition: dict[str, Any]) -> None:
         """Patch one condition into ``status.conditions`` via ``pods/status``."""
 
-    def create_event(
-        self,
-        *,
-        namespace: str,
-        pod_name: str,
-        pod_uid: str,
-        reason: str,
-        note: str,
-        event_type: str = "Normal",
-        action: str = "Scheduling",
-        regarding_kind: str = "Pod",
-    ) -> str | None:
-        """Emit an Event about a pod (or the ``regarding_kind`` object ``pod_name``).
-
-        Must not raise. May return ``sent``, ``failed`` or ``dropped``.
-        """
+    def create_event(self, **event: Unpack[eventrecorder.EventFields]) -> str | None:
+        """Emit an Event (see ``eventrecorder.EventSender``); must not raise."""
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         """Return a ConfigMap, or ``None`` when it does not exist."""
