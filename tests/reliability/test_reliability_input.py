@@ -716,7 +716,9 @@ def test_a_refused_dag_is_reported_even_when_the_pods_were_bound_first():
         assert kube.binds == [("fuzz-0", "n1")]
         kube.release.set()  # the document arrives after the binding
         deadline = time.monotonic() + 10
-        while "ns/r1" in {str(r) for r in loop.state._fetching_dags} and time.monotonic() < deadline:
+        while (
+            "ns/r1" in {str(r) for r in loop.state._fetching_dags} and time.monotonic() < deadline
+        ):
             loop._drain()
             time.sleep(0.01)
     finally:
