@@ -19,6 +19,10 @@ from schemathesis import GenerationMode
 
 from scheduler.rest import server as server_mod
 
+# Hundreds of generated requests each: seconds alone, more than the unit tier's 20 s on a
+# busy machine.
+pytestmark = pytest.mark.timeout(120)
+
 E = "/v1/scheduler/run1"
 
 
