@@ -363,6 +363,11 @@ class SchedulerState:
         record = self.pods.get(uid)
         if record is not None and record.phase is PodPhase.BINDING:
             return out  # the bind worker decides; the watch confirms
+        if record is None and self.cache.pod_state(uid) is cluster.PodState.ASSUMED:
+            # Bound by us and not yet confirmed: an older state (e.g. the resize or the label
+            # patch made before the Binding) arriving late. The watch confirms; the assumption
+            # expires if it never does.
+            return out
         self._upsert_pending(facts, now, out)
         return out
 

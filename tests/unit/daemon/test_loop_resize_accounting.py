@@ -172,3 +172,26 @@ def test_a_node_is_never_overcommitted_by_resized_pods_with_init_and_overhead() 
         )
     _bind_all(loop, kube, 5)  # 5 x 768 MiB fit in 4 GiB; 200 MiB each would let 20 in
     assert loop.cache.snapshot().requested_on("n").memory_bytes == 5 * 768 * MI
+
+
+def test_late_events_of_the_resize_do_not_bind_the_pod_twice() -> None:
+    # The resize and the label patch change the pending pod before the Binding; the watch may
+    # deliver those changes after the bind worker reported success. They describe an older
+    # state of a pod already bound: the pod must not be queued and bound again.
+    kube = RecordingKube()
+    loop = _loop(kube)
+    loop._handle(("nodes", "ADDED", _node("n", "8Gi")))
+    raw = _pod("p", request="1Gi", limit="1Gi")
+    loop._handle(("pods", "ADDED", raw))
+    _bind_all(loop, kube, 1)
+    resized = _pod("p", request="200Mi", limit="200Mi")
+    resized["metadata"]["labels"]["commonworkflowscheduler/memoryscaled"] = "true"
+    loop._handle(("pods", "MODIFIED", resized))  # still unbound in this older event
+    assert loop.run_one_cycle() is None  # nothing to place
+    time.sleep(0.1)
+    loop._drain()
+    assert kube.binds == [("p", "n")]
+    bound = _pod("p", request="200Mi", limit="200Mi")
+    bound["spec"]["nodeName"] = "n"
+    loop._handle(("pods", "MODIFIED", bound))
+    assert loop.cache.snapshot().requested_on("n").memory_bytes == 200 * MI
