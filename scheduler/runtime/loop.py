@@ -287,8 +287,21 @@ class SchedulerLoop:
             leading = self.may_bind()
             self._execute(self.state.tick(now=self.clock(), leading=leading))
             if self.state.cycle_due(now=self.clock(), leading=leading):
-                self.run_one_cycle()
+                self._guarded_cycle()
         self.shutdown()
+
+    def _guarded_cycle(self) -> None:
+        """Run a cycle; a defect that escapes the state machine is logged, never fatal.
+
+        ``SchedulerState.cycle`` already handles policies that raise; this catches what it
+        does not (a bug in carrying out decisions), so the daemon keeps scheduling.
+        """
+        try:
+            self.run_one_cycle()
+        except Exception:
+            self.stats.handler_errors += 1
+            self.metrics.event_handling_errors.inc()
+            log.exception("scheduling cycle failed outside the policies")
 
     def run_one_cycle(self) -> decisions.CycleResult | None:
         """Run one scheduling cycle now and carry out its decisions (never raises)."""

@@ -305,3 +305,29 @@ def test_isolation_trials_do_not_bind_anything():
     assert [t.key for t in loop.queue.tasks()] == [workflow.TaskKey("ns/", "a")] or [
         t.key.task for t in loop.queue.tasks()
     ] == ["a"]
+
+
+def test_a_defect_escaping_the_state_machine_does_not_end_the_loop():
+    kube = FakeKube()
+    loop = make_loop(kube)
+    loop._handle(("nodes", "ADDED", node("n1")))
+    loop._handle(("pods", "ADDED", pod("a")))
+    calls = []
+
+    def broken_cycle(*, now, leading):
+        calls.append(now)
+        raise RuntimeError("a defect in carrying out decisions")
+
+    loop.state.cycle = broken_cycle
+    stop, thread = run_in_thread(loop)
+    try:
+        deadline = time.monotonic() + 5
+        while not calls:
+            assert time.monotonic() < deadline, "no cycle ran"
+            time.sleep(0.01)
+        time.sleep(0.1)
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert loop.stats.handler_errors >= 1
