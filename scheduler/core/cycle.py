@@ -31,6 +31,7 @@ from scheduler.core import (
     context,
     decisions,
     errors,
+    gang,
     interfaces,
     nodetable,
     workflow,
@@ -74,6 +75,7 @@ def run_cycle(
     dags: Mapping[workflow.RunId, workflow.WorkflowDag],
     policies: interfaces.Policies,
     ctx: context.CycleContext,
+    gangs: gang.GangBoard | None = None,
 ) -> decisions.CycleResult:
     """Rank the queue and place what fits; return the decisions.
 
@@ -83,6 +85,8 @@ def run_cycle(
         dags: Workflow DAG per run; read only.
         policies: Ranking, assignment and optional memory planner.
         ctx: Cycle id, time and random generator.
+        gangs: Bound members and waiting times of gangs (``scheduler.core.gang``); tasks with
+            a ``gang`` are ranked as one task per gang and placed all or nothing.
 
     Returns:
         The cycle's decisions; every bound node had room for the planned request at the time
@@ -91,7 +95,8 @@ def run_cycle(
     Raises:
         PolicyContractError: If the ranking policy does not return a permutation.
     """
-    tasks = queue.tasks()
+    plan = gang.GangPlan(queue.tasks())
+    tasks = plan.rankable()
     ranked = policies.ranking.rank(tasks, workflow.WorkflowView(dags), ctx)
     _check_permutation(tasks, ranked, policies.ranking.name)
     extra = {name for task in tasks if task.request.extended for name, _ in task.request.extended}
@@ -102,7 +107,20 @@ def run_cycle(
     backing_off: list[workflow.TaskKey] = []
     max_binds = ctx.settings.max_binds
     bound = 0
+    board = gangs if gangs is not None else gang.GangBoard()
     for task in ranked:
+        members = plan.gang(task) if plan else None
+        if members is not None:
+            if max_binds is not None and bound >= max_binds:
+                break
+            placed = gang.place_gang(
+                members, nodes=nodes, queue=queue, board=board, ctx=ctx, out=out,
+                place_one=lambda t, n, o: _place(t, nodes=n, policies=policies, ctx=ctx, out=o),
+            )  # fmt: skip
+            bound += placed.placed
+            if placed.blocks:
+                break
+            continue
         if task.gated:
             gated.append(task.key)
             continue
@@ -130,7 +148,7 @@ def run_cycle(
             )
     return decisions.CycleResult(
         cycle_id=ctx.cycle_id,
-        order=tuple(task.key for task in ranked),
+        order=plan.expand(ranked),
         decisions=tuple(out),
         gated=tuple(gated),
         backing_off=tuple(backing_off),

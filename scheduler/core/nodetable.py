@@ -22,6 +22,7 @@ Arrays handed to policies are read-only views; only :meth:`WorkingNodes.place` m
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -164,6 +165,14 @@ class WorkingNodes:
         self._nonzero: dict[Vector, tuple[tuple[int, int], ...]] = {}
         self._static: dict[constraints.Constraints, _StaticClass] = {}
         self._fits: dict[tuple[constraints.Constraints, Vector, Vector | None], _FitEntry] = {}
+
+    def fork(self) -> WorkingNodes:
+        """An independent copy: placements on it leave this table as it is (gang trials).
+
+        The snapshot, its nodes and the shared sentinels are not copied.
+        """
+        memo: dict[int, object] = {id(obj): obj for obj in (self.snapshot, self.nodes, _NO_PENALTY)}
+        return copy.deepcopy(self, memo)
 
     # -- read access for policies ------------------------------------------------------------
 

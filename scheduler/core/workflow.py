@@ -51,6 +51,20 @@ class TaskKey:
 _NO_CONSTRAINTS = constraints.Constraints()
 
 
+@dataclass(frozen=True, slots=True)
+class GangRef:
+    """The gang (all-or-nothing group, ``scheduler.core.gang``) a task belongs to.
+
+    Attributes:
+        key: Identifies the gang (``podgroup:<ns>/<name>`` or ``step:<ns>/<run>/<step>``).
+        min_count: Pods that must have a place at once before any is bound; 0 while the
+            PodGroup the pods name has not been seen (nothing of the gang is placed).
+    """
+
+    key: str
+    min_count: int
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Task:
     """One pending task (one pod) as the scheduling core sees it.
@@ -70,6 +84,7 @@ class Task:
         memory_basis: How the pod's accounted memory follows the memory request of the
             container a resize changes (init containers, sidecars, overhead); ``None``: the
             pod is that one container, its memory is ``request.memory_bytes``.
+        gang: The gang the pod belongs to (placed all or nothing), if any.
     """
 
     key: TaskKey
@@ -82,6 +97,7 @@ class Task:
     scheduling_gates: tuple[str, ...] = ()
     pod: cluster.PodRef | None = None
     memory_basis: podrequest.MemoryBasis | None = None
+    gang: GangRef | None = None
 
     @property
     def run(self) -> RunId:

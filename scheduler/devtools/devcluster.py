@@ -186,6 +186,15 @@ class ClusterOptions:
     """metrics-server scrape interval in seconds (its minimum is 10)."""
 
 
+GANG_APISERVER_FLAGS: tuple[str, ...] = (
+    "--feature-gates=GenericWorkload=true,GangScheduling=true",
+    "--runtime-config=scheduling.k8s.io/v1alpha2=true",
+)
+"""Serve the 1.36 gang API: ``PodGroup`` (scheduling.k8s.io/v1alpha2) and ``spec.schedulingGroup``."""
+GANG_SCHEDULER_FLAGS: tuple[str, ...] = ("--feature-gates=GenericWorkload=true,GangScheduling=true",)
+"""kube-scheduler's GangScheduling plugin (all or nothing per PodGroup), the baseline for gangs."""
+
+
 @dataclass(slots=True)
 class _Process:
     name: str
@@ -552,6 +561,7 @@ class DevCluster:
                 "--requestheader-group-headers=X-Remote-Group",
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 "--enable-aggregator-routing=false",
+                *GANG_APISERVER_FLAGS,
             ], self._apiserver_ready
         if name == "kwok":
             return [
@@ -606,6 +616,7 @@ class DevCluster:
                 f"--authorization-kubeconfig={kubeconfig}",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={ports['scheduler']}",
+                *GANG_SCHEDULER_FLAGS,
             ], lambda: _https_ok(f"https://127.0.0.1:{ports['scheduler']}/healthz")
         raise DevClusterError(f"unknown component {name}")
 
