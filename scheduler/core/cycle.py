@@ -45,10 +45,13 @@ def planned_memory(task: workflow.Task, planner: interfaces.MemoryPlanner | None
     Retries (``attempt > 0``) and tasks without a memory request are never planned; plans that
     are not finite and positive are ignored; a plan above the container's request is capped at
     it; a resize that would not lower what the pod is accounted for (init containers or a
-    pod-level request dominate) is not made.
+    pod-level request dominate) is not made. Gang members are never planned: a refused resize
+    would fail one member's bind and with it the whole gang.
     """
     current = task.resizable_memory_bytes
     if planner is None or task.attempt > 0 or task.request.memory_bytes <= 0 or current <= 0:
+        return None
+    if task.gang is not None:
         return None
     plan = planner.plan(task)
     if plan is None or isinstance(plan, bool) or not math.isfinite(plan) or plan <= 0:

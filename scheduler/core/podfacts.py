@@ -66,6 +66,8 @@ class PodFacts:
     """Latest ``finishedAt`` of a terminated container (0 when none)."""
     termination_reason: str = ""
     """The first container's ``state.terminated.reason`` (e.g. ``OOMKilled``)."""
+    scheduling_group: str = ""
+    """``spec.schedulingGroup.podGroupName``: the PodGroup the pod belongs to (``""``: none)."""
     problems: tuple[Problem, ...] = field(default=())
 
     @property

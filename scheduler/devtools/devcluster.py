@@ -190,8 +190,10 @@ GANG_APISERVER_FLAGS: tuple[str, ...] = (
     "--feature-gates=GenericWorkload=true,GangScheduling=true",
     "--runtime-config=scheduling.k8s.io/v1alpha2=true",
 )
-"""Serve the 1.36 gang API: ``PodGroup`` (scheduling.k8s.io/v1alpha2) and ``spec.schedulingGroup``."""
-GANG_SCHEDULER_FLAGS: tuple[str, ...] = ("--feature-gates=GenericWorkload=true,GangScheduling=true",)
+"""Serve the 1.36 gang API: ``PodGroup`` (v1alpha2) and the pods' ``spec.schedulingGroup``."""
+GANG_SCHEDULER_FLAGS: tuple[str, ...] = (
+    "--feature-gates=GenericWorkload=true,GangScheduling=true",
+)
 """kube-scheduler's GangScheduling plugin (all or nothing per PodGroup), the baseline for gangs."""
 
 

@@ -712,3 +712,45 @@ class KubeClient:
         except errors.NotFoundError:
             return False
         return True
+
+    # --- gangs -------------------------------------------------------------------------------
+
+    def delete_pod(self, namespace: str, name: str, uid: str) -> bool:
+        """Delete one pod at once, only if it still has ``uid`` (undoing a gang's partial bind).
+
+        Returns ``False`` when it is already gone (404) or is another pod now (409).
+
+        Raises:
+            errors.NotSentError: ``write_guard`` refused it; nothing was sent.
+            errors.ApiError: any other failure.
+        """
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "gracePeriodSeconds": 0,
+            "preconditions": {"uid": uid},
+        }
+        try:
+            self._t.request_json(
+                "DELETE",
+                resources.RESOURCES["pods"].path(namespace=namespace, name=name),
+                body=body,
+                guard=self.write_guard,
+            )
+        except (errors.NotFoundError, errors.ConflictError):
+            return False
+        return True
+
+    def serves(self, kind: str | resources.Resource) -> bool:
+        """True when the API server serves the collection (e.g. ``podgroups`` behind a gate).
+
+        Raises:
+            errors.ApiError: discovery failed for another reason than 404.
+        """
+        res = resources.resource_for(kind)
+        base = f"/api/{res.version}" if not res.group else f"/apis/{res.group}/{res.version}"
+        try:
+            listing = self._t.get_json(base)
+        except errors.NotFoundError:
+            return False
+        return any(r.get("name") == res.plural for r in listing.get("resources") or ())

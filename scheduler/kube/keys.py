@@ -18,6 +18,8 @@ key                                    where       meaning
 ``wfsched.io/attempt``                 annotation  1 for the first attempt, >1 for retries
 ``wfsched.io/peak-memory-bytes``       annotation  observed peak memory (engine-reported)
 ``wfsched.io/original-memory``         annotation  memory request saved before a resize
+``wfsched.io/gang-size``               annotation  pods of this run and step are one gang of
+                                                   this many pods, placed all or nothing
 ``wfsched.io/leader``                  label       on the leader's own pod: its Lease's name
 ``wfsched.io/cws-state``               label       on CWS state ConfigMaps: the Lease's name
 =====================================  ==========  ==========================================
@@ -37,6 +39,8 @@ PREFIX: Final = "wfsched.io/"
 
 RUN_ID_LABEL: Final = "wfsched.io/run-id"
 """Label: the workflow run the pod belongs to (a UID, never a reusable name)."""
+GANG_SIZE_ANNOTATION: Final = "wfsched.io/gang-size"
+"""Annotation: the pods of this run and step form one gang of this many pods (docs/gangs.md)."""
 WORKFLOW_LABEL: Final = "wfsched.io/workflow"
 """Label: the workflow's name, stable across runs (keys for per-workflow statistics)."""
 STEP_LABEL: Final = "wfsched.io/step"

@@ -75,6 +75,7 @@ RESOURCES: Final[Mapping[str, Resource]] = {
     "namespaces": Resource("", "v1", "namespaces", "Namespace", False),
     "leases": Resource("coordination.k8s.io", "v1", "leases", "Lease", True),
     "events": Resource("events.k8s.io", "v1", "events", "Event", True),
+    "podgroups": Resource("scheduling.k8s.io", "v1alpha2", "podgroups", "PodGroup", True),
 }
 """The collections wfsched reads, by the name callers pass as ``kind``."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from scheduler.core import cluster, constraints, podrequest, resources
@@ -269,6 +270,7 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
             for g in _list(spec.get("schedulingGates"), "spec.schedulingGates", problems)
             if isinstance(g, Mapping)
         ),
+        scheduling_group=_pod_group_name(spec.get("schedulingGroup"), problems),
         labels=_string_map(meta.get("labels"), "metadata.labels", problems),
         annotations=_string_map(meta.get("annotations"), "metadata.annotations", problems),
         created=_timestamp(meta.get("creationTimestamp")),
@@ -284,6 +286,72 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
         termination_reason=_termination_reason(containers, statuses),
         problems=tuple(problems),
     )
+
+
+def _pod_group_name(raw: Any, problems: list[Problem]) -> str:
+    """``spec.schedulingGroup.podGroupName`` (Kubernetes 1.36), or ``""`` when absent."""
+    if raw is None:
+        return ""
+    group = _mapping(raw, "spec.schedulingGroup", problems)
+    name = group.get("podGroupName")
+    if name is None:
+        return ""
+    if not isinstance(name, str) or not name:
+        problems.append(Problem("spec.schedulingGroup.podGroupName", "not a non-empty string"))
+        return ""
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class PodGroupInfo:
+    """What wfsched reads of a ``PodGroup`` (``scheduling.k8s.io/v1alpha2``).
+
+    Attributes:
+        namespace: The PodGroup's namespace (its pods live there too).
+        name: Its name, as pods give it in ``spec.schedulingGroup.podGroupName``.
+        min_count: ``spec.schedulingPolicy.gang.minCount``; ``None`` for the ``basic`` policy
+            (the pods are scheduled one by one) or a malformed gang policy (see ``problem``).
+        problem: Why the gang policy was ignored, if it was.
+    """
+
+    namespace: str
+    name: str
+    min_count: int | None
+    problem: str = ""
+
+
+def pod_group_info(obj: Mapping[str, Any]) -> PodGroupInfo:
+    """Read one PodGroup; never raises on a malformed policy.
+
+    Raises:
+        ValueError: only when the object has no name or namespace.
+    """
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    name, namespace = meta.get("name"), meta.get("namespace")
+    if not (isinstance(name, str) and isinstance(namespace, str) and name and namespace):
+        raise ValueError("PodGroup without metadata.name or metadata.namespace")
+    spec = obj.get("spec")
+    policy = spec.get("schedulingPolicy") if isinstance(spec, Mapping) else None
+    gang = policy.get("gang") if isinstance(policy, Mapping) else None
+    if gang is None:
+        return PodGroupInfo(namespace, name, None)
+    count = gang.get("minCount") if isinstance(gang, Mapping) else None
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        return PodGroupInfo(
+            namespace, name, None, problem=f"spec.schedulingPolicy.gang.minCount: {count!r}"
+        )
+    return PodGroupInfo(namespace, name, count)
+
+
+def slim_pod_group(obj: dict[str, Any]) -> dict[str, Any]:
+    """What the PodGroup informer keeps: identity and the scheduling policy."""
+    meta = obj.get("metadata")
+    spec = obj.get("spec")
+    out: dict[str, Any] = {"metadata": _pick(meta, _IDENTITY)}
+    if isinstance(spec, Mapping):
+        out["spec"] = {"schedulingPolicy": spec.get("schedulingPolicy")}
+    return out
 
 
 def _termination_reason(
@@ -368,6 +436,7 @@ _POD_SPEC = (
     "nodeSelector",
     "tolerations",
     "schedulingGates",
+    "schedulingGroup",
     "overhead",
     "resources",
 )

@@ -166,6 +166,16 @@ class Daemon:
                 transform=kube_translate.slim_node,
             ),
         ]
+        if settings.gangs.watch_pod_groups and _pod_groups_readable(self.kube):
+            self.informers.append(
+                kube_informer.Informer(
+                    self.kube,
+                    kube_informer.WatchSpec(name=loop_mod.POD_GROUP_EVENTS, kind="podgroups"),
+                    self.events,
+                    on_restart=count_restart,
+                    transform=kube_translate.slim_pod_group,
+                )
+            )
         self.poller = (
             kube_informer.MetricsPoller(
                 self.kube,
@@ -450,3 +460,20 @@ def run_daemon(settings: settings_mod.Settings, *, kubeconfig: str | None) -> in
     status = daemon.run()
     log.info("ran for %.1fs", time.monotonic() - started)
     return status
+
+
+def _pod_groups_readable(kube: kube_client.KubeClient) -> bool:
+    """True when PodGroups are served and this identity may list them (gangs by PodGroup).
+
+    Checked once at start: an informer on a collection that is not served or not allowed
+    would never sync and keep the replica unready.
+    """
+    try:
+        if not kube.serves("podgroups"):
+            log.info("PodGroups (scheduling.k8s.io/v1alpha2) not served; gangs by annotation only")
+            return False
+        kube.list_objects("podgroups", page_size=1)
+    except Exception as exc:  # forbidden or unreachable: run without PodGroup gangs
+        log.warning("PodGroups not readable (%s); gangs by annotation only", exc)
+        return False
+    return True

@@ -39,7 +39,8 @@ from typing import Any, Protocol, Unpack
 from scheduler.core import decisions, interfaces, podfacts, resources, workflow
 from scheduler.kube import errors as kube_errors
 from scheduler.kube import keys, translate
-from scheduler.runtime import eventrecorder, workflows
+from scheduler.runtime import eventrecorder, gangbind, workflows
+from scheduler.runtime import gangs as gangs_mod
 from scheduler.runtime import memory as memory_mod
 from scheduler.runtime import metrics as metrics_mod
 from scheduler.runtime import settings as settings_mod
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 POD_EVENTS = "pods"
 NODE_EVENTS = "nodes"
+POD_GROUP_EVENTS = "podgroups"
 NODE_USAGE_EVENTS = "node-metrics"
 POD_USAGE_EVENTS = "pod-metrics"
 
@@ -385,6 +387,8 @@ class SchedulerLoop:
                     self._on_pod(event_type, obj, now)
                 elif kind == NODE_EVENTS:
                     self._on_node(event_type, obj)
+                elif kind == POD_GROUP_EVENTS:
+                    self._on_pod_group(event_type, obj, now)
                 elif kind == NODE_USAGE_EVENTS:
                     self._on_node_usage(obj)
                 elif kind == POD_USAGE_EVENTS:
@@ -401,6 +405,15 @@ class SchedulerLoop:
             log.warning("ignoring pod event without identity: %s", exc)
             return
         self._execute(self.state.pod_changed(facts, deleted=event_type == "DELETED", now=now))
+
+    def _on_pod_group(self, event_type: str, obj: Mapping[str, Any], now: float) -> None:
+        try:
+            info = translate.pod_group_info(obj)
+        except ValueError as exc:
+            log.warning("ignoring PodGroup event without identity: %s", exc)
+            return
+        deleted = event_type == "DELETED"
+        self._execute(self.state.pod_group_changed(info, deleted=deleted, now=now))
 
     def _on_node(self, event_type: str, obj: Mapping[str, Any]) -> None:
         name = str((obj.get("metadata") or {}).get("name") or "")
@@ -446,6 +459,8 @@ class SchedulerLoop:
         for instruction in instructions:
             if isinstance(instruction, state_mod.StartBind):
                 self._pool.submit(self._bind_worker, instruction)
+            elif isinstance(instruction, gangs_mod.StartGangBind):
+                self._pool.submit(self._gang_bind_worker, instruction)
             elif isinstance(instruction, state_mod.RecordEvent):
                 self.recorder.record(
                     namespace=instruction.namespace,
@@ -517,6 +532,16 @@ class SchedulerLoop:
             log.exception("bind worker failed", extra={"task": str(start.bind.task)})
             outcome = BindOutcome(bind=start.bind, ok=False, reason=str(exc)[:300])
         self.events.put(outcome)
+
+    def _gang_bind_worker(self, start: gangs_mod.StartGangBind) -> None:
+        """Bind a gang's members all or nothing (``gangbind``); one outcome per member."""
+        outcomes = gangbind.bind_gang(
+            start,
+            bind_one=self._resize_and_bind,
+            delete_pod=getattr(self.kube, "delete_pod", None),
+        )
+        for outcome in outcomes:
+            self.events.put(outcome)
 
     def _resize_and_bind(self, start: state_mod.StartBind) -> BindOutcome:
         bind = start.bind

@@ -50,6 +50,23 @@ class LeaseSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GangSettings:
+    """Gangs: pods placed all or nothing (docs/gangs.md)."""
+
+    watch_pod_groups: bool = True
+    """Read ``PodGroup`` objects (``scheduling.k8s.io/v1alpha2``) when the API server serves
+    them; pods naming a PodGroup in ``spec.schedulingGroup`` then form gangs."""
+    timeout_s: float = 60.0
+    """A gang without a place for this long gets an Event and ``PodScheduled=False``."""
+    reserve_after_s: float = 30.0
+    """A gang without a place for this long reserves: nothing ranked after it is placed while
+    it does not fit, so running tasks drain and make room. Also the length of the backfill
+    windows between two reservations."""
+    reserve_for_s: float = 300.0
+    """Length of one reservation window."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the daemon needs to run; immutable once loaded."""
 
@@ -146,6 +163,8 @@ class Settings:
     """``debug``, ``info``, ``warning`` or ``error``."""
     lease: LeaseSettings = field(default_factory=LeaseSettings)
     """Leader election."""
+    gangs: GangSettings = field(default_factory=GangSettings)
+    """Gang scheduling."""
 
 
 _LOG_FORMATS = ("json", "console")
@@ -282,6 +301,7 @@ def _validate(settings: Settings, problems: list[str]) -> None:
         "lease.duration_s": settings.lease.duration_s,
         "lease.renew_deadline_s": settings.lease.renew_deadline_s,
         "lease.retry_period_s": settings.lease.retry_period_s,
+        "gangs.reserve_for_s": settings.gangs.reserve_for_s,
     }
     for key, value in positive.items():
         if not value > 0:
@@ -294,6 +314,8 @@ def _validate(settings: Settings, problems: list[str]) -> None:
         "registration_grace_s": settings.registration_grace_s,
         "cws_execution_idle_s": settings.cws_execution_idle_s,
         "cws_state_save_interval_s": settings.cws_state_save_interval_s,
+        "gangs.timeout_s": settings.gangs.timeout_s,
+        "gangs.reserve_after_s": settings.gangs.reserve_after_s,
     }.items():
         if value < 0:
             problems.append(f"{key}: must be >= 0, got {value}")

@@ -70,7 +70,8 @@ from scheduler.core import (
     workflow,
 )
 from scheduler.core.queue import SchedulingQueue
-from scheduler.kube import keys
+from scheduler.kube import keys, translate
+from scheduler.runtime import gangs as gangs_mod
 from scheduler.runtime import memory as memory_mod
 from scheduler.runtime import settings as settings_mod
 from scheduler.runtime import workflows
@@ -182,7 +183,9 @@ class SaveMemory:
     text: str
 
 
-Instruction = StartBind | RecordEvent | SetCondition | FetchDag | SaveMemory
+Instruction = (
+    StartBind | RecordEvent | SetCondition | FetchDag | SaveMemory | gangs_mod.StartGangBind
+)
 
 
 class TaskHook(Protocol):
@@ -313,6 +316,8 @@ class SchedulerState:
         self._set_aside: set[str] = set()
         """uids of tasks set aside (kept small; a stale uid is dropped when met)."""
         self._saved_memory_version = memory.version if memory is not None else 0
+        self.gangs = gangs_mod.GangTracker(settings.gangs)
+        """PodGroups, gang members bound, the cycle's gang board (``scheduler.core.gang``)."""
 
     # --- ownership and labels ----------------------------------------------------------------
 
@@ -352,6 +357,7 @@ class SchedulerState:
             return out
         if facts.node_name:
             self._note_running(facts)
+            self.gangs.bound_pod_seen(facts)
             record = self.pods.pop(uid, None)
             if record is not None:
                 self._drop_record(uid, record)
@@ -423,6 +429,10 @@ class SchedulerState:
             pod=facts.ref,
             memory_basis=facts.memory_basis,
         )
+        gang_ref, gang_problems = self.gangs.ref_for(facts, labels)
+        if gang_ref is not None or gang_problems:
+            task = dataclasses.replace(task, gang=gang_ref)
+            problems += gang_problems
         other = self._uid_by_key.get(task.key)
         if other is not None and other != uid:
             # Two live pods claim the same task id: keep both schedulable by making the
@@ -473,6 +483,7 @@ class SchedulerState:
             if record.phase is PodPhase.BINDING:
                 self.cache.forget(uid)
         self.cache.remove_pod(uid)
+        self.gangs.member_gone(uid)
         self._running_runs.pop(uid, None)
         self._dirty = True
         if facts.finished and self.is_ours(facts) and uid not in self._finished:
@@ -636,6 +647,7 @@ class SchedulerState:
                 dags=self.registry.dags,
                 policies=self.policies,
                 ctx=ctx,
+                gangs=self.gangs.board_for_cycle(),
             )
         except Exception as exc:  # a policy broke its contract: keep scheduling the rest
             return None, self._cycle_failed(exc, now)
@@ -652,7 +664,40 @@ class SchedulerState:
                 out.extend(self._unschedulable(decision))
             elif isinstance(decision, decisions.Reject):
                 self.metrics.schedule_attempts.labels(result="unschedulable").inc()
-        return result, out
+        self.gangs.board.after_cycle(self.queue.tasks(), now)
+        gang_of = {t.key: t.gang.key for t in self._binding_gang_tasks(result) if t.gang}
+        return result, self.gangs.group_binds(out, gang_of) if gang_of else out
+
+    def _binding_gang_tasks(self, result: decisions.CycleResult) -> list[workflow.Task]:
+        """The tasks of gangs that this cycle's binds place."""
+        out = []
+        for bind in result.binds:
+            record = self.pods.get(bind.pod.uid) if bind.pod is not None else None
+            if record is not None and record.task is not None and record.task.gang is not None:
+                out.append(record.task)
+        return out
+
+    def pod_group_changed(
+        self, info: translate.PodGroupInfo, *, deleted: bool, now: float
+    ) -> list[Instruction]:
+        """A PodGroup was added, changed or deleted: re-read the gang of its queued pods."""
+        if not self.gangs.pod_group_changed(info, deleted=deleted):
+            return []
+        out: list[Instruction] = []
+        for record in list(self.pods.values()):
+            facts = record.facts
+            if record.task is None or record.phase is PodPhase.BINDING:
+                continue
+            if facts.scheduling_group != info.name or facts.ref.namespace != info.namespace:
+                continue
+            ref, problems = self.gangs.ref_for(facts, record.labels)
+            record.task = dataclasses.replace(record.task, gang=ref)
+            if record.phase is PodPhase.QUEUED:
+                self.queue.add(record.task)
+            if problems:
+                out.append(self._report_problems(facts, problems))
+        self._dirty = True
+        return out
 
     def _start_bind(
         self, bind: decisions.Bind, resize: decisions.Resize | None
@@ -663,6 +708,7 @@ class SchedulerState:
             return []
         record.phase, record.bind = PodPhase.BINDING, bind
         record.failures, record.retry_at = 0, math.inf
+        self.gangs.member_bound(uid, record.task.gang if record.task is not None else None)
         self.cache.assume(
             cluster.PodInfo(
                 uid=uid,
@@ -833,6 +879,7 @@ class SchedulerState:
         )
         if outcome.status == 404:
             self.cache.forget(uid)
+            self.gangs.member_gone(uid)
             if record is not None:
                 del self.pods[uid]
                 self._drop_record(uid, record)
@@ -859,6 +906,7 @@ class SchedulerState:
         If the pod was bound elsewhere meanwhile, the watch removes it again.
         """
         self.cache.forget(uid)
+        self.gangs.member_gone(uid)
         if record is None or record.task is None:
             return
         record.phase, record.bind = PodPhase.QUEUED, None
