@@ -17,8 +17,12 @@ Measured with one local monotonic clock from a watch on the namespace:
   (median and max over gangs), and the makespan: from the first create call to the last gang
   being bound;
 - partial placements: gangs seen with 0 < bound members < minCount for longer than
-  ``--settle`` seconds (a gang's Bindings take a few milliseconds to go out one by one);
-- gangs left unplaced at the time limit.
+  ``--settle`` seconds (a gang's Bindings take a few milliseconds to go out one by one), and
+  the bind spread: the longest time from a gang's first member bound to its last;
+- gangs left unplaced at the time limit;
+- with ``--singles N``: N one-pod tasks (no gang, one CPU, the same runtime) created after
+  the gangs' pods, and the median time from their creation to their binding; they show
+  whether small tasks backfill past waiting gangs and whether gangs still get their turn.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class GangRun:
     partial_since: dict[str, float] = field(default_factory=dict)
     partial: set[str] = field(default_factory=set)
     started: float = 0.0
+    singles_created: dict[str, float] = field(default_factory=dict)
+    singles_bound: dict[str, float] = field(default_factory=dict)
 
     def placed(self, gang: str) -> bool:
         return len(self.bound.get(gang, {})) >= self.sizes[gang]
@@ -72,24 +78,35 @@ class GangRun:
         placed = [g for g in self.sizes if self.placed(g)]
         times = sorted(max(self.bound[g].values()) - self.created[g] for g in placed)
         done = [max(self.bound[g].values()) for g in placed]
+        waits = sorted(
+            self.singles_bound[n] - self.singles_created[n]
+            for n in self.singles_bound
+            if n in self.singles_created
+        )
         return {
             "scheduler": self.scheduler,
+            "singles_bound": len(self.singles_bound),
+            "single_p50_s": statistics.median(waits) if waits else None,
             "gangs": len(self.sizes),
             "placed": len(placed),
             "partial": len(self.partial),
             "place_p50_s": statistics.median(times) if times else None,
+            "bind_spread_max_s": max(
+                (max(self.bound[g].values()) - min(self.bound[g].values()) for g in placed),
+                default=None,
+            ),
             "place_max_s": times[-1] if times else None,
             "makespan_s": max(done) - self.started if len(placed) == len(self.sizes) else None,
         }
 
 
-def _pod(name: str, scheduler: str, group: str, runtime: str) -> dict[str, Any]:
-    return {
+def _pod(name: str, scheduler: str, group: str | None, runtime: str) -> dict[str, Any]:
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": name,
-            "labels": {"gang": group},
+            "labels": {"gang": group} if group else {},
             "annotations": {devcluster.RUNTIME_ANNOTATION: runtime},
         },
         "spec": {
@@ -106,6 +123,9 @@ def _pod(name: str, scheduler: str, group: str, runtime: str) -> dict[str, Any]:
             ],
         },
     }
+    if group is None:
+        del pod["spec"]["schedulingGroup"]
+    return pod
 
 
 def gang_run(
@@ -116,6 +136,7 @@ def gang_run(
     runtime: str,
     settle_s: float,
     limit_s: float,
+    singles: int = 0,
     start: Callable[[], None],
     stop: Callable[[], None],
 ) -> GangRun:
@@ -146,7 +167,10 @@ def gang_run(
             for event in w.stream(core.list_namespaced_pod, namespace, timeout_seconds=900):
                 pod = event["object"]
                 gang = (pod.metadata.labels or {}).get("gang")
-                if gang and pod.spec.node_name:
+                if not gang and pod.spec.node_name:
+                    with lock:
+                        run.singles_bound.setdefault(pod.metadata.name, time.monotonic())
+                elif gang and pod.spec.node_name:
                     with lock:
                         run.bound.setdefault(gang, {}).setdefault(
                             pod.metadata.name, time.monotonic()
@@ -170,11 +194,17 @@ def gang_run(
                     )
                     if i == size - 1:
                         run.created[gang] = time.monotonic()
+        for i in range(singles):
+            name = f"single-{i:03d}"
+            core.create_namespaced_pod(
+                namespace, _pod(name, scheduler, None, runtime), _preload_content=False
+            )
+            run.singles_created[name] = time.monotonic()
         deadline = time.monotonic() + limit_s
         while time.monotonic() < deadline:
             with lock:
                 run.check(settle_s)
-                if all(run.placed(g) for g in sizes):
+                if all(run.placed(g) for g in sizes) and len(run.singles_bound) >= singles:
                     break
             time.sleep(0.1)
     finally:
@@ -195,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=1.0)
     parser.add_argument("--limit", type=float, default=240.0, help="seconds per run at most")
     parser.add_argument("--policy", default="fifo-binpack")
+    parser.add_argument("--singles", type=int, default=0, help="one-pod tasks after the gangs")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
     args = parser.parse_args(argv)
     cycle = [int(s) for s in args.sizes.split(",")]
@@ -247,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                         runtime=args.runtime,
                         settle_s=args.settle,
                         limit_s=args.limit,
+                        singles=args.singles,
                         start=start,
                         stop=stop,
                     )
@@ -255,16 +287,20 @@ def main(argv: list[str] | None = None) -> int:
                     print(json.dumps(figures), flush=True)
         finally:
             cluster.stop()
-    print("| round | scheduler | gangs placed | partial | time to place p50 | max | makespan |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| round | scheduler | gangs placed | partial | time to place p50 | max | makespan "
+        "| bind spread max | single pods: wait p50 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
 
-        def fmt(value: float | None) -> str:
-            return "-" if value is None else f"{value:.1f} s"
+        def fmt(value: float | None, digits: int = 1) -> str:
+            return "-" if value is None else f"{value:.{digits}f} s"
 
         print(
             f"| {r['round']} | {r['scheduler']} | {r['placed']}/{r['gangs']} | {r['partial']} | "
-            f"{fmt(r['place_p50_s'])} | {fmt(r['place_max_s'])} | {fmt(r['makespan_s'])} |"
+            f"{fmt(r['place_p50_s'])} | {fmt(r['place_max_s'])} | {fmt(r['makespan_s'])} | "
+            f"{fmt(r['bind_spread_max_s'], 3)} | {fmt(r['single_p50_s'])} |"
         )
     if args.json:
         print(json.dumps(results))

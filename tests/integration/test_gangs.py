@@ -279,3 +279,59 @@ def test_two_gangs_competing_for_the_same_room_neither_deadlocks_nor_splits(
         min(watcher.bound_at[f"{second}-{i}"] for i in range(3))
         >= max(watcher.bound_at[f"{first}-{i}"] for i in range(3)) + 2.0
     )
+
+
+def test_a_failed_gang_binding_is_undone_on_the_api_server(
+    core_v1, kube, namespace, kwok_nodes
+) -> None:
+    """The binding cycle against the real API: bound members deleted, the rest never sent."""
+    from scheduler.core import cluster, decisions, resources, workflow
+    from scheduler.runtime import gangbind, gangs, state
+
+    node = kwok_nodes(1, cpu="8", memory="8Gi")[0]
+    refs = []
+    for i in range(3):
+        created = core_v1.create_namespaced_pod(namespace, make_pod(f"m-{i}", runtime="600s"))
+        refs.append(cluster.PodRef(uid=created.metadata.uid, namespace=namespace, name=f"m-{i}"))
+    kube.bind(namespace, "m-1", refs[1].uid, node)  # somebody else bound member 1 meanwhile
+
+    def start(ref: cluster.PodRef) -> state.StartBind:
+        key = workflow.TaskKey(workflow.RunId("r"), ref.name)
+        bind = decisions.Bind(
+            cycle_id=1, task=key, pod=ref, node=node, request=resources.Resources()
+        )
+        return state.StartBind(bind=bind)
+
+    def bind_one(member: state.StartBind) -> state.BindOutcome:
+        pod = member.bind.pod
+        assert pod is not None
+        try:
+            kube.bind(pod.namespace, pod.name, pod.uid, member.bind.node)
+        except Exception as exc:
+            return state.BindOutcome(
+                bind=member.bind, ok=False, status=int(getattr(exc, "http_status", 0) or 0)
+            )
+        return state.BindOutcome(bind=member.bind, ok=True)
+
+    outcomes = gangbind.bind_gang(
+        gangs.StartGangBind(gang="g", members=tuple(start(r) for r in refs)),
+        bind_one=bind_one,
+        delete_pod=kube.delete_pod,
+    )
+    assert [(o.ok, o.status, o.abandoned) for o in outcomes] == [
+        (True, 0, False),
+        (False, 409, False),
+        (False, 0, True),
+    ]
+    wait_for(
+        lambda: (
+            "m-0" not in {p.metadata.name for p in core_v1.list_namespaced_pod(namespace).items}
+        ),
+        timeout_s=20,
+        what="the bound member deleted",
+    )
+    assert not read_pod(core_v1, namespace, "m-2")["spec"].get("nodeName")  # never sent
+    # the uid precondition: a pod of the same name but another uid is never deleted
+    core_v1.create_namespaced_pod(namespace, make_pod("m-0", runtime="600s"))
+    assert kube.delete_pod(namespace, "m-0", refs[0].uid) is False
+    assert read_pod(core_v1, namespace, "m-0")["metadata"]["uid"] != refs[0].uid
