@@ -804,6 +804,7 @@ def daemon_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     known = {"WFSCHED_CONFIG", "WFSCHED_API_TOKEN"}
     known.update(f"WFSCHED_{f.name.upper()}" for f in fields(settings_mod.Settings))
     known.update(f"WFSCHED_LEASE__{f.name.upper()}" for f in fields(settings_mod.LeaseSettings))
+    known.update(f"WFSCHED_GANGS__{f.name.upper()}" for f in fields(settings_mod.GangSettings))
     env = dict(os.environ if base is None else base)
     return {k: v for k, v in env.items() if not k.startswith("WFSCHED_") or k in known}
 

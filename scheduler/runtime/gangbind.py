@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable
 
 from scheduler.runtime.gangs import StartGangBind
-from scheduler.runtime.state import BindOutcome, StartBind
+from scheduler.runtime.state import GANG_NOT_SENT, BindOutcome, StartBind
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,9 @@ def bind_gang(
     failed: BindOutcome | None = None
     for member in start.members:
         if failed is not None:
-            outcomes.append(BindOutcome(bind=member.bind, ok=False, abandoned=True))
+            outcomes.append(
+                BindOutcome(bind=member.bind, ok=False, abandoned=True, reason=GANG_NOT_SENT)
+            )
             continue
         try:
             outcome = bind_one(member)

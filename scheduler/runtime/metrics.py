@@ -92,7 +92,7 @@ class Metrics:
         self.bind_errors = Counter(
             "wfsched_bind_errors",
             "Failed Binding calls, by reason (conflict, not_found, forbidden, invalid, "
-            "throttled, server_error, unavailable, other).",
+            "throttled, server_error, unavailable, other; not sent: not_leader, gang_undone).",
             ["reason"],
             registry=r,
         )

@@ -91,6 +91,10 @@ EXPIRY_PERIOD_S = 1.0
 """Time between two sweeps for assumed pods to expire (kube-scheduler's is 1 s too)."""
 
 
+GANG_NOT_SENT = "not sent: another member of the gang failed to bind"
+"""``BindOutcome.reason`` of gang members whose Binding was never sent (``gangbind``)."""
+
+
 # --- stimuli ---------------------------------------------------------------------------------
 
 
@@ -106,7 +110,8 @@ class BindOutcome:
     resize_refused: bool = False
     """The memory resize before the bind was refused; the pod was not bound."""
     abandoned: bool = False
-    """Leadership was lost before the calls were made: nothing was sent."""
+    """Nothing was sent: leadership was lost before the calls were made, or (``reason``
+    ``GANG_NOT_SENT``) another member of the pod's gang failed to bind first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -839,7 +844,8 @@ class SchedulerState:
             record = None  # a newer record of the same pod: this outcome is stale
         if outcome.abandoned:
             self.stats.binds_abandoned += 1
-            self.metrics.bind_errors.labels(reason="not_leader").inc()
+            why = "gang_undone" if outcome.reason == GANG_NOT_SENT else "not_leader"
+            self.metrics.bind_errors.labels(reason=why).inc()
             self._undo_bind(uid, record, backoff=False, now=now)
             return []
         self.metrics.binding_duration.observe(outcome.seconds)

@@ -149,6 +149,25 @@ def test_a_failed_member_deletes_the_bound_ones_and_never_sends_the_rest():
     assert calls == ["a0", "a1"]  # a2 never sent
     assert [(o.ok, o.abandoned) for o in outcomes] == [(True, False), (False, False), (False, True)]
     assert deleted == [("ns", "a0", "uid-a0")]
+    assert outcomes[2].reason == st.GANG_NOT_SENT
+
+
+def test_never_sent_members_return_to_the_queue_without_penalty_and_are_counted_apart():
+    state = make_state()
+    add_node(state, cpu="4")
+    for name in ("a0", "a1", "a2"):
+        add(state, annotated_pod(name, "3"))
+    _, out = state.cycle(now=0.0, leading=True)
+    (start,) = gang_binds(out)
+    calls, bind_one = _bind_outcomes({"a0": (False, 409), "a1": (True, 0), "a2": (True, 0)})
+    for outcome in gangbind.bind_gang(start, bind_one=bind_one, delete_pod=None):
+        state.bind_reported(outcome, now=1.0)
+    assert calls == ["a0"]
+    assert [state.phase_of(f"uid-a{i}") for i in range(3)] == [st.PodPhase.QUEUED] * 3
+    assert not state.queue.backing_off(start.members[1].bind.task, 1.0)
+    assert state.queue.backing_off(start.members[0].bind.task, 1.0)
+    sample = state.metrics.bind_errors.labels(reason="gang_undone")._value.get()
+    assert sample == 2
 
 
 def test_lost_leadership_midway_deletes_nothing():
