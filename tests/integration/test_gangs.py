@@ -335,3 +335,38 @@ def test_a_failed_gang_binding_is_undone_on_the_api_server(
     core_v1.create_namespaced_pod(namespace, make_pod("m-0", runtime="600s"))
     assert kube.delete_pod(namespace, "m-0", refs[0].uid) is False
     assert read_pod(core_v1, namespace, "m-0")["metadata"]["uid"] != refs[0].uid
+
+
+def test_a_stream_of_small_pods_does_not_starve_a_gang(
+    core_v1, custom, namespace, kwok_nodes, daemon
+) -> None:
+    """Small pods finishing one at a time never free 4 CPUs at once: only the reservation does.
+
+    With ``reserve_after_s`` 600 instead of 2 the same test fails: the gang was first bound
+    31.7 s after it arrived, once the stream stopped (measured on 2026-12-06).
+    """
+    kwok_nodes(1, cpu="4", memory="8Gi")
+    daemon(gangs={"timeout_s": 30.0, "reserve_after_s": 2.0, "reserve_for_s": 60.0})
+    create_pod_group(custom, namespace, "wide", 4)
+    created = 0
+
+    def small() -> None:
+        nonlocal created
+        core_v1.create_namespaced_pod(
+            namespace, make_pod(f"small-{created:03d}", cpu="1", runtime="2s")
+        )
+        created += 1
+
+    for _ in range(8):  # saturate the node with staggered pods
+        small()
+        time.sleep(0.5)
+    with GangWatcher(core_v1, namespace, {"wide": 4}) as watcher:
+        gang_pods(core_v1, namespace, "wide", 4, cpu="1", runtime="600s")
+        arrived = time.monotonic()
+        while watcher.bound("wide") < 4 and time.monotonic() - arrived < 30:
+            small()
+            time.sleep(0.5)
+        watcher.wait_bound("wide", timeout_s=5)
+    waited = min(watcher.bound_at[f"wide-{i}"] for i in range(4)) - arrived
+    assert waited < 15, f"the gang waited {waited:.1f}s behind the stream"
+    assert watcher.partial == set()
