@@ -49,6 +49,8 @@ NEEDED_NAMESPACED = [
     ("watch", "", "configmaps", ""),
     ("get", "metrics.k8s.io", "pods", ""),
     ("list", "metrics.k8s.io", "pods", ""),
+    ("list", "scheduling.k8s.io", "podgroups", ""),
+    ("watch", "scheduling.k8s.io", "podgroups", ""),
 ]
 NEEDED_CLUSTER = [
     ("get", "", "nodes", ""),

@@ -279,6 +279,9 @@ EXPECTED_CLUSTER_RULES = {
     ("metrics.k8s.io", "nodes", "list"),
     ("metrics.k8s.io", "pods", "get"),
     ("metrics.k8s.io", "pods", "list"),
+    ("scheduling.k8s.io", "podgroups", "get"),
+    ("scheduling.k8s.io", "podgroups", "list"),
+    ("scheduling.k8s.io", "podgroups", "watch"),
 }
 
 
