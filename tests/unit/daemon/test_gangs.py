@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from test_loop import node, pod
 
 from scheduler import registry
@@ -9,7 +10,7 @@ from scheduler.kube import translate
 from scheduler.runtime import gangbind, metrics
 from scheduler.runtime import gangs as gangs_mod
 from scheduler.runtime import state as st
-from scheduler.runtime.settings import Settings
+from scheduler.runtime.settings import Settings, SettingsError, load_settings
 
 
 def make_state(**settings):
@@ -192,3 +193,16 @@ def test_pod_group_with_basic_policy_makes_no_gang():
     add(state, group_pod("p0", "b"))
     _, out = state.cycle(now=0.0, leading=True)
     assert gang_binds(out) == [] and len([i for i in out if isinstance(i, st.StartBind)]) == 1
+
+
+def test_gang_settings_from_yaml_and_environment_and_bad_values_named(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("gangs:\n  timeout_s: 5\n  reserve_after_s: 2\n")
+    loaded = load_settings(config, env={"WFSCHED_GANGS__RESERVE_FOR_S": "9"})
+    assert (loaded.gangs.timeout_s, loaded.gangs.reserve_after_s) == (5.0, 2.0)
+    assert loaded.gangs.reserve_for_s == 9.0
+    config.write_text("gangs:\n  timeout_s: -1\n  reserve_for_s: 0\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(config, env={})
+    assert "gangs.timeout_s: must be >= 0" in str(info.value)
+    assert "gangs.reserve_for_s: must be > 0" in str(info.value)
