@@ -117,9 +117,14 @@ def run_cycle(
             if max_binds is not None and bound >= max_binds:
                 break
             placed = gang.place_gang(
-                members, nodes=nodes, queue=queue, board=board, ctx=ctx, out=out,
+                members,
+                nodes=nodes,
+                queue=queue,
+                board=board,
+                ctx=ctx,
+                out=out,
                 place_one=lambda t, n, o: _place(t, nodes=n, policies=policies, ctx=ctx, out=o),
-            )  # fmt: skip
+            )
             bound += placed.placed
             if placed.blocks:
                 break
