@@ -9,6 +9,7 @@ times) and succeeds; one on a full node is not grown and is OOM-killed, as witho
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -48,6 +49,10 @@ def _events(core_v1: client.CoreV1Api, namespace: str, pod: str) -> list[dict[st
         ).data
     )["items"]
     return items
+
+
+def _stamp(text: str) -> float:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def _finished(core_v1: client.CoreV1Api, namespace: str, pod: str) -> dict[str, Any] | None:
@@ -129,6 +134,11 @@ def test_task_below_its_peak_is_grown_and_finishes_unless_the_node_is_full(
         terminated = starved["status"]["containerStatuses"][0]["state"]["terminated"]
         assert (terminated["exitCode"], terminated["reason"]) == (137, "OOMKilled")
         assert starved["spec"]["containers"][0]["resources"]["limits"]["memory"] == "400Mi"
+        profile = memsim.MemoryProfile(peak_bytes=PEAK_MIB * MIB, runtime_s=RUNTIME_S, peak_at=1.0)
+        crossing = profile.crossing_s(LIMIT_MIB * MIB)
+        assert crossing is not None
+        lived = _stamp(terminated["finishedAt"]) - _stamp(terminated["startedAt"])
+        assert abs(lived - crossing) <= 2.5, (lived, crossing)
         reasons = [e["reason"] for e in _events(core_v1, namespace, "starved")]
         assert "MemoryNotGrown" in reasons and "MemoryGrown" not in reasons
 

@@ -1,0 +1,110 @@
+"""The I/O side of grow-in-place: one resize, one Event, exactly one report."""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+from scheduler.core import cluster
+from scheduler.core import grow as core_grow
+from scheduler.kube import errors as kube_errors
+from scheduler.runtime import grow, growshell
+
+MiB = 1 << 20
+
+
+class FakeRecorder:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def record(self, **event: Any) -> None:
+        self.events.append(event)
+
+
+class FakeKube:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.calls: list[tuple[str, str, list[dict[str, Any]]]] = []
+
+    def resize_pod(self, namespace: str, name: str, containers: list[dict[str, Any]]) -> Any:
+        self.calls.append((namespace, name, containers))
+        if self.error is not None:
+            raise self.error
+        return {}
+
+
+INSTRUCTION = grow.GrowMemory(
+    ref=cluster.PodRef(uid="u1", namespace="ns", name="p"),
+    container="main",
+    request_bytes=1500 * MiB,
+    limit_bytes=1500 * MiB + 1,
+    old_limit_bytes=1000 * MiB,
+    usage_bytes=850 * MiB,
+    grows=1,
+)
+
+
+def run(kube: FakeKube) -> tuple[FakeRecorder, grow.GrowReported]:
+    recorder = FakeRecorder()
+    events: queue.Queue[Any] = queue.Queue()
+    growshell.resize(kube, recorder, events, INSTRUCTION)  # type: ignore[arg-type]
+    report = events.get_nowait()
+    assert events.empty()
+    return recorder, report
+
+
+def test_a_grow_sends_request_and_limit_in_whole_mib_and_reports_success() -> None:
+    kube = FakeKube()
+    recorder, report = run(kube)
+    assert kube.calls == [
+        (
+            "ns",
+            "p",
+            [
+                {
+                    "name": "main",
+                    "resources": {
+                        "requests": {"memory": "1500Mi"},
+                        "limits": {"memory": "1501Mi"},
+                    },
+                }
+            ],
+        )
+    ]
+    assert report.ok and report.instruction is INSTRUCTION
+    (event,) = recorder.events
+    assert event["reason"] == "MemoryGrown"
+    assert "from 1000 MiB to 1501 MiB" in event["note"]
+
+
+def test_a_refusal_is_reported_with_its_status_and_a_warning() -> None:
+    refusal = kube_errors.ApiError("forbidden: node didn't have enough", http_status=403)
+    recorder, report = run(FakeKube(refusal))
+    assert not report.ok and report.status == 403
+    (event,) = recorder.events
+    assert event["reason"] == "MemoryGrowFailed" and event["event_type"] == "Warning"
+    assert "HTTP 403" in event["note"]
+
+
+def test_not_leading_sends_nothing_and_says_nothing() -> None:
+    recorder, report = run(FakeKube(kube_errors.NotSentError("not leading")))
+    assert not report.ok and report.reason == "not leading"
+    assert recorder.events == []
+
+
+def test_a_notice_becomes_a_warning_event() -> None:
+    recorder = FakeRecorder()
+    notice = grow.GrowNotice(
+        ref=INSTRUCTION.ref, outcome=core_grow.GrowOutcome.NO_ROOM, note="not grown: full"
+    )
+    growshell.notify(recorder, notice)  # type: ignore[arg-type]
+    assert recorder.events == [
+        {
+            "namespace": "ns",
+            "pod_name": "p",
+            "pod_uid": "u1",
+            "reason": "MemoryNotGrown",
+            "note": "not grown: full",
+            "event_type": "Warning",
+        }
+    ]
