@@ -48,6 +48,12 @@ def _sim_pod(name: str, node: str, *, limit: str, peak: int, runtime: str) -> di
     )
 
 
+def _running_since(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod once it runs and KWOK stamped its start to the millisecond, else ``None``."""
+    stamped = memsim.STARTED_AT_ANNOTATION in (pod["metadata"].get("annotations") or {})
+    return pod if pod["status"].get("phase") == "Running" and stamped else None
+
+
 def _started_at(pod: dict[str, Any]) -> float:
     started = memsim.container_started_at(pod)
     assert started is not None
@@ -70,11 +76,9 @@ def test_pod_above_its_limit_is_oom_killed_when_usage_crosses_it(
         namespace, _sim_pod("hungry", node, limit="256Mi", peak=peak, runtime="20s")
     )
     running = wait_for(
-        lambda: (
-            (p := read_pod(core_v1, namespace, "hungry"))["status"].get("phase") == "Running" and p
-        ),
+        lambda: _running_since(read_pod(core_v1, namespace, "hungry")),
         timeout_s=20,
-        what="Running",
+        what="Running, start stamped",
     )
     start = _started_at(running)
     profile = memsim.MemoryProfile(peak_bytes=peak, runtime_s=20.0, peak_at=0.5)
@@ -90,8 +94,8 @@ def test_pod_above_its_limit_is_oom_killed_when_usage_crosses_it(
         what="Failed",
     )
     seen_after = time.time() - start
-    # startedAt is kept to the second, so the kill lands at most about 1 s either side.
-    assert crossing - 1.2 <= seen_after <= crossing + 2.0, (seen_after, crossing)
+    # The start is stamped to the millisecond; the kill follows the crossing within a poll.
+    assert crossing - 0.2 <= seen_after <= crossing + 1.5, (seen_after, crossing)
     (status,) = failed["status"]["containerStatuses"]
     terminated = status["state"]["terminated"]
     assert terminated["exitCode"] == 137
@@ -119,11 +123,9 @@ def test_pod_whose_limit_covers_its_peak_succeeds_with_usage_reported(
         namespace, _sim_pod("fits", node, limit="300Mi", peak=peak, runtime="30s")
     )
     running = wait_for(
-        lambda: (
-            (p := read_pod(core_v1, namespace, "fits"))["status"].get("phase") == "Running" and p
-        ),
+        lambda: _running_since(read_pod(core_v1, namespace, "fits")),
         timeout_s=20,
-        what="Running",
+        what="Running, start stamped",
     )
     start = _started_at(running)
 

@@ -177,3 +177,11 @@ def test_a_pod_with_bad_annotations_is_ignored(monkeypatch: pytest.MonkeyPatch) 
     sim._observe("ADDED", bad)
     sim.tick()
     assert kube.patches == []
+
+
+def test_the_start_is_kwoks_millisecond_stamp_else_started_at() -> None:
+    pod = _pod(started="2026-01-01T00:00:00Z")
+    assert memsim.container_started_at(pod) == START
+    pod["metadata"]["annotations"][memsim.STARTED_AT_ANNOTATION] = str(int(START * 1000) + 750)
+    assert memsim.container_started_at(pod) == START + 0.75
+    assert memsim.container_started_at(_pod(started=None)) is None
