@@ -19,7 +19,8 @@ and grows so far and from each node's free memory, which tasks to grow and by ho
   most urgent task (highest usage / limit) is served first. A task that does not fit is left
   as it is: if it then passes its limit it is OOM-killed, and the workflow engine's retry (with
   more memory) takes over, as without grow-in-place.
-- Tasks without a memory limit are never grown (nothing kills them at a limit).
+- Tasks without a memory limit are never grown (nothing kills them at a limit); the shell
+  offers only single-container pods, whose usage is the container's.
 
 The decisions are data (:class:`GrowDecision`); the daemon's shell sends the resizes, accounts
 the grown requests and reports Events and metrics.

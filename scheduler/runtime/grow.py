@@ -105,13 +105,15 @@ class GrowTracker:
     ) -> None:
         """Track (or stop tracking) a bound pod after the cache counted it.
 
-        A pod of ours that runs and has a memory limit on its first container is tracked.
+        A pod of ours that runs one container with a memory limit is tracked (metrics.k8s.io
+        usage is summed over a pod's containers, so it says nothing about one of several).
         While a granted grow is not yet visible in the pod (the watch lags), the cache keeps
         counting the grown request.
         """
         uid = facts.ref.uid
         limit = facts.first_container_memory[1]
-        if not ours or facts.phase != "Running" or not facts.node_name or limit <= 0:
+        single = len(facts.container_names) == 1
+        if not ours or facts.phase != "Running" or not facts.node_name or limit <= 0 or not single:
             self._running.pop(uid, None)
             return
         item = self._running.get(uid)

@@ -107,7 +107,7 @@ def test_a_full_node_means_no_grow_and_one_notice() -> None:
     assert state.pod_usage({("ns", "p"): 950 * MiB}) == []
 
 
-def test_only_the_leader_grows_and_only_running_pods_of_ours_with_a_limit() -> None:
+def test_only_the_leader_grows_only_single_container_pods_of_ours_with_a_limit() -> None:
     state = make_state()
     with_node(state)
     state.pod_changed(running("p"), deleted=False, now=0)
@@ -125,8 +125,28 @@ def test_only_the_leader_grows_and_only_running_pods_of_ours_with_a_limit() -> N
         }
     )
     state.pod_changed(theirs, deleted=False, now=0)
+    pair = translate.pod_facts(
+        {
+            "metadata": {"name": "pair", "namespace": "ns", "uid": "uid-pair"},
+            "spec": {
+                "schedulerName": "workflow-scheduler",
+                "nodeName": "n1",
+                "containers": [
+                    {"name": "main", "resources": {"limits": {"memory": "100Mi"}}},
+                    {"name": "sidecar", "resources": {"limits": {"memory": "100Mi"}}},
+                ],
+            },
+            "status": {"phase": "Running"},
+        }
+    )
+    state.pod_changed(pair, deleted=False, now=0)
     out = state.pod_usage(
-        {("ns", "p"): 900 * MiB, ("ns", "nolimit"): 5000 * MiB, ("ns", "theirs"): 99 * MiB}
+        {
+            ("ns", "p"): 900 * MiB,
+            ("ns", "nolimit"): 5000 * MiB,
+            ("ns", "theirs"): 99 * MiB,
+            ("ns", "pair"): 190 * MiB,
+        }
     )
     assert [i.ref.name for i in out] == ["p"]
 

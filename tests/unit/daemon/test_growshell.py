@@ -1,14 +1,19 @@
-"""The I/O side of grow-in-place: one resize, one Event, exactly one report."""
+"""The I/O side of grow-in-place: one resize, one Event, exactly one report; the loop wiring."""
 
 from __future__ import annotations
 
 import queue
 from typing import Any
 
+from test_loop import node
+
+from scheduler import registry
 from scheduler.core import cluster
 from scheduler.core import grow as core_grow
 from scheduler.kube import errors as kube_errors
-from scheduler.runtime import grow, growshell
+from scheduler.runtime import grow, growshell, metrics
+from scheduler.runtime import loop as loop_mod
+from scheduler.runtime.settings import Settings
 
 MiB = 1 << 20
 
@@ -108,3 +113,60 @@ def test_a_notice_becomes_a_warning_event() -> None:
             "event_type": "Warning",
         }
     ]
+
+
+class LoopKube(FakeKube):
+    """The loop's API (events, bindings) plus ``resize_pod``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[dict[str, Any]] = []
+
+    def create_event(self, **event: Any) -> str:
+        self.events.append(event)
+        return "sent"
+
+
+def test_the_loop_turns_usage_into_a_resize_and_takes_the_report_back() -> None:
+    kube = LoopKube()
+    loop = loop_mod.SchedulerLoop(
+        settings=Settings(bind_workers=1, grow_in_place=True),
+        kube=kube,  # type: ignore[arg-type]
+        policies=registry.parse_strategy("fifo-roundrobin").build(),
+        metrics=metrics.Metrics(),
+    )
+    try:
+        running = {
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+            "spec": {
+                "schedulerName": "workflow-scheduler",
+                "nodeName": "n1",
+                "containers": [
+                    {
+                        "name": "main",
+                        "resources": {
+                            "requests": {"memory": "1000Mi"},
+                            "limits": {"memory": "1000Mi"},
+                        },
+                    }
+                ],
+            },
+            "status": {"phase": "Running"},
+        }
+        loop._handle((loop_mod.NODE_EVENTS, "ADDED", node("n1")))
+        loop._handle((loop_mod.POD_EVENTS, "ADDED", running))
+        usage = [
+            {
+                "metadata": {"name": "p", "namespace": "ns"},
+                "containers": [{"name": "main", "usage": {"memory": "900Mi"}}],
+            }
+        ]
+        loop._handle((loop_mod.POD_USAGE_EVENTS, "SNAPSHOT", usage))
+        report = loop.events.get(timeout=5)
+        assert isinstance(report, grow.GrowReported) and report.ok
+        assert kube.calls[0][2][0]["resources"]["limits"] == {"memory": "1500Mi"}
+        loop._handle(report)
+        assert loop.state.grower is not None and loop.state.grower.grows_of("u1") == 1
+        assert loop.metrics.memory_grows.labels(result="grown")._value.get() == 1
+    finally:
+        loop.shutdown()
