@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from scheduler.runtime import metrics as metrics_mod
 
 MIB = 1 << 20
+GROWS_ANNOTATION = "wfsched.io/memory-grows"
+"""Set on a pod after each grow to the number of grows so far, so that a new leader (or a
+restarted daemon) keeps counting towards ``grow_max_times`` instead of starting again."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,9 +121,9 @@ class GrowTracker:
             return
         item = self._running.get(uid)
         if item is None:
-            self._running[uid] = _Running(facts=facts)
-            return
+            item = self._running[uid] = _Running(facts=facts)
         item.facts = facts
+        item.grows = max(item.grows, _recorded_grows(facts))
         if limit >= item.granted_limit:
             item.added_request = 0  # the watch caught up with our grows
         elif item.added_request:
@@ -221,6 +224,12 @@ class GrowTracker:
         item.noticed_at_limit = sent.old_limit_bytes  # a refusal is reported by the shell
         if cache.pod_state(sent.ref.uid) is not cluster.PodState.INITIAL:
             cache.upsert_pod(self._grown_info(item))
+
+
+def _recorded_grows(facts: podfacts.PodFacts) -> int:
+    """The grows recorded on the pod (``GROWS_ANNOTATION``); 0 when absent or malformed."""
+    raw = facts.annotations.get(GROWS_ANNOTATION, "")
+    return int(raw) if raw.isdigit() and len(raw) < 4 else 0
 
 
 def _note(decision: grow.GrowDecision, policy: grow.GrowPolicy) -> str:

@@ -3,13 +3,15 @@
 The loop runs :func:`resize` on its side pool for each ``GrowMemory`` the state machine decided
 (``scheduler.runtime.grow``), and :func:`notify` for each ``GrowNotice``. Every resize ends in
 exactly one ``GrowReported`` on the loop's event queue, and one Event on the pod:
-``MemoryGrown`` (Normal) or ``MemoryGrowFailed`` (Warning).
+``MemoryGrown`` (Normal) or ``MemoryGrowFailed`` (Warning). A grow also records the task's
+grow count in the pod's ``wfsched.io/memory-grows`` annotation.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from scheduler.kube import errors as kube_errors
@@ -22,10 +24,20 @@ MIB = 1 << 20
 
 
 class Resizer(Protocol):
-    """The one API call a grow makes (``scheduler.kube.client.KubeClient.resize_pod``)."""
+    """The API calls a grow makes (implemented by ``scheduler.kube.client.KubeClient``)."""
 
     def resize_pod(self, namespace: str, name: str, containers: list[dict[str, Any]]) -> Any:
         """PATCH ``pods/resize`` with the given container resources."""
+
+    def patch_pod_metadata(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        labels: Mapping[str, str | None] | None = None,
+        annotations: Mapping[str, str | None] | None = None,
+    ) -> Any:
+        """Merge labels and annotations into a pod."""
 
 
 def resize_patch(instruction: grow_mod.GrowMemory) -> list[dict[str, Any]]:
@@ -55,6 +67,14 @@ def resize(
     try:
         kube.resize_pod(ref.namespace, ref.name, resize_patch(instruction))
         report = grow_mod.GrowReported(instruction=instruction, ok=True)
+        try:  # the count survives a change of leader; a failure only loses that
+            kube.patch_pod_metadata(
+                ref.namespace,
+                ref.name,
+                annotations={grow_mod.GROWS_ANNOTATION: str(instruction.grows)},
+            )
+        except Exception:
+            log.warning("recording the grow count on %s failed", ref.name, exc_info=True)
         recorder.record(
             namespace=ref.namespace,
             pod_name=ref.name,

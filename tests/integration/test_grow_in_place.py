@@ -18,6 +18,7 @@ from k8s_helpers import DaemonProcess, make_pod, read_pod, wait_for
 from kubernetes import client
 
 from scheduler.devtools import devcluster, memsim
+from scheduler.runtime import grow
 
 pytestmark = pytest.mark.integration
 
@@ -128,6 +129,7 @@ def test_task_below_its_peak_is_grown_and_finishes_unless_the_node_is_full(
         # peak: 400 -> 600 -> 900 -> 1350 MiB, the third grow being the last one allowed.
         assert len(notes) == 3, notes
         assert any("raised in place from 400 MiB to " in note for note in notes), notes
+        assert grown["metadata"]["annotations"][grow.GROWS_ANNOTATION] == "3"
 
         # The task on the full node was left alone and OOM-killed: the engine's retry.
         assert starved["status"]["phase"] == "Failed"

@@ -22,13 +22,20 @@ def make_state(**settings):
     )
 
 
-def running(name, *, memory="1000Mi", limit="1000Mi", node_name="n1", phase="Running"):
+def running(
+    name, *, memory="1000Mi", limit="1000Mi", node_name="n1", phase="Running", annotations=None
+):
     resources = {"requests": {"cpu": "100m", "memory": memory}}
     if limit:
         resources["limits"] = {"memory": limit}
     return translate.pod_facts(
         {
-            "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}"},
+            "metadata": {
+                "name": name,
+                "namespace": "ns",
+                "uid": f"uid-{name}",
+                "annotations": annotations or {},
+            },
             "spec": {
                 "schedulerName": "workflow-scheduler",
                 "nodeName": node_name,
@@ -166,3 +173,16 @@ def test_grow_is_off_by_default() -> None:
     state.pod_changed(running("p"), deleted=False, now=0)
     assert state.grower is None
     assert state.pod_usage({("ns", "p"): 999 * MiB}) == []
+
+
+def test_grows_recorded_on_the_pod_count_after_a_change_of_leader() -> None:
+    state = make_state(grow_max_times=2)
+    with_node(state)
+    recorded = {grow.GROWS_ANNOTATION: "2"}
+    state.pod_changed(running("p", annotations=recorded), deleted=False, now=0)
+    (notice,) = state.pod_usage({("ns", "p"): 900 * MiB})
+    assert isinstance(notice, grow.GrowNotice) and notice.outcome == "exhausted"
+    garbage = {grow.GROWS_ANNOTATION: "lots"}
+    state.pod_changed(running("q", annotations=garbage), deleted=False, now=0)
+    (resize,) = state.pod_usage({("ns", "q"): 900 * MiB})
+    assert isinstance(resize, grow.GrowMemory) and resize.grows == 1

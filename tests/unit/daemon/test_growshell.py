@@ -30,11 +30,16 @@ class FakeKube:
     def __init__(self, error: Exception | None = None) -> None:
         self.error = error
         self.calls: list[tuple[str, str, list[dict[str, Any]]]] = []
+        self.patches: list[tuple[str, dict[str, Any]]] = []
 
     def resize_pod(self, namespace: str, name: str, containers: list[dict[str, Any]]) -> Any:
         self.calls.append((namespace, name, containers))
         if self.error is not None:
             raise self.error
+        return {}
+
+    def patch_pod_metadata(self, namespace: str, name: str, **changes: Any) -> Any:
+        self.patches.append((name, changes))
         return {}
 
 
@@ -77,6 +82,7 @@ def test_a_grow_sends_request_and_limit_in_whole_mib_and_reports_success() -> No
         )
     ]
     assert report.ok and report.instruction is INSTRUCTION
+    assert kube.patches == [("p", {"annotations": {grow.GROWS_ANNOTATION: "1"}})]
     (event,) = recorder.events
     assert event["reason"] == "MemoryGrown"
     assert "from 1000 MiB to 1501 MiB" in event["note"]
@@ -84,8 +90,10 @@ def test_a_grow_sends_request_and_limit_in_whole_mib_and_reports_success() -> No
 
 def test_a_refusal_is_reported_with_its_status_and_a_warning() -> None:
     refusal = kube_errors.ApiError("forbidden: node didn't have enough", http_status=403)
-    recorder, report = run(FakeKube(refusal))
+    kube = FakeKube(refusal)
+    recorder, report = run(kube)
     assert not report.ok and report.status == 403
+    assert kube.patches == []
     (event,) = recorder.events
     assert event["reason"] == "MemoryGrowFailed" and event["event_type"] == "Warning"
     assert "HTTP 403" in event["note"]
