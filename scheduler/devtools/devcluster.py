@@ -1,14 +1,14 @@
 """A real, local Kubernetes control plane for tests, demos and benchmarks.
 
 ``DevCluster`` starts etcd, kube-apiserver (TLS, client certificates, RBAC, service-account
-keys), the KWOK controller (fake nodes whose pods go Running at once, report their container
-resources as a kubelet does so that ``pods/resize`` works on them, and finish after the
-duration in their ``kwok.wfsched.io/runtime`` annotation, or as OOMKilled when ``memsim`` says
-so), and optionally metrics-server (fed by KWOK's resource-usage emulation) and kube-scheduler
-(the baseline for benchmarks), all on 127.0.0.1 with free ports. It writes an admin
-kubeconfig, waits for readiness, and stops everything by process id. The binaries come from
-``assets/build.sh``, which builds them from published Go modules into a cache outside the
-repository.
+keys), the KWOK controller (fake nodes whose pods go Running at once and finish after the
+duration in their ``kwok.wfsched.io/runtime`` annotation; pods that opt in report their
+container resources as a kubelet does, so that ``pods/resize`` works on them, and end as
+OOMKilled when ``memsim`` says so), and optionally metrics-server (fed by KWOK's
+resource-usage emulation) and kube-scheduler (the baseline for benchmarks), all on 127.0.0.1
+with free ports. It writes an admin kubeconfig, waits for readiness, and stops everything by
+process id. The binaries come from ``assets/build.sh``, which builds them from published Go
+modules into a cache outside the repository.
 
 State lives in one directory (``workdir``): credentials, etcd data, logs, the kubeconfig and
 ``state.json`` (ports and process ids), so ``wfsched dev-cluster down`` can stop a cluster that a
@@ -55,6 +55,9 @@ EXIT_CODE_ANNOTATION = "kwok.wfsched.io/exit-code"
 REASON_ANNOTATION = "kwok.wfsched.io/reason"
 # Set by ``memsim.MemorySimulator``; the ``wfsched-pod-oom`` stage then ends the pod as OOMKilled.
 OOM_KILL_ANNOTATION = "kwok.wfsched.io/oom-kill"
+# A pod with this annotation (any value) or memsim's peak annotation is resizable: KWOK reports
+# its container resources, so ``pods/resize`` is accepted while it runs.
+RESIZABLE_ANNOTATION = "kwok.wfsched.io/resizable"
 # Annotations read by KWOK's ``usage-from-annotation`` ClusterResourceUsage.
 USAGE_CPU_ANNOTATION = "kwok.x-k8s.io/usage-cpu"
 USAGE_MEMORY_ANNOTATION = "kwok.x-k8s.io/usage-memory"

@@ -25,6 +25,8 @@ stage then ends the pod as the kubelet does: phase ``Failed``, the container ter
 exit code 137 and reason ``OOMKilled`` (and the ``wfsched-pod-finish`` stage stops matching, so
 KWOK does not overwrite it).
 
+Pods with the peak annotation are *resizable* on the local control plane: KWOK reports their
+container resources, so ``pods/resize`` is accepted while they run (docs/control-plane.md).
 The limit is the one the kubelet enforces: ``status.containerStatuses[].resources.limits`` when
 the node reports it (the ``wfsched-pod-resources`` stage does, and updates it after an accepted
 ``pods/resize``), else ``spec.containers[].resources.limits``. A pod with no memory limit is

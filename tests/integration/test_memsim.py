@@ -162,11 +162,19 @@ def test_pod_whose_limit_covers_its_peak_succeeds_with_usage_reported(
 def test_fake_node_reports_container_resources(
     core_v1: client.CoreV1Api, namespace: str, kwok_nodes: Any
 ) -> None:
-    """The ``wfsched-pod-resources`` stage reports the spec's resources, as a kubelet does."""
+    """The ``wfsched-pod-resources`` stage reports a resizable pod's resources, as a kubelet
+    does, and stamps its start to the millisecond."""
     (node,) = kwok_nodes(1)
     core_v1.create_namespaced_pod(
         namespace,
-        make_pod("r", memory="128Mi", limits={"memory": "256Mi"}, runtime="5s", node_name=node),
+        make_pod(
+            "r",
+            memory="128Mi",
+            limits={"memory": "256Mi"},
+            runtime="5s",
+            node_name=node,
+            annotations={devcluster.RESIZABLE_ANNOTATION: "true"},
+        ),
     )
     pod = wait_for(
         lambda: (
@@ -183,4 +191,4 @@ def test_fake_node_reports_container_resources(
         "limits": {"memory": "256Mi"},
     }
     assert status["allocatedResources"] == {"cpu": "100m", "memory": "128Mi"}
-    assert devcluster.RUNTIME_ANNOTATION in pod["metadata"]["annotations"]
+    assert int(pod["metadata"]["annotations"][memsim.STARTED_AT_ANNOTATION]) > 0

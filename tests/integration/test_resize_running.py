@@ -2,8 +2,8 @@
 
 The API server accepts a resize of a bound pod only when its running containers report their
 resources in ``status.containerStatuses[].resources`` (a 1.33+ kubelet does; on the local control
-plane the ``wfsched-pod-resources`` KWOK stage does). Grow-in-place relies on what these tests
-pin.
+plane the ``wfsched-pod-resources`` KWOK stage does for pods annotated resizable). Grow-in-place
+relies on what these tests pin.
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ def _reported(pod: dict[str, Any]) -> dict[str, Any] | None:
     return statuses[0].get("resources") if statuses else None
 
 
+def _resizable(manifest: dict[str, Any]) -> dict[str, Any]:
+    manifest["metadata"]["annotations"][devcluster.RESIZABLE_ANNOTATION] = "true"
+    return manifest
+
+
 def _running_with_resources(core_v1: client.CoreV1Api, namespace: str, name: str) -> Any:
     return wait_for(
         lambda: (
@@ -52,7 +57,8 @@ def test_running_pod_on_a_fake_node_grows_and_the_node_reports_it(
 ) -> None:
     (node,) = kwok_nodes(1, memory="4Gi")
     core_v1.create_namespaced_pod(
-        namespace, make_pod("run", memory="256Mi", limits={"memory": "256Mi"}, runtime="60s")
+        namespace,
+        _resizable(make_pod("run", memory="256Mi", limits={"memory": "256Mi"}, runtime="60s")),
     )
     assert bind_pod(core_v1, namespace, "run", node) == 201
     before = _running_with_resources(core_v1, namespace, "run")
@@ -107,7 +113,8 @@ def test_the_allocatable_check_ignores_the_other_pods_on_the_node(
     (node,) = kwok_nodes(1, memory="1Gi")
     for name in ("a", "b"):
         core_v1.create_namespaced_pod(
-            namespace, make_pod(name, memory="400Mi", limits={"memory": "400Mi"}, runtime="60s")
+            namespace,
+            _resizable(make_pod(name, memory="400Mi", limits={"memory": "400Mi"}, runtime="60s")),
         )
         assert bind_pod(core_v1, namespace, name, node) == 201
     _running_with_resources(core_v1, namespace, "a")
@@ -123,7 +130,8 @@ def test_guaranteed_running_pod_keeps_its_qos_class(
     (node,) = kwok_nodes(1)
     res = {"cpu": "100m", "memory": "256Mi"}
     core_v1.create_namespaced_pod(
-        namespace, make_pod("g", memory="256Mi", limits=res, runtime="60s", node_name=node)
+        namespace,
+        _resizable(make_pod("g", memory="256Mi", limits=res, runtime="60s", node_name=node)),
     )
     _running_with_resources(core_v1, namespace, "g")
     status, _ = _resize(
@@ -137,45 +145,31 @@ def test_guaranteed_running_pod_keeps_its_qos_class(
 
 
 def test_running_pod_whose_node_reports_no_resources_is_refused(
-    core_v1: client.CoreV1Api, namespace: str, dev_cluster: devcluster.DevCluster
+    core_v1: client.CoreV1Api, namespace: str, kwok_nodes: Any
 ) -> None:
-    """A node that does not report container resources (a pre-1.33 kubelet; KWOK without the
-    ``wfsched-pod-resources`` stage) cannot resize: the API server refuses."""
-    admin = dev_cluster.admin()
-    node = f"plain-{namespace}"
-    plain = devcluster.fake_node(node, cpu="4", memory="4Gi")
-    plain["metadata"]["annotations"].pop(devcluster.FAKE_NODE_ANNOTATION)
-    admin.apply("/api/v1/nodes", plain)
-    try:
-        core_v1.create_namespaced_pod(
-            namespace, make_pod("old", memory="256Mi", limits={"memory": "256Mi"}, node_name=node)
-        )
-        status_body = {
-            "status": {
-                "phase": "Running",
-                "containerStatuses": [
-                    {
-                        "name": "main",
-                        "image": "busybox",
-                        "imageID": "",
-                        "ready": True,
-                        "restartCount": 0,
-                        "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
-                    }
-                ],
-            }
-        }
-        core_v1.patch_namespaced_pod_status("old", namespace, status_body)
-        status, body = _resize(
-            core_v1,
-            namespace,
-            "old",
-            {"requests": {"memory": "512Mi"}, "limits": {"memory": "512Mi"}},
-        )
-        assert status == 422
-        assert "Pod running on node without support for resize" in body
-    finally:
-        admin.request("DELETE", f"/api/v1/nodes/{node}")
+    """Without reported container resources (a pre-1.33 kubelet; a KWOK pod not annotated
+    resizable) the API server cannot tell whether the node resizes, and refuses."""
+    (node,) = kwok_nodes(1)
+    core_v1.create_namespaced_pod(
+        namespace, make_pod("late", memory="1Gi", limits={"memory": "1Gi"}, runtime="60s")
+    )
+    assert bind_pod(core_v1, namespace, "late", node) == 201
+    running = wait_for(
+        lambda: (
+            (p := read_pod(core_v1, namespace, "late"))["status"].get("phase") == "Running" and p
+        ),
+        timeout_s=20,
+        what="Running",
+    )
+    assert _reported(running) is None
+    status, body = _resize(
+        core_v1, namespace, "late", {"requests": {"memory": "512Mi"}, "limits": {"memory": "512Mi"}}
+    )
+    assert status == 422
+    assert "Pod running on node without support for resize" in body
+    assert read_pod(core_v1, namespace, "late")["spec"]["containers"][0]["resources"]["limits"] == {
+        "memory": "1Gi"
+    }
 
 
 def test_finished_pod_still_accepts_a_resize(
@@ -185,7 +179,11 @@ def test_finished_pod_still_accepts_a_resize(
     (node,) = kwok_nodes(1)
     core_v1.create_namespaced_pod(
         namespace,
-        make_pod("done", memory="256Mi", limits={"memory": "256Mi"}, runtime="1s", node_name=node),
+        _resizable(
+            make_pod(
+                "done", memory="256Mi", limits={"memory": "256Mi"}, runtime="1s", node_name=node
+            )
+        ),
     )
     wait_for(
         lambda: read_pod(core_v1, namespace, "done")["status"].get("phase") == "Succeeded",
