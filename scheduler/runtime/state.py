@@ -10,7 +10,9 @@ entry point                stimulus
 =========================  ===================================================================
 ``pod_changed``            a pod was added, modified or deleted (already translated)
 ``node_changed``           a node was added or modified (``NodeInfo``), or deleted
-``pod_usage``              peak memory samples of pods (metrics.k8s.io)
+``pod_usage``              peak memory samples of pods (metrics.k8s.io); with grow-in-place
+                           on, returns the grows they call for
+``grow_reported``          a grow's outcome (``grow.GrowReported``)
 ``bind_reported``          a bind worker's outcome (``BindOutcome``)
 ``dag_loaded``             a run's DAG document was read
 ``cycle``                  run a scheduling cycle now (the shell asks ``cycle_due`` first)
@@ -20,9 +22,10 @@ entry point                stimulus
 =========================  ===================================================================
 
 Instructions (:data:`Instruction`): :class:`StartBind`, :class:`RecordEvent`,
-:class:`SetCondition`, :class:`FetchDag`, :class:`SaveMemory`. Nothing here starts a thread,
-reads a clock, sleeps or talks to the API server; metrics are counted through the injected
-``Metrics`` object. ``tests/unit/daemon/test_state.py`` drives it event by event.
+:class:`SetCondition`, :class:`FetchDag`, :class:`SaveMemory`, and for grow-in-place
+``grow.GrowMemory`` and ``grow.GrowNotice`` (``scheduler/runtime/grow.py``). Nothing here
+starts a thread, reads a clock, sleeps or talks to the API server; metrics are counted through
+the injected ``Metrics`` object. ``tests/unit/daemon/test_state.py`` drives it event by event.
 
 Pod records (one per pod of ours that is not bound)::
 
