@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from test_loop import node
 
 from scheduler import registry
 from scheduler.kube import translate
 from scheduler.runtime import grow, metrics
+from scheduler.runtime import settings as settings_mod
 from scheduler.runtime import state as st
 from scheduler.runtime.settings import Settings
 
@@ -186,3 +188,21 @@ def test_grows_recorded_on_the_pod_count_after_a_change_of_leader() -> None:
     state.pod_changed(running("q", annotations=garbage), deleted=False, now=0)
     (resize,) = state.pod_usage({("ns", "q"): 900 * MiB})
     assert isinstance(resize, grow.GrowMemory) and resize.grows == 1
+
+
+def test_settings_name_the_bad_grow_key() -> None:
+    env = {"WFSCHED_GROW_IN_PLACE": "true", "WFSCHED_METRICS_POLL_S": "0"}
+    with pytest.raises(settings_mod.SettingsError, match="grow_in_place: needs metrics_poll_s"):
+        settings_mod.load_settings(None, env=env)
+    bad = {
+        "WFSCHED_GROW_THRESHOLD": "1.2",
+        "WFSCHED_GROW_FACTOR": "1",
+        "WFSCHED_GROW_MAX_TIMES": "0",
+        "WFSCHED_GROW_MAX_MEMORY_BYTES": "-1",
+    }
+    with pytest.raises(settings_mod.SettingsError) as caught:
+        settings_mod.load_settings(None, env=bad)
+    keys = {problem.split(":")[0] for problem in caught.value.problems}
+    assert keys >= set(k.removeprefix("WFSCHED_").lower() for k in bad)
+    loaded = settings_mod.load_settings(None, env={"WFSCHED_GROW_IN_PLACE": "true"})
+    assert settings_mod.grow_policy(loaded).threshold == 0.8
