@@ -10,7 +10,9 @@ entry point                stimulus
 =========================  ===================================================================
 ``pod_changed``            a pod was added, modified or deleted (already translated)
 ``node_changed``           a node was added or modified (``NodeInfo``), or deleted
-``pod_usage``              peak memory samples of pods (metrics.k8s.io)
+``pod_usage``              peak memory samples of pods (metrics.k8s.io); with grow-in-place
+                           on, returns the grows they call for
+``grow_reported``          a grow's outcome (``grow.GrowReported``)
 ``bind_reported``          a bind worker's outcome (``BindOutcome``)
 ``dag_loaded``             a run's DAG document was read
 ``cycle``                  run a scheduling cycle now (the shell asks ``cycle_due`` first)
@@ -20,9 +22,10 @@ entry point                stimulus
 =========================  ===================================================================
 
 Instructions (:data:`Instruction`): :class:`StartBind`, :class:`RecordEvent`,
-:class:`SetCondition`, :class:`FetchDag`, :class:`SaveMemory`. Nothing here starts a thread,
-reads a clock, sleeps or talks to the API server; metrics are counted through the injected
-``Metrics`` object. ``tests/unit/daemon/test_state.py`` drives it event by event.
+:class:`SetCondition`, :class:`FetchDag`, :class:`SaveMemory`, and for grow-in-place
+``grow.GrowMemory`` and ``grow.GrowNotice`` (``scheduler/runtime/grow.py``). Nothing here
+starts a thread, reads a clock, sleeps or talks to the API server; metrics are counted through
+the injected ``Metrics`` object. ``tests/unit/daemon/test_state.py`` drives it event by event.
 
 Pod records (one per pod of ours that is not bound)::
 
@@ -72,6 +75,7 @@ from scheduler.core import (
 from scheduler.core.queue import SchedulingQueue
 from scheduler.kube import keys, translate
 from scheduler.runtime import gangs as gangs_mod
+from scheduler.runtime import grow as grow_mod
 from scheduler.runtime import memory as memory_mod
 from scheduler.runtime import settings as settings_mod
 from scheduler.runtime import workflows
@@ -189,7 +193,14 @@ class SaveMemory:
 
 
 Instruction = (
-    StartBind | RecordEvent | SetCondition | FetchDag | SaveMemory | gangs_mod.StartGangBind
+    StartBind
+    | RecordEvent
+    | SetCondition
+    | FetchDag
+    | SaveMemory
+    | gangs_mod.StartGangBind
+    | grow_mod.GrowMemory
+    | grow_mod.GrowNotice
 )
 
 
@@ -323,6 +334,12 @@ class SchedulerState:
         self._saved_memory_version = memory.version if memory is not None else 0
         self.gangs = gangs_mod.GangTracker(settings.gangs)
         """PodGroups, gang members bound, the cycle's gang board (``scheduler.core.gang``)."""
+        self.grower = (
+            grow_mod.GrowTracker(settings_mod.grow_policy(settings), metrics)
+            if settings.grow_in_place
+            else None
+        )
+        """Grow-in-place of running tasks of ours (``grow_in_place``), else ``None``."""
 
     # --- ownership and labels ----------------------------------------------------------------
 
@@ -367,6 +384,8 @@ class SchedulerState:
             if record is not None:
                 self._drop_record(uid, record)
             self.cache.upsert_pod(podfacts.pod_info(facts))
+            if self.grower is not None:
+                self.grower.pod_seen(facts, ours=self.is_ours(facts), cache=self.cache)
             return out
         if not self.is_ours(facts) or facts.terminating:
             self._forget_pending(uid)
@@ -490,6 +509,8 @@ class SchedulerState:
         self.cache.remove_pod(uid)
         self.gangs.member_gone(uid)
         self._running_runs.pop(uid, None)
+        if self.grower is not None:
+            self.grower.pod_gone(uid)
         self._dirty = True
         if facts.finished and self.is_ours(facts) and uid not in self._finished:
             self._finished[uid] = None
@@ -587,11 +608,29 @@ class SchedulerState:
         for info in infos:
             self.cache.upsert_node(info)
 
-    def pod_usage(self, peaks: Mapping[tuple[str, str], int]) -> None:
-        """Raise the remembered peak memory of pods (namespace, name) to new samples."""
+    def pod_usage(
+        self, peaks: Mapping[tuple[str, str], int], *, leading: bool = True
+    ) -> list[Instruction]:
+        """Raise the remembered peak memory of pods (namespace, name) to new samples.
+
+        With grow-in-place on and this replica leading, returns the grows (and notices about
+        tasks that could not be grown) the new usage calls for.
+        """
         for key, total in peaks.items():
             if total > self._peak_usage.get(key, 0):
                 self._peak_usage[key] = total
+        if self.grower is None or not leading:
+            return []
+        grows = self.grower.usage(self._peak_usage, self.cache)
+        if any(isinstance(g, grow_mod.GrowMemory) for g in grows):
+            self._dirty = True  # the cache changed: less room for pending tasks
+        return list(grows)
+
+    def grow_reported(self, report: grow_mod.GrowReported) -> None:
+        """Apply the outcome of a grow (a refusal gives the room back)."""
+        if self.grower is not None:
+            self.grower.reported(report, self.cache)
+            self._dirty = True
 
     # --- the scheduling cycle ----------------------------------------------------------------
 

@@ -33,6 +33,11 @@ RENDERED_SETTINGS = {
     "max_memory_bytes",
     "memory_store_configmap",
     "memory_save_interval_s",
+    "grow_in_place",
+    "grow_threshold",
+    "grow_factor",
+    "grow_max_times",
+    "grow_max_memory_bytes",
     "namespaces",
     "qps",
     "burst",
@@ -153,6 +158,19 @@ def test_default_configuration_is_accepted_by_the_daemon(helm: Path, tmp_path: P
     rendered = set(_config(docs))
     assert rendered <= set(settings_mod.Settings.__dataclass_fields__)
     assert rendered == RENDERED_SETTINGS
+
+
+def test_grow_in_place_is_off_by_default_and_its_values_reach_the_daemon(
+    helm: Path, tmp_path: Path
+) -> None:
+    assert _settings(render(helm), tmp_path).grow_in_place is False
+    grow = {"enabled": True, "threshold": 0.7, "factor": 2, "maxTimes": 2, "maxMemoryBytes": 2**34}
+    settings = _settings(render(helm, {"policies": {"growInPlace": grow}}), tmp_path)
+    assert settings.grow_in_place is True
+    assert (settings.grow_threshold, settings.grow_factor) == (0.7, 2)
+    assert (settings.grow_max_times, settings.grow_max_memory_bytes) == (2, 2**34)
+    for bad in ({"threshold": 1}, {"factor": 1}, {"maxTimes": 0}, {"speed": 3}):
+        assert "growInPlace" in render_error(helm, {"policies": {"growInPlace": bad}})
 
 
 def test_deployment_runs_the_daemon_hardened(helm: Path) -> None:
