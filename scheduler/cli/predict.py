@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from predictors import allocation, base, grammar, lowo, replay, traces
+from predictors import allocation, base, grammar, lowo, replay, traces, variants
 from scheduler import registry
 
 USER_DEFAULT = "user-default"
@@ -132,6 +132,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "of predictors (no --predictor)",
     )
     parser.add_argument(
+        "--synthetic-production",
+        action="store_true",
+        help="replay production-like variants of the runs instead (requests ~2.6x peaks, large "
+        "peaks, flat steps; predictors.variants); the report says what the variants achieved",
+    )
+    parser.add_argument(
         "--grow-in-place",
         action="store_true",
         help="grow a task below its peak in place instead of failing it (see --grow-delay-s, "
@@ -162,7 +168,9 @@ def run(args: argparse.Namespace) -> int:
         specs = _expand(args.predictor)
         factories = {spec: _factory(spec) for spec in specs}
         options = _options(args)
-        runs = load_runs(args.paths, default_request=_size(args.default_request))
+        runs = _maybe_synthetic(
+            args, load_runs(args.paths, default_request=_size(args.default_request))
+        )
     except (UsageError, grammar.SpecError) as error:
         print(f"wfsched predict evaluate: error: {error}", file=sys.stderr)
         return 2
@@ -193,7 +201,9 @@ def _run_lowo(args: argparse.Namespace) -> int:
                 "--per-run and --tasks-csv"
             )
         options = _options(args)
-        runs = load_runs(args.paths, default_request=_size(args.default_request))
+        runs = _maybe_synthetic(
+            args, load_runs(args.paths, default_request=_size(args.default_request))
+        )
         report = lowo.evaluate(runs, lowo_rows(), reference=LOWO_REFERENCE, options=options)
     except (UsageError, ValueError) as error:
         print(f"wfsched predict evaluate: error: {error}", file=sys.stderr)
@@ -203,6 +213,24 @@ def _run_lowo(args: argparse.Namespace) -> int:
     else:
         print(render_lowo(report, runs, options))
     return 0
+
+
+def _maybe_synthetic(args: argparse.Namespace, runs: list[traces.Run]) -> list[traces.Run]:
+    """With ``--synthetic-production``, the runs' production-like variants (stats on stderr)."""
+    if not args.synthetic_production:
+        return runs
+    rewritten = []
+    for run in runs:
+        variant, stats = variants.production_variant(run)
+        rewritten.append(variant)
+        print(
+            f"synthetic variant of {run.name}: request/peak {stats.request_ratio:.2f}, "
+            f"p90 peak {stats.p90_peak / 1e9:.1f} GB, memory-time above 16 GB "
+            f"{stats.heavy_share:.0%}, heavy steps {stats.heavy_steps}, flat steps "
+            f"{stats.flat_steps}",
+            file=sys.stderr,
+        )
+    return rewritten
 
 
 def lowo_rows() -> list[lowo.Row]:
