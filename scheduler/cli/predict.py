@@ -297,6 +297,8 @@ def render_lowo(report: lowo.Report, runs: Sequence[traces.Run], options: replay
     ]
     header = ["held out", *(r.label for r in report.rows)]
     parts.append("wastage GBh (failed attempts) per held-out workflow\n" + _table(header, matrix))
+    quality = [[w, *(_maq_cold(r.per_workflow[w]) for r in report.rows)] for w in report.workflows]
+    parts.append("MAQ / cold-start share per held-out workflow\n" + _table(header, quality))
     tuned = [r for r in report.rows if len(set(r.choices.values())) > 1 or r.label in LOWO_TUNED]
     if tuned:
         choice_rows = [[w, *(r.choices[w] for r in tuned)] for w in report.workflows]
@@ -305,6 +307,11 @@ def render_lowo(report: lowo.Report, runs: Sequence[traces.Run], options: replay
             + _table(["held out", *(r.label for r in tuned)], choice_rows)
         )
     return "\n\n".join(parts)
+
+
+def _maq_cold(metrics: replay.Metrics) -> str:
+    d = metrics.as_dict()
+    return f"{_fmt(d['maq'], '.3f')} / {_fmt(d['cold_start_share'], '.0%')}"
 
 
 def _expand(specs: Sequence[str]) -> list[str]:
