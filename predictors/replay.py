@@ -60,13 +60,13 @@ class Retry(enum.StrEnum):
 class GrowInPlace:
     """The offline model of growing a running task's memory limit instead of failing it.
 
-    A task whose allocation is below its peak is grown in place through the same sequence of
-    allocations the retry rule would try (the request, then doubling), if its node has room;
-    otherwise that attempt fails as without growth. Peak-only traces do not say when usage
-    reaches the limit, so the cost is stated, not measured:
+    A task whose allocation is below its peak is grown in place, if its node has room, by
+    doubling its limit (capped at the request while below it; :func:`growth_steps`) until the
+    peak fits; otherwise it fails and is retried exactly as without growth. Peak-only traces do
+    not say when usage reaches the limit, so the cost is stated, not measured:
 
-    - the grown allocation counts from the task start (``grown_from`` = 0, pessimistic) or from
-      that fraction of the run time, the first allocation before it;
+    - the final allocation counts from ``grown_from`` x the run time (default 0.5: growth at
+      mid-run; 0 = from the start, the pessimistic bound), the first allocation before it;
     - each growth adds ``delay_ms`` at the grown allocation (detection plus resize latency),
       charged as under-allocation cost;
     - the node has room for all of a task's growths with probability ``room_probability``,
@@ -80,7 +80,7 @@ class GrowInPlace:
     """
 
     delay_ms: float = 10_000.0
-    grown_from: float = 0.0
+    grown_from: float = 0.5
     room_probability: float = 1.0
 
     def __post_init__(self) -> None:
@@ -330,8 +330,9 @@ def _decide(task: traces.Task, predictor: base.MemoryPredictor | None, options: 
     first = options.policy.allocate(prediction, request_bytes=request)
     failed, final = attempts(first, peak=peak, request=request, retry=options.retry)
     grown: tuple[int, ...] = ()
-    if options.grow is not None and failed:
-        grown, failed = _grow(task.order, failed, options.grow)
+    if options.grow is not None and failed and options.grow.has_room(task.order):
+        grown, final = growth_steps(first, peak=peak, request=request)
+        failed = ()
     return Outcome(
         task=task,
         prediction=prediction,
@@ -342,13 +343,18 @@ def _decide(task: traces.Task, predictor: base.MemoryPredictor | None, options: 
     )
 
 
-def _grow(
-    order: int, too_small: tuple[int, ...], grow: GrowInPlace
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Return (grown from, failed): every step grows when the node has room, else all fail."""
-    if grow.has_room(order):
-        return too_small, ()
-    return (), too_small
+def growth_steps(first: int, *, peak: int, request: int) -> tuple[tuple[int, ...], int]:
+    """Return (allocations grown from, final allocation) when growing in place from ``first``.
+
+    Each growth doubles the limit, capped at the request while below it (then doubling on, as a
+    retry would when the request itself is too small).
+    """
+    grown: list[int] = []
+    current = max(first, 1)
+    while current < peak:
+        grown.append(current)
+        current = min(2 * current, request) if current < request else 2 * current
+    return tuple(grown), current
 
 
 def _metrics(outcome: Outcome, grow: GrowInPlace | None = None) -> Metrics:

@@ -150,6 +150,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="cost of one growth: seconds at the grown allocation (default 10)",
     )
     parser.add_argument(
+        "--grow-from",
+        type=float,
+        default=0.5,
+        help="fraction of a grown task's run time after which its grown allocation counts "
+        "(default 0.5; 0 = from the start, pessimistic)",
+    )
+    parser.add_argument(
         "--grow-room",
         type=float,
         default=1.0,
@@ -347,10 +354,14 @@ def _size(text: str | None) -> int | None:
 def _options(args: argparse.Namespace) -> replay.Options:
     if args.floor_mib < 0 or (args.cap_mib is not None and args.cap_mib <= 0):
         raise UsageError("--floor-mib must be >= 0 and --cap-mib > 0")
-    if args.grow_delay_s < 0 or not 0 <= args.grow_room <= 1:
-        raise UsageError("--grow-delay-s must be >= 0 and --grow-room within 0..1")
+    if args.grow_delay_s < 0 or not 0 <= args.grow_room <= 1 or not 0 <= args.grow_from <= 1:
+        raise UsageError("--grow-delay-s must be >= 0, --grow-room and --grow-from within 0..1")
     grow = (
-        replay.GrowInPlace(delay_ms=args.grow_delay_s * 1000.0, room_probability=args.grow_room)
+        replay.GrowInPlace(
+            delay_ms=args.grow_delay_s * 1000.0,
+            grown_from=args.grow_from,
+            room_probability=args.grow_room,
+        )
         if args.grow_in_place
         else None
     )
@@ -489,8 +500,9 @@ def _protocol_line(options: replay.Options, runs: Sequence[traces.Run]) -> str:
     feedback = "on" if options.failure_feedback else "off"
     if options.grow is not None:
         feedback += (
-            f", grow in place=on (delay {options.grow.delay_ms / 1000:g} s at the grown "
-            f"allocation, from task start, room probability {options.grow.room_probability:g})"
+            f", grow in place=on (doubling; delay {options.grow.delay_ms / 1000:g} s at the "
+            f"grown allocation, which counts from {options.grow.grown_from:g} of the run time; "
+            f"room probability {options.grow.room_probability:g})"
         )
     notes = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
     return (

@@ -38,15 +38,22 @@ def test_without_growth_the_small_allocation_fails_and_retries_at_the_request() 
 
 
 def test_growth_replaces_the_failure_at_its_stated_cost() -> None:
-    grow = replay.GrowInPlace(delay_ms=HOUR / 10)
+    grow = replay.GrowInPlace(delay_ms=HOUR / 10, grown_from=0.0)
     metrics = replay.replay_run(_run(), _const(200), replay.Options(grow=grow)).metrics
     assert (metrics.failed_attempts, metrics.growths, metrics.grown_tasks) == (0, 1, 1)
-    # Grown to the request, counted from the start, plus 1/10 h at the grown allocation.
-    assert metrics.wastage_gbh == pytest.approx((1024 - 300 + 102.4) * MIB_HOUR_GBH)
-    # Counted from half the run time: the first half held 200 MiB instead of 1024 MiB.
-    later = replay.GrowInPlace(delay_ms=0.0, grown_from=0.5)
+    # Grown by doubling to 400 MiB, counted from the start, plus 1/10 h at 400 MiB.
+    assert metrics.wastage_gbh == pytest.approx((400 - 300 + 40) * MIB_HOUR_GBH)
+    # Counted from mid-run (the default): the first half held 200 MiB instead of 400 MiB.
+    later = replay.GrowInPlace(delay_ms=0.0)
     metrics = replay.replay_run(_run(), _const(200), replay.Options(grow=later)).metrics
-    assert metrics.wastage_gbh == pytest.approx((1024 - 300 - 0.5 * (1024 - 200)) * MIB_HOUR_GBH)
+    assert metrics.wastage_gbh == pytest.approx((400 - 300 - 0.5 * (400 - 200)) * MIB_HOUR_GBH)
+
+
+def test_growth_steps_double_up_to_the_request_then_beyond() -> None:
+    assert replay.growth_steps(200, peak=300, request=1024) == ((200,), 400)
+    assert replay.growth_steps(600, peak=1000, request=1024) == ((600,), 1024)
+    assert replay.growth_steps(600, peak=1500, request=1024) == ((600, 1024), 2048)
+    assert replay.growth_steps(400, peak=300, request=1024) == ((), 400)
 
 
 def test_no_room_means_the_usual_failure() -> None:

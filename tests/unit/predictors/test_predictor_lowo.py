@@ -151,6 +151,7 @@ def test_cli_leave_one_workflow_out(
     assert cli.main(["predict", "evaluate", str(tmp_path), "--leave-one-workflow-out"]) == 0
     out = capsys.readouterr().out
     assert "parameters chosen per held-out workflow" in out and "held out" in out
+    assert "MAQ / cold-start share per held-out workflow" in out
 
 
 def test_cli_leave_one_workflow_out_errors(
