@@ -135,6 +135,7 @@ def evaluate(
     *,
     reference: str,
     options: replay.Options | None = None,
+    scored: Sequence[traces.Run] | None = None,
 ) -> Report:
     """Run the leave-one-workflow-out protocol.
 
@@ -143,17 +144,26 @@ def evaluate(
         rows: The report's rows; ``reference`` must be the label of a fixed row without priors.
         reference: The row whose training failures bound the tuned rows' choices.
         options: The replay protocol (default: ``replay.Options()``).
+        scored: Other versions of the same runs (same names, e.g. synthetic variants) to score
+            the held-out workflow on, while parameters are still chosen (and tool priors
+            built) on ``runs``: "tuned on these traces, deployed on those".
 
     Raises:
         ValueError: Fewer than two workflows, or an unknown or tunable reference row.
     """
     options = options or replay.Options()
     groups = group_by_workflow(runs)
+    scored_groups = groups if scored is None else group_by_workflow(scored)
+    if [[r.name for r in g] for g in scored_groups.values()] != [
+        [r.name for r in g] for g in groups.values()
+    ]:
+        raise ValueError("the scored runs must be versions of the same runs (same names)")
     workflows = tuple(groups)
     by_label = {row.label: row for row in rows}
     if reference not in by_label or len(by_label[reference].candidates) != 1:
         raise ValueError(f"reference row {reference!r} must be one of the fixed rows")
     scores: dict[str, dict[str, replay.Metrics]] = {}
+    held_out_scores = scores if scored is None else {}
     factories = {spec: factory for row in rows for spec, factory in row.candidates}
     for row in rows:
         if row.priors is not PriorMode.NONE:
@@ -164,6 +174,11 @@ def evaluate(
                     w: _total(replay.replay_runs(group, factory, options))
                     for w, group in groups.items()
                 }
+                if scored is not None:
+                    held_out_scores[spec] = {
+                        w: _total(replay.replay_runs(group, factory, options))
+                        for w, group in scored_groups.items()
+                    }
     reference_scores = scores[by_label[reference].candidates[0][0]]
     choices: dict[str, dict[str, str]] = {}
     results: list[RowResult] = []
@@ -180,12 +195,12 @@ def evaluate(
                     else select(specs, scores, reference_scores, training)
                 )
                 chosen[held_out] = pick
-                per_workflow[held_out] = scores[pick][held_out]
+                per_workflow[held_out] = held_out_scores[pick][held_out]
             else:
                 pick = choices[row.base or ""][held_out]
                 chosen[held_out] = pick
                 per_workflow[held_out] = _with_priors(
-                    groups, held_out, factories[pick], row.priors, options
+                    groups, scored_groups[held_out], held_out, factories[pick], row.priors, options
                 )
         results.append(
             RowResult(label=row.label, per_workflow=per_workflow, choices=chosen, priors=row.priors)
@@ -204,6 +219,7 @@ def _total(results: Sequence[replay.RunResult]) -> replay.Metrics:
 
 def _with_priors(
     groups: Mapping[str, Sequence[traces.Run]],
+    held_out_runs: Sequence[traces.Run],
     held_out: str,
     factory: replay.PredictorFactory | None,
     mode: PriorMode,
@@ -216,7 +232,7 @@ def _with_priors(
             for run in group:
                 book.add_run(run, processes=False)
     total = replay.Metrics()
-    for run in groups[held_out]:
+    for run in held_out_runs:
         total += replay.replay_run(run, factory, options, seeds=book.priors).metrics
         if mode is PriorMode.TOOL_AND_RUNS:
             book.add_run(run, tools=False)

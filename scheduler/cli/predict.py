@@ -138,6 +138,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "peaks, flat steps; predictors.variants); the report says what the variants achieved",
     )
     parser.add_argument(
+        "--score-synthetic",
+        action="store_true",
+        help="with --leave-one-workflow-out: choose parameters on the runs as recorded, score "
+        "the held-out workflow's production-like variants (tuned on test profiles, deployed on "
+        "production)",
+    )
+    parser.add_argument(
         "--grow-in-place",
         action="store_true",
         help="grow a task below its peak in place instead of failing it (see --grow-delay-s, "
@@ -172,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not args.predictor:
             raise UsageError("--predictor is required (or use --leave-one-workflow-out)")
+        if args.score_synthetic:
+            raise UsageError("--score-synthetic needs --leave-one-workflow-out")
         specs = _expand(args.predictor)
         factories = {spec: _factory(spec) for spec in specs}
         options = _options(args)
@@ -208,10 +217,14 @@ def _run_lowo(args: argparse.Namespace) -> int:
                 "--per-run and --tasks-csv"
             )
         options = _options(args)
-        runs = _maybe_synthetic(
-            args, load_runs(args.paths, default_request=_size(args.default_request))
+        if args.score_synthetic and args.synthetic_production:
+            raise UsageError("use either --synthetic-production or --score-synthetic")
+        recorded = load_runs(args.paths, default_request=_size(args.default_request))
+        runs = _maybe_synthetic(args, recorded)
+        scored = _synthetic(recorded) if args.score_synthetic else None
+        report = lowo.evaluate(
+            runs, lowo_rows(), reference=LOWO_REFERENCE, options=options, scored=scored
         )
-        report = lowo.evaluate(runs, lowo_rows(), reference=LOWO_REFERENCE, options=options)
     except (UsageError, ValueError) as error:
         print(f"wfsched predict evaluate: error: {error}", file=sys.stderr)
         return 2
@@ -224,8 +237,11 @@ def _run_lowo(args: argparse.Namespace) -> int:
 
 def _maybe_synthetic(args: argparse.Namespace, runs: list[traces.Run]) -> list[traces.Run]:
     """With ``--synthetic-production``, the runs' production-like variants (stats on stderr)."""
-    if not args.synthetic_production:
-        return runs
+    return _synthetic(runs) if args.synthetic_production else runs
+
+
+def _synthetic(runs: list[traces.Run]) -> list[traces.Run]:
+    """The runs' production-like variants; what each achieved goes to stderr."""
     rewritten = []
     for run in runs:
         variant, stats = variants.production_variant(run)

@@ -166,3 +166,19 @@ def test_cli_leave_one_workflow_out_errors(
     assert "fixed set" in capsys.readouterr().err
     assert cli.main(["predict", "evaluate", str(tmp_path)]) == 2
     assert "--predictor is required" in capsys.readouterr().err
+
+
+def test_scored_runs_are_chosen_on_the_recorded_ones() -> None:
+    runs = [_run("a/trace-1", 200), _run("b/trace-1", 200), _run("c/trace-1", 200)]
+    bigger = [_run("a/trace-1", 1000), _run("b/trace-1", 1000), _run("c/trace-1", 1000)]
+    rows = [
+        lowo.Row(label="user-default", candidates=(("user-default", None),)),
+        lowo.Row(label="tuned", candidates=(("small", _const(300)), ("large", _const(1500)))),
+    ]
+    report = lowo.evaluate(runs, rows, reference="user-default", scored=bigger)
+    tuned = report.rows[1]
+    # Chosen on the recorded runs (where "small" never fails), scored on the bigger ones.
+    assert set(tuned.choices.values()) == {"small"}
+    assert tuned.overall.failed_attempts == 6
+    with pytest.raises(ValueError, match="same runs"):
+        lowo.evaluate(runs, rows, reference="user-default", scored=bigger[:2])
