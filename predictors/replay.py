@@ -65,8 +65,9 @@ class GrowInPlace:
     peak fits; otherwise it fails and is retried exactly as without growth. Peak-only traces do
     not say when usage reaches the limit, so the cost is stated, not measured:
 
-    - the final allocation counts from ``grown_from`` x the run time (default 0.5: growth at
-      mid-run; 0 = from the start, the pessimistic bound), the first allocation before it;
+    - the growth happens at ``grown_from`` x the run time (default 0.5: mid-run; 0 = at the
+      start, the pessimistic bound); until then the task uses its whole limit (no waste), after
+      it the final allocation minus the peak is wasted;
     - each growth adds ``delay_ms`` at the grown allocation (detection plus resize latency),
       charged as under-allocation cost;
     - the node has room for all of a task's growths with probability ``room_probability``,
@@ -362,11 +363,11 @@ def _metrics(outcome: Outcome, grow: GrowInPlace | None = None) -> Metrics:
     over = (outcome.final - peak) * runtime
     under = sum(outcome.failed) * runtime
     if outcome.grown and grow is not None:
-        # Before the growth the task held its smaller allocation (below the peak, so the
-        # difference is a saving against the final allocation); each growth costs its delay.
+        # Until the growth the task uses its whole (too small) limit, by definition of when it
+        # is grown: no waste then. After it, the final allocation holds the peak. Each growth
+        # costs its delay at the grown allocation.
         sizes = (*outcome.grown[1:], outcome.final)
-        before = grow.grown_from * runtime
-        over -= (outcome.final - outcome.grown[0]) * before
+        over = (outcome.final - peak) * runtime * (1.0 - grow.grown_from)
         under += sum(sizes) * grow.delay_ms
     return Metrics(
         tasks=1,

@@ -160,8 +160,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--grow-from",
         type=float,
         default=0.5,
-        help="fraction of a grown task's run time after which its grown allocation counts "
-        "(default 0.5; 0 = from the start, pessimistic)",
+        help="fraction of a grown task's run time at which it is grown "
+        "(default 0.5; 0 = at the start, pessimistic)",
     )
     parser.add_argument(
         "--grow-room",
@@ -517,7 +517,7 @@ def _protocol_line(options: replay.Options, runs: Sequence[traces.Run]) -> str:
     if options.grow is not None:
         feedback += (
             f", grow in place=on (doubling; delay {options.grow.delay_ms / 1000:g} s at the "
-            f"grown allocation, which counts from {options.grow.grown_from:g} of the run time; "
+            f"grown allocation; growth at {options.grow.grown_from:g} of the run time; "
             f"room probability {options.grow.room_probability:g})"
         )
     notes = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"

@@ -43,10 +43,13 @@ def test_growth_replaces_the_failure_at_its_stated_cost() -> None:
     assert (metrics.failed_attempts, metrics.growths, metrics.grown_tasks) == (0, 1, 1)
     # Grown by doubling to 400 MiB, counted from the start, plus 1/10 h at 400 MiB.
     assert metrics.wastage_gbh == pytest.approx((400 - 300 + 40) * MIB_HOUR_GBH)
-    # Counted from mid-run (the default): the first half held 200 MiB instead of 400 MiB.
+    # Grown at mid-run (the default): the first half used the whole 200 MiB (no waste), the
+    # second half wastes 400 - 300 MiB. Never negative, however small the first allocation.
     later = replay.GrowInPlace(delay_ms=0.0)
     metrics = replay.replay_run(_run(), _const(200), replay.Options(grow=later)).metrics
-    assert metrics.wastage_gbh == pytest.approx((400 - 300 - 0.5 * (400 - 200)) * MIB_HOUR_GBH)
+    assert metrics.wastage_gbh == pytest.approx(0.5 * (400 - 300) * MIB_HOUR_GBH)
+    metrics = replay.replay_run(_run(), _const(1), replay.Options(grow=later)).metrics
+    assert metrics.growths == 2 and metrics.over >= 0  # 128 MiB floor -> 256 -> 512
 
 
 def test_growth_steps_double_up_to_the_request_then_beyond() -> None:
