@@ -322,7 +322,7 @@ def render_lowo(report: lowo.Report, runs: Sequence[traces.Run], options: replay
     parts.append("wastage GBh (failed attempts) per held-out workflow\n" + _table(header, matrix))
     quality = [[w, *(_maq_cold(r.per_workflow[w]) for r in report.rows)] for w in report.workflows]
     parts.append("MAQ / cold-start share per held-out workflow\n" + _table(header, quality))
-    tuned = [r for r in report.rows if len(set(r.choices.values())) > 1 or r.label in LOWO_TUNED]
+    tuned = [r for r in report.rows if r.label in LOWO_TUNED]  # rows with priors reuse steady's
     if tuned:
         choice_rows = [[w, *(r.choices[w] for r in tuned)] for w in report.workflows]
         parts.append(
