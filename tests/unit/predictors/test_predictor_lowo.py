@@ -6,7 +6,8 @@ import pathlib
 import pytest
 
 from predictors import base, const, lowo, offsets, priors, replay, traces
-from scheduler import cli
+from scheduler import cli, registry
+from scheduler.cli import predict
 
 MIB = base.MIB
 HOUR = 3_600_000.0
@@ -182,3 +183,24 @@ def test_scored_runs_are_chosen_on_the_recorded_ones() -> None:
     assert tuned.overall.failed_attempts == 6
     with pytest.raises(ValueError, match="same runs"):
         lowo.evaluate(runs, rows, reference="user-default", scored=bigger[:2])
+
+
+SHARED = pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "data" / "nfcore-traces"
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="shared workflow data not mounted")
+def test_leave_one_workflow_out_on_a_small_subset_of_the_shared_traces() -> None:
+    files = [SHARED / w / "trace-1.csv" for w in ("ampliseq", "sarek")]
+    runs = predict.load_runs(files, default_request=None)
+    report = lowo.evaluate(runs, predict.lowo_rows(), reference="ponder")
+    assert report.workflows == ("ampliseq", "sarek")
+    rows = {row.label: row for row in report.rows}
+    ponder = registry.parse_predictor("ponder").make
+    for run in runs:
+        direct = replay.replay_run(run, ponder).metrics
+        assert rows["ponder"].per_workflow[lowo.workflow_of(run.name)] == direct
+    grid = set(predict.LOWO_TUNED["steady"])
+    assert set(rows["steady"].choices.values()) <= grid
+    assert rows["steady+tool"].choices == rows["steady"].choices
+    assert rows["steady+tool"].overall.cold_starts <= rows["steady"].overall.cold_starts
+    assert rows["user-default"].overall.failed_attempts == 0
