@@ -14,7 +14,9 @@ Everything here is pure: no I/O, no clock, no global randomness.
 from __future__ import annotations
 
 import abc
+import enum
 import math
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -74,6 +76,46 @@ class MemoryPredictor(Protocol):
 
     def predict(self, input_bytes: float) -> float | None:
         """Return the memory to request for a task with this input size, or ``None``."""
+        ...
+
+
+class PriorSource(enum.StrEnum):
+    """Where a prior comes from, from the most to the least specific."""
+
+    RUN = "run"
+    """The same process (full qualified name) in earlier runs of the same workflow."""
+    TOOL = "tool"
+    """The same tool (process short name and container image) in other pipelines."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prior:
+    """Peaks seen elsewhere for the same step, offered to a predictor before its own data.
+
+    Attributes:
+        source: How closely the prior matches this process.
+        peaks: Positive finite peaks in bytes (at least one).
+    """
+
+    source: PriorSource
+    peaks: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.peaks or not all(math.isfinite(p) and p > 0 for p in self.peaks):
+            raise ValueError("a prior needs at least one positive finite peak")
+
+
+@runtime_checkable
+class SeedablePredictor(MemoryPredictor, Protocol):
+    """A predictor that also accepts priors (an optional extension of the contract).
+
+    ``seed`` may be called any number of times, before or between observations; it changes the
+    ``version`` when it may change an answer. Predictors that have no use for priors ignore them
+    (``Model.seed`` does), so callers may seed every predictor the registry makes.
+    """
+
+    def seed(self, prior: Prior) -> None:
+        """Offer a prior for this process."""
         ...
 
 
@@ -171,6 +213,10 @@ class Model(abc.ABC):
     def observe_failure(self, input_bytes: float, allocated_bytes: float) -> None:
         """See :meth:`MemoryPredictor.observe_failure`; plain models ignore failures."""
         check_observation(input_bytes, allocated_bytes)
+
+    def seed(self, prior: Prior) -> None:
+        """See :meth:`SeedablePredictor.seed`; plain models ignore priors."""
+        del prior
 
     def predict(self, input_bytes: float) -> float | None:
         """See :meth:`MemoryPredictor.predict`."""

@@ -38,12 +38,15 @@ class PredictorSpec:
         predictor: The lower-cased predictor token (``"ponder(8)"``), not yet resolved.
         offset: The parsed offset (``max`` when absent).
         warnings: Messages for the caller to log (unknown keys, ``var``).
+        offset_given: Whether the spec named an offset (a module may then supply its own
+            default instead of ``max``).
     """
 
     text: str
     predictor: str
     offset: offsets.Offset
     warnings: tuple[str, ...] = ()
+    offset_given: bool = False
 
 
 def parse(text: str) -> PredictorSpec:
@@ -57,6 +60,7 @@ def parse(text: str) -> PredictorSpec:
     if not predictor:
         raise SpecError(f"predictor spec {text!r}: missing predictor name")
     offset = offsets.MAX
+    offset_given = False
     warnings: list[str] = []
     if rest:
         for param in rest.split(","):
@@ -71,12 +75,19 @@ def parse(text: str) -> PredictorSpec:
                 warnings.append(f"predictor spec {text!r}: unknown key {key!r} ignored")
                 continue
             offset = parse_offset(value)
+            offset_given = True
             if value == "var":
                 warnings.append(
                     f"predictor spec {text!r}: offset 'var' is computed as '1std' "
                     "(CWS added a variance in bytes^2 to bytes)"
                 )
-    return PredictorSpec(text=text, predictor=predictor, offset=offset, warnings=tuple(warnings))
+    return PredictorSpec(
+        text=text,
+        predictor=predictor,
+        offset=offset,
+        warnings=tuple(warnings),
+        offset_given=offset_given,
+    )
 
 
 def parse_offset(value: str) -> offsets.Offset:

@@ -143,8 +143,14 @@ class OffsetPredictor:
             self._failure_floor = float(allocated_bytes)
             self._floor_raises += 1
 
+    def seed(self, prior: base.Prior) -> None:
+        """Forward a prior to the model (:class:`base.SeedablePredictor`)."""
+        self.model.seed(prior)
+
     def margin(self) -> float:
         """Return the current offset in bytes (cached until the next observation)."""
+        if self.offset.kind is OffsetKind.NONE:
+            return 0.0
         key = (self.model.version, len(self.model.samples))
         if key != self._cache_key:
             samples = self.model.samples

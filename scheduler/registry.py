@@ -233,6 +233,10 @@ import predictors.mean  # noqa: E402
 import predictors.offsets  # noqa: E402
 import predictors.poly  # noqa: E402
 import predictors.ponder  # noqa: E402
+import predictors.steady  # noqa: E402
+import predictors.tovar  # noqa: E402
+import predictors.wittlr  # noqa: E402
+import predictors.wittpct  # noqa: E402
 
 
 class PredictorModule(Protocol):
@@ -260,8 +264,16 @@ PREDICTOR_MODULES: tuple[PredictorModule, ...] = (
     predictors.const,
     predictors.poly,
     predictors.envelope,
+    predictors.wittlr,
+    predictors.wittpct,
+    predictors.tovar,
+    predictors.steady,
 )
-"""Every memory predictor; a spec's name is resolved against these, in this order."""
+"""Every memory predictor; a spec's name is resolved against these, in this order.
+
+A module may define ``DEFAULT_OFFSET`` (a ``predictors.offsets.Offset``): it applies when the
+spec names no offset, instead of ``max``.
+"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -308,11 +320,12 @@ def parse_predictor(text: str) -> PredictorSpec:
             if spec.predictor.startswith(name):
                 args = module.parse_args(spec.predictor[len(name) :])
                 if args is not None:
+                    default = getattr(module, "DEFAULT_OFFSET", predictors.offsets.MAX)
                     return PredictorSpec(
                         text=text,
                         module=module,
                         args=args,
-                        offset=spec.offset,
+                        offset=spec.offset if spec.offset_given else default,
                         warnings=spec.warnings,
                     )
     raise predictors.grammar.SpecError(

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from predictors import allocation, base, grammar, replay, traces
+from predictors import allocation, base, grammar, lowo, replay, traces, variants
 from scheduler import registry
 
 USER_DEFAULT = "user-default"
@@ -31,6 +31,28 @@ ALL_SPECS = (USER_DEFAULT, "const0", "lr", "lr2", "mean", "ponder", "poly2", "en
 """What ``--predictor all`` expands to: the baselines of memory-evaluation.md 9 and ours."""
 
 _LABELS = {"const0": "const0 (max observed)"}
+
+LOWO_FIXED = (USER_DEFAULT, "const0", "lr", "lr2", "ponder", "tovar")
+"""Rows of ``--leave-one-workflow-out`` with published or fixed constants (``lr`` is Witt-LR
+with the max-under-prediction offset)."""
+
+LOWO_TUNED: dict[str, tuple[str, ...]] = {
+    "wittlr": tuple(f"wittlr-offset={k}std" for k in (1, 2, 3)),
+    "wittpct": tuple(f"wittpct({p})" for p in (90, 95, 99)),
+    "envelope": tuple(f"envelope({k})" for k in ("0.5", "1", "1.5", "2", "3")),
+    "steady": tuple(f"steady({k},{c})" for k in (1, 2, 3, 4) for c in ("0.5", "1")),
+}
+"""Rows of ``--leave-one-workflow-out`` whose parameter is chosen per held-out workflow from
+these candidates (grids fixed before any held-out result was seen)."""
+
+LOWO_REFERENCE = "ponder"
+"""The row whose training failures bound the choice of the tuned rows."""
+
+LOWO_PRIOR_ROWS = (
+    ("steady+tool", "steady", lowo.PriorMode.TOOL),
+    ("steady+tool+runs", "steady", lowo.PriorMode.TOOL_AND_RUNS),
+)
+"""Rows that reuse a tuned row's choice and seed its predictors with priors."""
 
 
 class UsageError(Exception):
@@ -78,7 +100,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--predictor",
         action="append",
-        required=True,
         metavar="SPEC",
         help=f"predictor spec (repeatable): {registry.predictor_syntax()}, with optional "
         f"-offset=<{'|'.join(grammar.OFFSET_FORMS)}>; {USER_DEFAULT!r} for the no-prediction "
@@ -103,16 +124,69 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--per-run", action="store_true", help="with several predictors, also one table per run"
     )
     parser.add_argument("--tasks-csv", metavar="FILE", type=pathlib.Path, help="per-task CSV")
+    parser.add_argument(
+        "--leave-one-workflow-out",
+        action="store_true",
+        help="hold out each workflow (the directory of its traces) in turn, choose tunable "
+        "predictors' parameters on the others, score the held-out one; evaluates a fixed set "
+        "of predictors (no --predictor)",
+    )
+    parser.add_argument(
+        "--synthetic-production",
+        action="store_true",
+        help="replay production-like variants of the runs instead (requests ~2.6x peaks, large "
+        "peaks, flat steps; predictors.variants); the report says what the variants achieved",
+    )
+    parser.add_argument(
+        "--score-synthetic",
+        action="store_true",
+        help="with --leave-one-workflow-out: choose parameters on the runs as recorded, score "
+        "the held-out workflow's production-like variants (tuned on test profiles, deployed on "
+        "production)",
+    )
+    parser.add_argument(
+        "--grow-in-place",
+        action="store_true",
+        help="grow a task below its peak in place instead of failing it (see --grow-delay-s, "
+        "--grow-room)",
+    )
+    parser.add_argument(
+        "--grow-delay-s",
+        type=float,
+        default=10.0,
+        help="cost of one growth: seconds at the grown allocation (default 10)",
+    )
+    parser.add_argument(
+        "--grow-from",
+        type=float,
+        default=0.5,
+        help="fraction of a grown task's run time at which it is grown "
+        "(default 0.5; 0 = at the start, pessimistic)",
+    )
+    parser.add_argument(
+        "--grow-room",
+        type=float,
+        default=1.0,
+        help="probability that the node has room to grow a task (default 1 = always)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``predict evaluate``; return the exit status."""
+    if args.leave_one_workflow_out:
+        return _run_lowo(args)
     try:
+        if not args.predictor:
+            raise UsageError("--predictor is required (or use --leave-one-workflow-out)")
+        if args.score_synthetic:
+            raise UsageError("--score-synthetic needs --leave-one-workflow-out")
         specs = _expand(args.predictor)
         factories = {spec: _factory(spec) for spec in specs}
         options = _options(args)
-        runs = load_runs(args.paths, default_request=_size(args.default_request))
+        runs = _maybe_synthetic(
+            args, load_runs(args.paths, default_request=_size(args.default_request))
+        )
     except (UsageError, grammar.SpecError) as error:
         print(f"wfsched predict evaluate: error: {error}", file=sys.stderr)
         return 2
@@ -132,6 +206,135 @@ def run(args: argparse.Namespace) -> int:
             print(f"wfsched predict evaluate: error: {args.tasks_csv}: {error}", file=sys.stderr)
             return 2
     return 0
+
+
+def _run_lowo(args: argparse.Namespace) -> int:
+    """Execute ``predict evaluate --leave-one-workflow-out``; return the exit status."""
+    try:
+        if args.predictor or args.tasks_csv or args.per_run:
+            raise UsageError(
+                "--leave-one-workflow-out evaluates a fixed set of predictors; drop --predictor, "
+                "--per-run and --tasks-csv"
+            )
+        options = _options(args)
+        if args.score_synthetic and args.synthetic_production:
+            raise UsageError("use either --synthetic-production or --score-synthetic")
+        recorded = load_runs(args.paths, default_request=_size(args.default_request))
+        runs = _maybe_synthetic(args, recorded)
+        scored = _synthetic(recorded) if args.score_synthetic else None
+        report = lowo.evaluate(
+            runs, lowo_rows(), reference=LOWO_REFERENCE, options=options, scored=scored
+        )
+    except (UsageError, ValueError) as error:
+        print(f"wfsched predict evaluate: error: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(lowo_json(report, options), indent=2))
+    else:
+        print(render_lowo(report, runs, options))
+    return 0
+
+
+def _maybe_synthetic(args: argparse.Namespace, runs: list[traces.Run]) -> list[traces.Run]:
+    """With ``--synthetic-production``, the runs' production-like variants (stats on stderr)."""
+    return _synthetic(runs) if args.synthetic_production else runs
+
+
+def _synthetic(runs: list[traces.Run]) -> list[traces.Run]:
+    """The runs' production-like variants; what each achieved goes to stderr."""
+    rewritten = []
+    for run in runs:
+        variant, stats = variants.production_variant(run)
+        rewritten.append(variant)
+        print(
+            f"synthetic variant of {run.name}: request/peak {stats.request_ratio:.2f}, "
+            f"p90 peak {stats.p90_peak / 1e9:.1f} GB, memory-time above 16 GB "
+            f"{stats.heavy_share:.0%}, heavy steps {stats.heavy_steps}, flat steps "
+            f"{stats.flat_steps}",
+            file=sys.stderr,
+        )
+    return rewritten
+
+
+def lowo_rows() -> list[lowo.Row]:
+    """The rows of the leave-one-workflow-out report (fixed, tuned, with priors)."""
+    rows = [
+        lowo.Row(label=_LABELS.get(spec, spec), candidates=((spec, _factory(spec)),))
+        for spec in LOWO_FIXED
+    ]
+    rows += [
+        lowo.Row(label=name, candidates=tuple((c, _factory(c)) for c in grid))
+        for name, grid in LOWO_TUNED.items()
+    ]
+    rows += [
+        lowo.Row(
+            label=label,
+            candidates=tuple((c, _factory(c)) for c in LOWO_TUNED[base_row]),
+            priors=mode,
+            base=base_row,
+        )
+        for label, base_row, mode in LOWO_PRIOR_ROWS
+    ]
+    return rows
+
+
+def lowo_json(report: lowo.Report, options: replay.Options) -> dict[str, Any]:
+    """Return the JSON object of a leave-one-workflow-out report."""
+    return {
+        "protocol": {**options.as_dict(), "selection": lowo.select.__doc__, "runs": report.runs},
+        "reference": report.reference,
+        "workflows": list(report.workflows),
+        "rows": [
+            {
+                "predictor": row.label,
+                "priors": str(row.priors),
+                "choices": row.choices,
+                "per_workflow": {w: m.as_dict() for w, m in row.per_workflow.items()},
+                "overall": row.overall.as_dict(),
+            }
+            for row in report.rows
+        ],
+    }
+
+
+def render_lowo(report: lowo.Report, runs: Sequence[traces.Run], options: replay.Options) -> str:
+    """Return the human-readable leave-one-workflow-out report."""
+    held_out = ", ".join(f"{w} ({n} runs)" for w, n in report.runs.items())
+    parts = [
+        _protocol_line(options, runs),
+        "leave one workflow out: each workflow is scored with parameters chosen on the others "
+        f"(rule: min training wastage with training failures <= {report.reference}'s); "
+        f"workflows: {held_out}",
+    ]
+    rows = [_row(r.label, r.overall) for r in report.rows]
+    parts.append("overall (held-out scores)\n" + _table(["predictor", *_COLUMNS], rows))
+    matrix = [
+        [
+            w,
+            *(
+                f"{r.per_workflow[w].wastage_gbh:.2f} ({r.per_workflow[w].failed_attempts})"
+                for r in report.rows
+            ),
+        ]
+        for w in report.workflows
+    ]
+    header = ["held out", *(r.label for r in report.rows)]
+    parts.append("wastage GBh (failed attempts) per held-out workflow\n" + _table(header, matrix))
+    quality = [[w, *(_maq_cold(r.per_workflow[w]) for r in report.rows)] for w in report.workflows]
+    parts.append("MAQ / cold-start share per held-out workflow\n" + _table(header, quality))
+    tuned = [r for r in report.rows if r.label in LOWO_TUNED]  # rows with priors reuse steady's
+    if tuned:
+        choice_rows = [[w, *(r.choices[w] for r in tuned)] for w in report.workflows]
+        parts.append(
+            "parameters chosen per held-out workflow\n"
+            + _table(["held out", *(r.label for r in tuned)], choice_rows)
+        )
+    return "\n\n".join(parts)
+
+
+def _maq_cold(metrics: replay.Metrics) -> str:
+    d = metrics.as_dict()
+    return f"{_fmt(d['maq'], '.3f')} / {_fmt(d['cold_start_share'], '.0%')}"
 
 
 def _expand(specs: Sequence[str]) -> list[str]:
@@ -167,6 +370,17 @@ def _size(text: str | None) -> int | None:
 def _options(args: argparse.Namespace) -> replay.Options:
     if args.floor_mib < 0 or (args.cap_mib is not None and args.cap_mib <= 0):
         raise UsageError("--floor-mib must be >= 0 and --cap-mib > 0")
+    if args.grow_delay_s < 0 or not 0 <= args.grow_room <= 1 or not 0 <= args.grow_from <= 1:
+        raise UsageError("--grow-delay-s must be >= 0, --grow-room and --grow-from within 0..1")
+    grow = (
+        replay.GrowInPlace(
+            delay_ms=args.grow_delay_s * 1000.0,
+            grown_from=args.grow_from,
+            room_probability=args.grow_room,
+        )
+        if args.grow_in_place
+        else None
+    )
     cap = None if args.cap_mib is None else round(args.cap_mib * base.MIB)
     return replay.Options(
         policy=allocation.AllocationPolicy(
@@ -175,6 +389,7 @@ def _options(args: argparse.Namespace) -> replay.Options:
         decision=replay.Decision(args.decision),
         retry=replay.Retry(args.retry),
         failure_feedback=not args.no_failure_feedback,
+        grow=grow,
     )
 
 
@@ -299,6 +514,12 @@ def _protocol_line(options: replay.Options, runs: Sequence[traces.Run]) -> str:
     policy = options.policy
     cap = "none" if policy.cap_bytes is None else f"{policy.cap_bytes / base.MIB:g} MiB"
     feedback = "on" if options.failure_feedback else "off"
+    if options.grow is not None:
+        feedback += (
+            f", grow in place=on (doubling; delay {options.grow.delay_ms / 1000:g} s at the "
+            f"grown allocation; growth at {options.grow.grown_from:g} of the run time; "
+            f"room probability {options.grow.room_probability:g})"
+        )
     notes = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
     return (
         f"protocol: decision={options.decision}, floor={policy.floor_bytes / base.MIB:g} MiB, "

@@ -96,3 +96,20 @@ def test_tasks_csv(trace_dir: pathlib.Path, tmp_path: pathlib.Path) -> None:
     )
     lines = out.read_text().splitlines()
     assert len(lines) == 4 and lines[0].startswith("predictor,run,process")
+
+
+def test_grow_in_place_and_synthetic_flags(
+    trace_dir: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["predict", "evaluate", str(trace_dir), "--predictor", "const0", "--json"]
+    assert cli.main([*args, "--grow-in-place", "--grow-room", "1", "--grow-from", "0"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["protocol"]["grow_in_place"]["room_probability"] == 1.0
+    run = payload["workflows"]["tiny/trace-1"]
+    assert (run["failures"], run["growths"]) == (0, 1)
+    assert cli.main([*args, "--synthetic-production"]) == 0
+    captured = capsys.readouterr()
+    assert "synthetic variant of tiny/trace-1: request/peak" in captured.err
+    for bad in (["--grow-room", "2"], ["--grow-from", "-1"], ["--score-synthetic"]):
+        assert cli.main([*args, "--grow-in-place", *bad]) == 2
+        assert "error:" in capsys.readouterr().err

@@ -23,6 +23,12 @@ SPECS = [
         "poly2",
         "poly3",
         "envelope",
+        "wittlr",
+        "wittpct",
+        "wittpct(50)",
+        "tovar",
+        "steady",
+        "steady(3,1)",
     )
     for suffix in ("", "-offset=none", "-offset=90percentile", "-offset=2std")
 ]
@@ -61,3 +67,36 @@ def test_predictions_are_none_or_positive_finite_and_versions_monotone(
         assert before is None or (math.isfinite(before) and before > 0)
         assert predictor.predict(query) == before  # idempotent
         assert predictor.version == version  # predicting changes nothing
+
+
+priors = st.builds(
+    lambda source, values: base.Prior(source=source, peaks=tuple(values)),
+    st.sampled_from(list(base.PriorSource)),
+    st.lists(peaks, min_size=1, max_size=5),
+)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@settings(max_examples=15, deadline=None)
+@given(seeds=st.lists(priors, max_size=3), script=events, query=sizes)
+def test_every_predictor_accepts_priors_and_keeps_the_contract(
+    spec: str, seeds: list[base.Prior], script: list[tuple[str, float, float]], query: float
+) -> None:
+    predictor = registry.parse_predictor(spec).make()
+    assert isinstance(predictor, base.SeedablePredictor)
+    version = predictor.version
+    for prior in seeds:
+        predictor.seed(prior)
+        assert predictor.version >= version
+        version = predictor.version
+    for kind, x, y in script:
+        if kind == "observe":
+            predictor.observe(x, y)
+        elif kind == "fail":
+            predictor.observe_failure(x, y)
+        assert predictor.version >= version
+        version = predictor.version
+        answer = predictor.predict(query)
+        assert answer is None or (math.isfinite(answer) and answer > 0)
+        assert predictor.predict(query) == answer
+        assert predictor.version == version
