@@ -40,6 +40,17 @@ def register(subparsers: Any) -> None:
     up.add_argument(
         "--kube-scheduler", action="store_true", help="also run kube-scheduler as a baseline"
     )
+    up.add_argument(
+        "--controller-manager",
+        action="store_true",
+        help="also run kube-controller-manager (Job, garbage-collector, TTL, namespace and "
+        "service-account controllers), so that Jobs make pods",
+    )
+    up.add_argument(
+        "--kueue",
+        action="store_true",
+        help="also run Kueue (CRDs, webhooks on 127.0.0.1, manager); implies --controller-manager",
+    )
     up.set_defaults(func=_up)
 
     down = actions.add_parser("down", help="stop the cluster started by `up`")
@@ -91,7 +102,11 @@ def _up(args: argparse.Namespace) -> int:
         return 2
     workdir.mkdir(parents=True, exist_ok=True)
     options = devcluster.ClusterOptions(
-        metrics_server=not args.no_metrics_server, kube_scheduler=args.kube_scheduler
+        metrics_server=not args.no_metrics_server,
+        kube_scheduler=args.kube_scheduler,
+        # Kueue admits Jobs; without the Job controller an admitted Job never makes a pod.
+        controller_manager=args.controller_manager or args.kueue,
+        kueue=args.kueue,
     )
     cluster = devcluster.DevCluster(workdir, options)
     try:
