@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Build the local control plane (etcd, kube-apiserver, kube-scheduler, KWOK, metrics-server,
-# helm, promtool, and the Prometheus Operator's ServiceMonitor CRD) from published Go modules
-# into a cache outside the repository.
+# helm, promtool, and the Prometheus Operator's ServiceMonitor CRD; when named,
+# kube-controller-manager and Kueue) from published Go modules into a cache outside the
+# repository.
 #
-#   scheduler/devtools/assets/build.sh [COMPONENT ...]            (default: all components)
+#   scheduler/devtools/assets/build.sh [COMPONENT ...]            (default: all components
+#                                                                    but the optional ones)
 #   scheduler/devtools/assets/build.sh --dry-run [COMPONENT ...]  (check names, say what would
 #                                                                    be built; build nothing)
 #   scheduler/devtools/assets/build.sh --print-dir COMPONENT
@@ -33,8 +35,9 @@ export GOFLAGS="${GOFLAGS:-} -trimpath"
 
 cache_root="${WFSCHED_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wfsched}/controlplane"
 go_version=$(go env GOVERSION)
-all_components=(etcd kubernetes kwok metrics-server helm promtool prometheus-operator-crds
-  kube-controller-manager kueue)
+all_components=(etcd kubernetes kwok metrics-server helm promtool prometheus-operator-crds)
+# Built only when named (not by a bare build.sh): only the tests that start them need them.
+optional_components=(kube-controller-manager kueue)
 
 component_version() {
   case "$1" in
@@ -47,7 +50,8 @@ component_version() {
     prometheus-operator-crds) echo "$PROMETHEUS_OPERATOR_VERSION" ;;
     kube-controller-manager) echo "$K8S_VERSION" ;;
     kueue) echo "$KUEUE_VERSION" ;;
-    *) echo "unknown component: $1 (known: ${all_components[*]})" >&2; return 2 ;;
+    *) echo "unknown component: $1 (known: ${all_components[*]} ${optional_components[*]})" >&2
+       return 2 ;;
   esac
 }
 
