@@ -744,7 +744,9 @@ class DevCluster:
         while pending:
             for name in sorted(pending):
                 status, body = admin.request("GET", f"{path}/{name}")
-                conditions = body.get("status", {}).get("conditions", []) if status == 200 else []
+                conditions = (
+                    ((body.get("status") or {}).get("conditions") or []) if status == 200 else []
+                )
                 if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
                     pending.discard(name)
             if pending and time.monotonic() > deadline:

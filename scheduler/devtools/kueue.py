@@ -123,6 +123,7 @@ def crd_documents(
             if not isinstance(doc, Mapping) or doc.get("kind") != "CustomResourceDefinition":
                 continue
             crd = copy.deepcopy(dict(doc))
+            crd.pop("status", None)
             served = [v for v in crd["spec"]["versions"] if v.get("served")]
             if len(served) > 1:
                 crd["spec"]["conversion"] = {
