@@ -26,7 +26,10 @@ def register(subparsers: Any) -> None:
 
     build = actions.add_parser("build", help="build (or confirm cached) control-plane binaries")
     build.add_argument(
-        "components", nargs="*", help=f"default: all of {', '.join(devcluster.COMPONENT_BINARIES)}"
+        "components",
+        nargs="*",
+        help=f"default: {', '.join(_default_components())}; optional: "
+        f"{', '.join(devcluster.OPTIONAL_COMPONENTS)}",
     )
     build.set_defaults(func=_build)
 
@@ -72,8 +75,12 @@ def _add_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _default_components() -> list[str]:
+    return [c for c in devcluster.COMPONENT_BINARIES if c not in devcluster.OPTIONAL_COMPONENTS]
+
+
 def _build(args: argparse.Namespace) -> int:
-    components = args.components or list(devcluster.COMPONENT_BINARIES)
+    components = args.components or _default_components()
     unknown = sorted(set(components) - set(devcluster.COMPONENT_BINARIES))
     if unknown:
         print(f"wfsched: unknown component(s): {', '.join(unknown)}", file=sys.stderr)
@@ -122,7 +129,7 @@ def _up(args: argparse.Namespace) -> int:
     print(f"dev cluster up: {cluster.server}")
     print(f"{len(names)} fake node(s), {args.node_cpu} CPU / {args.node_memory} each")
     for component, pid in cluster.running_components().items():
-        print(f"  {component:<15} pid {pid}")
+        print(f"  {component:<24} pid {pid}")
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     return 0
 

@@ -81,6 +81,9 @@ COMPONENT_BINARIES: Mapping[str, tuple[str, ...]] = {
     "kueue": ("kueue",),
 }
 
+OPTIONAL_COMPONENTS = ("kube-controller-manager", "kueue")
+"""Built only when named or needed (``--controller-manager``, ``--kueue``), as in build.sh."""
+
 # Controllers kube-controller-manager runs on the local control plane: Jobs make pods
 # ("job-controller"), owners' deletion removes dependants such as a Job's pods and Kueue's
 # Workloads ("garbage-collector-controller"), finished Jobs with a TTL go away
