@@ -165,6 +165,14 @@ if [[ "$other_status" != 0 ]]; then
   exit "$other_status"
 fi
 timed "control plane" bootstrap_control_plane
+# The optional components (see build.sh), only when tests that start them are selected.
+selected=$(collect "${stage2_only[@]}" 2>/dev/null || true)
+optional=()
+grep -qE 'integration/test_(controller_manager|snakemake|kueue)' <<<"$selected" &&
+  optional+=(kube-controller-manager)
+grep -q 'integration/test_kueue' <<<"$selected" && optional+=(kueue)
+[[ ${#optional[@]} -eq 0 ]] ||
+  timed "optional control-plane components" bootstrap_control_plane "${optional[@]}"
 timed "integration, chart and reliability tests" \
   python -m pytest "${pytest_args[@]}" "${stage2_only[@]}"
 say "stage 2 passed in $((SECONDS - stage_started)) s"

@@ -26,7 +26,10 @@ def register(subparsers: Any) -> None:
 
     build = actions.add_parser("build", help="build (or confirm cached) control-plane binaries")
     build.add_argument(
-        "components", nargs="*", help=f"default: all of {', '.join(devcluster.COMPONENT_BINARIES)}"
+        "components",
+        nargs="*",
+        help=f"default: {', '.join(_default_components())}; optional: "
+        f"{', '.join(devcluster.OPTIONAL_COMPONENTS)}",
     )
     build.set_defaults(func=_build)
 
@@ -39,6 +42,17 @@ def register(subparsers: Any) -> None:
     up.add_argument("--no-metrics-server", action="store_true", help="skip metrics-server")
     up.add_argument(
         "--kube-scheduler", action="store_true", help="also run kube-scheduler as a baseline"
+    )
+    up.add_argument(
+        "--controller-manager",
+        action="store_true",
+        help="also run kube-controller-manager (Job, garbage-collector, TTL, namespace and "
+        "service-account controllers), so that Jobs make pods",
+    )
+    up.add_argument(
+        "--kueue",
+        action="store_true",
+        help="also run Kueue (CRDs, webhooks on 127.0.0.1, manager); implies --controller-manager",
     )
     up.set_defaults(func=_up)
 
@@ -61,8 +75,12 @@ def _add_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _default_components() -> list[str]:
+    return [c for c in devcluster.COMPONENT_BINARIES if c not in devcluster.OPTIONAL_COMPONENTS]
+
+
 def _build(args: argparse.Namespace) -> int:
-    components = args.components or list(devcluster.COMPONENT_BINARIES)
+    components = args.components or _default_components()
     unknown = sorted(set(components) - set(devcluster.COMPONENT_BINARIES))
     if unknown:
         print(f"wfsched: unknown component(s): {', '.join(unknown)}", file=sys.stderr)
@@ -91,7 +109,11 @@ def _up(args: argparse.Namespace) -> int:
         return 2
     workdir.mkdir(parents=True, exist_ok=True)
     options = devcluster.ClusterOptions(
-        metrics_server=not args.no_metrics_server, kube_scheduler=args.kube_scheduler
+        metrics_server=not args.no_metrics_server,
+        kube_scheduler=args.kube_scheduler,
+        # Kueue admits Jobs; without the Job controller an admitted Job never makes a pod.
+        controller_manager=args.controller_manager or args.kueue,
+        kueue=args.kueue,
     )
     cluster = devcluster.DevCluster(workdir, options)
     try:
@@ -107,7 +129,7 @@ def _up(args: argparse.Namespace) -> int:
     print(f"dev cluster up: {cluster.server}")
     print(f"{len(names)} fake node(s), {args.node_cpu} CPU / {args.node_memory} each")
     for component, pid in cluster.running_components().items():
-        print(f"  {component:<15} pid {pid}")
+        print(f"  {component:<24} pid {pid}")
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     return 0
 

@@ -5,10 +5,11 @@ keys), the KWOK controller (fake nodes whose pods go Running at once and finish 
 duration in their ``kwok.wfsched.io/runtime`` annotation; pods that opt in report their
 container resources as a kubelet does, so that ``pods/resize`` works on them, and end as
 OOMKilled when ``memsim`` says so), and optionally metrics-server (fed by KWOK's
-resource-usage emulation) and kube-scheduler (the baseline for benchmarks), all on 127.0.0.1
-with free ports. It writes an admin kubeconfig, waits for readiness, and stops everything by
-process id. The binaries come from ``assets/build.sh``, which builds them from published Go
-modules into a cache outside the repository.
+resource-usage emulation), kube-scheduler (the baseline for benchmarks),
+kube-controller-manager (Jobs make pods) and Kueue (queueing and admission of Jobs), all on
+127.0.0.1 with free ports. It writes an admin kubeconfig, waits for readiness, and stops
+everything by process id. The binaries come from ``assets/build.sh``, which builds them from
+published Go modules into a cache outside the repository.
 
 State lives in one directory (``workdir``): credentials, etcd data, logs, the kubeconfig and
 ``state.json`` (ports and process ids), so ``wfsched dev-cluster down`` can stop a cluster that a
@@ -40,6 +41,7 @@ from typing import IO, TYPE_CHECKING, Any
 import yaml
 
 from scheduler.devtools import httpjson
+from scheduler.devtools import kueue as devcluster_kueue
 from scheduler.devtools import pki as devcluster_pki
 
 if TYPE_CHECKING:
@@ -84,7 +86,26 @@ COMPONENT_BINARIES: Mapping[str, tuple[str, ...]] = {
     "promtool": ("promtool",),
     # No binary: the Prometheus Operator's ServiceMonitor CRD, in the entry's crds/ directory.
     "prometheus-operator-crds": (),
+    "kube-controller-manager": ("kube-controller-manager",),
+    # Kueue's manager; its CRDs and webhook manifests are in the entry's crds/ and webhook/.
+    "kueue": ("kueue",),
 }
+
+OPTIONAL_COMPONENTS = ("kube-controller-manager", "kueue")
+"""Built only when named or needed (``--controller-manager``, ``--kueue``), as in build.sh."""
+
+# Controllers kube-controller-manager runs on the local control plane: Jobs make pods
+# ("job-controller"), owners' deletion removes dependants such as a Job's pods and Kueue's
+# Workloads ("garbage-collector-controller"), finished Jobs with a TTL go away
+# ("ttl-after-finished-controller"), a deleted namespace is emptied ("namespace-controller") and
+# every namespace gets its default ServiceAccount ("serviceaccount-controller").
+CONTROLLER_MANAGER_CONTROLLERS = (
+    "job-controller",
+    "garbage-collector-controller",
+    "ttl-after-finished-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+)
 
 
 class DevClusterError(RuntimeError):
@@ -194,6 +215,10 @@ class ClusterOptions:
     """kube-apiserver ``--max-mutating-requests-inflight``."""
     metric_resolution_s: int = 10
     """metrics-server scrape interval in seconds (its minimum is 10)."""
+    controller_manager: bool = False
+    """Start kube-controller-manager (``CONTROLLER_MANAGER_CONTROLLERS``: Jobs make pods)."""
+    kueue: bool = False
+    """Start Kueue's manager, with its CRDs and webhooks (see ``scheduler.devtools.kueue``)."""
 
 
 GANG_APISERVER_FLAGS: tuple[str, ...] = (
@@ -364,13 +389,12 @@ class DevCluster:
             DevClusterError: a component exited or did not become ready in time; the message
                 includes the tail of its log.
         """
-        components = ["etcd", "kubernetes", "kwok"]
-        if self.options.metrics_server:
-            components.append("metrics-server")
-        self._binaries = locate_binaries(components, build_missing=build_missing)
+        self._binaries = locate_binaries(self._components(), build_missing=build_missing)
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         devcluster_pki.ensure_pki(self.pki.root)
         for name in ("etcd", "etcd-peer", "apiserver", "kwok", "metrics-server", "scheduler"):
+            self._state.ports.setdefault(name, free_port())
+        for name in ("controller-manager", "kueue-webhook", "kueue-health", "kueue-metrics"):
             self._state.ports.setdefault(name, free_port())
         self.write_kubeconfig(self.kubeconfig)
         self._write_kwok_config()
@@ -383,6 +407,12 @@ class DevCluster:
                 self.start_component("metrics-server", deadline=deadline)
             if self.options.kube_scheduler:
                 self.start_component("kube-scheduler", deadline=deadline)
+            if self.options.controller_manager:
+                self.start_component("kube-controller-manager", deadline=deadline)
+            if self.options.kueue:
+                self._install_kueue_crds(deadline)
+                self.start_component("kueue", deadline=deadline)
+                self._register_kueue_webhooks()
         except BaseException:
             self.stop()
             raise
@@ -401,11 +431,7 @@ class DevCluster:
             DevClusterError: it exited or was not ready before ``deadline``.
         """
         if not self._binaries:
-            self._binaries = locate_binaries(
-                ["etcd", "kubernetes", "kwok"]
-                + (["metrics-server"] if self.options.metrics_server else []),
-                build_missing=False,
-            )
+            self._binaries = locate_binaries(self._components(), build_missing=False)
         argv, ready = self._command(name)
         log = self.log_path(name).open("ab")
         with log:
@@ -528,6 +554,17 @@ class DevCluster:
 
     # --- internals -----------------------------------------------------------------------
 
+    def _components(self) -> list[str]:
+        """The cached components this cluster's options need."""
+        components = ["etcd", "kubernetes", "kwok"]
+        if self.options.metrics_server:
+            components.append("metrics-server")
+        if self.options.controller_manager:
+            components.append("kube-controller-manager")
+        if self.options.kueue:
+            components.append("kueue")
+        return components
+
     def _command(self, name: str) -> tuple[list[str], Callable[[], bool]]:
         ports, pki, d = self._state.ports, self.pki, self.workdir
         bins = self._binaries
@@ -640,7 +677,134 @@ class DevCluster:
                 f"--secure-port={ports['scheduler']}",
                 *GANG_SCHEDULER_FLAGS,
             ], lambda: _https_ok(f"https://127.0.0.1:{ports['scheduler']}/healthz")
+        if name == "kube-controller-manager":
+            return [
+                str(bins["kube-controller-manager"]),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports['controller-manager']}",
+                "--leader-elect=false",
+                "--use-service-account-credentials=false",
+                f"--controllers={','.join(CONTROLLER_MANAGER_CONTROLLERS)}",
+                "--kube-api-qps=100",
+                "--kube-api-burst=200",
+            ], lambda: _https_ok(f"https://127.0.0.1:{ports['controller-manager']}/healthz")
+        if name == "kueue":
+            return self._kueue_command()
         raise DevClusterError(f"unknown component {name}")
+
+    def _kueue_command(self) -> tuple[list[str], Callable[[], bool]]:
+        """Kueue's argv (after writing its configuration and certificates) and readiness."""
+        ports = self._state.ports
+        cert_dir = self.pki.root / "kueue-webhook"
+        cert_dir.mkdir(parents=True, exist_ok=True)
+        for src, dst in ((self.pki.serving_crt, "tls.crt"), (self.pki.serving_key, "tls.key")):
+            (cert_dir / dst).write_bytes(src.read_bytes())
+            (cert_dir / dst).chmod(0o600)
+        self._ensure_kueue_metrics_cert()
+        config = self.workdir / "kueue.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                devcluster_kueue.manager_configuration(
+                    webhook_port=ports["kueue-webhook"],
+                    cert_dir=cert_dir,
+                    health_port=ports["kueue-health"],
+                    metrics_port=ports["kueue-metrics"],
+                )
+            )
+        )
+        argv = [
+            str(self._binaries["kueue"]),
+            f"--config={config}",
+            f"--kubeconfig={self.kubeconfig}",
+            f"--feature-gates={devcluster_kueue.FEATURE_GATES}",
+            "--zap-log-level=info",
+        ]
+
+        def ready() -> bool:
+            return _http_ok(f"http://127.0.0.1:{ports['kueue-health']}/readyz") and _tls_listening(
+                ports["kueue-webhook"]
+            )
+
+        return argv, ready
+
+    def _ensure_kueue_metrics_cert(self) -> None:
+        """Put a serving certificate where Kueue looks for its metrics certificate.
+
+        Raises:
+            DevClusterError: the fixed directory is missing the files and cannot be written.
+        """
+        target = devcluster_kueue.METRICS_CERT_DIR
+        if (target / "tls.crt").is_file() and (target / "tls.key").is_file():
+            return
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            for src, dst in ((self.pki.serving_crt, "tls.crt"), (self.pki.serving_key, "tls.key")):
+                scratch = target / f".{dst}.{os.getpid()}"
+                scratch.write_bytes(src.read_bytes())
+                scratch.chmod(0o600)
+                scratch.replace(target / dst)
+        except OSError as exc:
+            raise DevClusterError(
+                f"Kueue reads its metrics certificate from {target} (fixed in Kueue); "
+                f"it cannot be written here ({exc}): create tls.crt and tls.key there"
+            ) from exc
+
+    def _install_kueue_crds(self, deadline: float) -> None:
+        """Create Kueue's namespace and CRDs (conversion through its webhook); wait Established.
+
+        Raises:
+            DevClusterError: a CRD is not Established before ``deadline``.
+        """
+        admin = self.admin()
+        admin.apply(
+            "/api/v1/namespaces",
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": devcluster_kueue.NAMESPACE},
+            },
+        )
+        root = self._binaries["kueue:root"]
+        crds = devcluster_kueue.crd_documents(
+            (root / "crds").glob("*.yaml"),
+            conversion_url=f"https://127.0.0.1:{self._state.ports['kueue-webhook']}/convert",
+            ca_bundle_b64=devcluster_kueue.ca_bundle(self.pki.ca_crt),
+        )
+        path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        for crd in crds:
+            admin.apply(path, crd)
+        pending = {crd["metadata"]["name"] for crd in crds}
+        while pending:
+            for name in sorted(pending):
+                status, body = admin.request("GET", f"{path}/{name}")
+                conditions = (
+                    ((body.get("status") or {}).get("conditions") or []) if status == 200 else []
+                )
+                if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+                    pending.discard(name)
+            if pending and time.monotonic() > deadline:
+                raise DevClusterError(f"Kueue CRDs not Established in time: {sorted(pending)}")
+            time.sleep(0.2)
+
+    def _register_kueue_webhooks(self) -> None:
+        """Point Kueue's admission webhooks at the manager on 127.0.0.1."""
+        admin = self.admin()
+        manifests = (self._binaries["kueue:root"] / "webhook" / "manifests.yaml").read_text()
+        configs = devcluster_kueue.webhook_configurations(
+            manifests,
+            base_url=f"https://127.0.0.1:{self._state.ports['kueue-webhook']}",
+            ca_bundle_b64=devcluster_kueue.ca_bundle(self.pki.ca_crt),
+        )
+        for config in configs:
+            plural = (
+                "mutatingwebhookconfigurations"
+                if config["kind"] == "MutatingWebhookConfiguration"
+                else "validatingwebhookconfigurations"
+            )
+            admin.apply(f"/apis/admissionregistration.k8s.io/v1/{plural}", config)
 
     def _apiserver_ready(self) -> bool:
         admin = self.admin()
@@ -773,6 +937,18 @@ def _http_ok(url: str) -> bool:
         return conn.getresponse().status == 200
     finally:
         conn.close()
+
+
+def _tls_listening(port: int) -> bool:
+    """Whether something completes a TLS handshake on 127.0.0.1:``port``."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=2) as sock,
+        context.wrap_socket(sock),
+    ):
+        return True
 
 
 def _https_ok(url: str) -> bool:

@@ -92,6 +92,19 @@ NEXTFLOW_TASK_NAME_LABEL: Final = "nextflow.io/taskName"
 NEXTFLOW_QUEUE_LABEL: Final = "nextflow.io/queue"
 """Label: the ``queue`` directive, when set."""
 
+# --- Snakemake (snakemake-executor-plugin-kubernetes) -----------------------------------------
+
+JOB_NAME_LABEL: Final = "batch.kubernetes.io/job-name"
+"""Label the Job controller puts on a Job's pods: the Job's name."""
+SNAKEMAKE_JOB_PREFIX: Final = "snakejob-"
+"""Prefix of the names of the Jobs Snakemake's Kubernetes executor submits."""
+SNAKEMAKE_RUN_LABEL: Final = "snakemake.wfsched.io/run"
+"""Derived label: the Snakemake invocation (read from the pod's command and env by wfsched)."""
+SNAKEMAKE_RULE_LABEL: Final = "snakemake.wfsched.io/rule"
+"""Derived label: the rule of the Snakemake job (its ``--allowed-rules``)."""
+SNAKEMAKE_WORKFLOW_LABEL: Final = "snakemake.wfsched.io/workflow"
+"""Derived label: the Snakefile's identity (checksum of its deployed source archive)."""
+
 # --- Argo Workflows ---------------------------------------------------------------------------
 
 ARGO_WORKFLOW_LABEL: Final = "workflows.argoproj.io/workflow"

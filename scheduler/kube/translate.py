@@ -14,6 +14,7 @@ from typing import Any
 
 from scheduler.core import cluster, constraints, podrequest, resources
 from scheduler.core.podfacts import PodFacts, Problem
+from scheduler.kube import snakemake
 
 _ZERO = resources.Resources()
 
@@ -271,7 +272,7 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
             if isinstance(g, Mapping)
         ),
         scheduling_group=_pod_group_name(spec.get("schedulingGroup"), problems),
-        labels=_string_map(meta.get("labels"), "metadata.labels", problems),
+        labels=_pod_labels(meta, containers, problems),
         annotations=_string_map(meta.get("annotations"), "metadata.annotations", problems),
         created=_timestamp(meta.get("creationTimestamp")),
         resource_version=str(meta.get("resourceVersion") or ""),
@@ -352,6 +353,16 @@ def slim_pod_group(obj: dict[str, Any]) -> dict[str, Any]:
     if isinstance(spec, Mapping):
         out["spec"] = {"schedulingPolicy": spec.get("schedulingPolicy")}
     return out
+
+
+def _pod_labels(
+    meta: Mapping[str, Any], containers: Sequence[Any], problems: list[Problem]
+) -> dict[str, str]:
+    """The pod's labels, plus those derived from a Snakemake job's command (pod's own win)."""
+    labels = _string_map(meta.get("labels"), "metadata.labels", problems)
+    if snakemake.is_snakemake_pod(labels):
+        return {**snakemake.derived_labels(containers), **labels}
+    return labels
 
 
 def _termination_reason(
@@ -472,6 +483,11 @@ def _slim_container_status(raw: Any) -> Any:
     return slim
 
 
+def _is_snakemake(meta: Any) -> bool:
+    labels = meta.get("labels") if isinstance(meta, Mapping) else None
+    return isinstance(labels, Mapping) and snakemake.is_snakemake_pod(labels)
+
+
 def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
     """Return the parts of a pod that ``pod_facts`` reads; never raises.
 
@@ -486,6 +502,11 @@ def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
         for name in ("containers", "initContainers"):
             if name in spec:
                 slim_spec[name] = _pick_each(spec[name], _CONTAINER)
+        if "containers" in spec and _is_snakemake(pod.get("metadata")):
+            # The run and rule of a Snakemake job are read from its command and env.
+            slim_spec["containers"] = _pick_each(
+                spec["containers"], (*_CONTAINER, *snakemake.CONTAINER_FIELDS)
+            )
         affinity = spec.get("affinity")
         if isinstance(affinity, Mapping):
             slim_spec["affinity"] = {}

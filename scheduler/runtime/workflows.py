@@ -19,7 +19,10 @@ key                                    where       meaning
 
 Recognised out of the box: Nextflow (``nextflow.io/runName``, ``nextflow.io/processName``),
 Argo Workflows (``workflows.argoproj.io/workflow`` label, ``node-name``/``node-id``
-annotations) and CWS per-execution scheduler names (``<name>-<execution>``). Pods without any
+annotations), Snakemake's Kubernetes executor (labels derived from its jobs' command, see
+``scheduler.kube.snakemake``) and CWS per-execution scheduler names (``<name>-<execution>``).
+Snakemake sends no DAG: the rule order is learned from the order in which its jobs appear
+(see ``WorkflowRegistry``). Pods without any
 of these are singleton workflows. Run ids are qualified by namespace.
 
 Everything here is pure and owned by the decision thread. Malformed values are reported as
@@ -44,6 +47,9 @@ MAX_DEPENDENCIES = 10_000
 MAX_LEARNED_WORKFLOWS = 1000
 """Workflow names whose step edges are kept (least recently used beyond that are dropped)."""
 
+INFERRED_ORDER_ENGINES = frozenset({"snakemake"})
+"""Engines that declare no dependencies; their step order is inferred (``WorkflowRegistry``)."""
+
 _ARGO_INDEX = re.compile(r"\(\d+(:[^)]*)?\)$")
 
 
@@ -54,7 +60,7 @@ class TaskLabels:
     Attributes:
         run: Namespace-qualified run id.
         workflow_name: Stable name of the workflow (for learning across runs), or ``""``.
-        engine: ``wfsched``, ``nextflow``, ``argo``, ``cws`` or ``none``.
+        engine: ``wfsched``, ``nextflow``, ``argo``, ``snakemake``, ``cws`` or ``none``.
         step: Abstract task name.
         task_id: Task id within the run.
         depends_on: Task ids this task waits for.
@@ -109,6 +115,12 @@ def read_task_labels(
         if not step and node_name:
             step = _ARGO_INDEX.sub("", node_name.split(".")[-1]) or node_name
         task_id = task_id or notes.get(keys.ARGO_NODE_ID_ANNOTATION, "")
+    elif labels.get(keys.SNAKEMAKE_RUN_LABEL):
+        engine, run_raw = "snakemake", labels[keys.SNAKEMAKE_RUN_LABEL]
+        step = step or labels.get(keys.SNAKEMAKE_RULE_LABEL, "")
+        workflow_name = workflow_name or labels.get(keys.SNAKEMAKE_WORKFLOW_LABEL, "")
+    # A Snakemake job's rule is its step also when wfsched.io/ labels name the run.
+    step = step or labels.get(keys.SNAKEMAKE_RULE_LABEL, "")
     if not run_raw and execution_prefix and facts.scheduler_name.startswith(execution_prefix):
         engine, run_raw = "cws", facts.scheduler_name[len(execution_prefix) :]
     if not run_raw:
@@ -283,6 +295,10 @@ class _RunState:
     """Created through ``ensure_run`` by an owner (the CWS API) that forgets it itself."""
     idle_since: float | None = None
     """When ``evict_idle`` first found the run without active tasks (``None``: active)."""
+    last_finished_step: str = ""
+    """Step of the task that finished successfully last (runs whose order is inferred)."""
+    steps_seen: set[str] = field(default_factory=set)
+    """Steps with a task seen so far (runs whose order is inferred)."""
 
 
 class WorkflowRegistry:
@@ -292,6 +308,10 @@ class WorkflowRegistry:
       in the run; unknown ids count as finished) and learns step edges for the workflow name.
     * ``apply_dag_document`` merges a run's DAG ConfigMap; a bad one is refused whole.
     * A new run of a workflow name starts with every step edge learned from earlier runs.
+    * Engines that send no dependencies (``INFERRED_ORDER_ENGINES``: Snakemake submits a job
+      only once its inputs exist) get their step order inferred: when the first task of a
+      step appears, the step of the task that finished last before it is taken as its parent
+      (its most likely trigger). An edge that would close a cycle is ignored.
 
     Memory is bounded: runs learned from pods are dropped by ``evict_idle`` once they have had
     no active task for a while (the caller says which runs are active); runs created through
@@ -374,6 +394,8 @@ class WorkflowRegistry:
         dag = state.dag
         if labels.dag_ref and state.dag_ref is None:
             state.dag_ref = labels.dag_ref
+        if labels.engine in INFERRED_ORDER_ENGINES:
+            self._infer_step_order(state, labels.step)
         dag.add_task(labels.task_id, labels.step)
         state.tasks.add(labels.task_id)
         problems: list[podfacts.Problem] = []
@@ -391,6 +413,21 @@ class WorkflowRegistry:
                     if src != labels.step:
                         learned.add((src, labels.step))
         return problems
+
+    def _infer_step_order(self, state: _RunState, step: str) -> None:
+        """Take the last finished step as the parent of ``step`` when it first appears."""
+        if step in state.steps_seen:
+            return
+        state.steps_seen.add(step)
+        parent = state.last_finished_step
+        if not parent or parent == step:
+            return
+        try:
+            state.dag.add_step_edges([(parent, step)])
+        except errors.DagError:
+            return
+        if state.workflow_name:
+            self._learned_edges_of(state.workflow_name).add((parent, step))
 
     def pending_dag_refs(self) -> list[tuple[workflow.RunId, tuple[str, str]]]:
         """Runs whose DAG ConfigMap is referenced but not loaded yet."""
@@ -446,7 +483,10 @@ class WorkflowRegistry:
         runtime_s: float | None,
     ) -> None:
         """Count a finished task of the run (F, runtimes for critical-path)."""
-        dag = self._state(labels.run, labels.workflow_name).dag
+        state = self._state(labels.run, labels.workflow_name)
+        if success:
+            state.last_finished_step = labels.step
+        dag = state.dag
         dag.record_finished(
             labels.step, success=success, runtime_s=runtime_s, input_size=labels.input_size
         )

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Build the local control plane (etcd, kube-apiserver, kube-scheduler, KWOK, metrics-server,
-# helm, promtool, and the Prometheus Operator's ServiceMonitor CRD) from published Go modules
-# into a cache outside the repository.
+# helm, promtool, and the Prometheus Operator's ServiceMonitor CRD; when named,
+# kube-controller-manager and Kueue) from published Go modules into a cache outside the
+# repository.
 #
-#   scheduler/devtools/assets/build.sh [COMPONENT ...]            (default: all components)
+#   scheduler/devtools/assets/build.sh [COMPONENT ...]            (default: all components
+#                                                                    but the optional ones)
 #   scheduler/devtools/assets/build.sh --dry-run [COMPONENT ...]  (check names, say what would
 #                                                                    be built; build nothing)
 #   scheduler/devtools/assets/build.sh --print-dir COMPONENT
@@ -34,6 +36,8 @@ export GOFLAGS="${GOFLAGS:-} -trimpath"
 cache_root="${WFSCHED_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wfsched}/controlplane"
 go_version=$(go env GOVERSION)
 all_components=(etcd kubernetes kwok metrics-server helm promtool prometheus-operator-crds)
+# Built only when named (not by a bare build.sh): only the tests that start them need them.
+optional_components=(kube-controller-manager kueue)
 
 component_version() {
   case "$1" in
@@ -44,7 +48,10 @@ component_version() {
     helm) echo "$HELM_VERSION" ;;
     promtool) echo "$PROMETHEUS_VERSION" ;;
     prometheus-operator-crds) echo "$PROMETHEUS_OPERATOR_VERSION" ;;
-    *) echo "unknown component: $1 (known: ${all_components[*]})" >&2; return 2 ;;
+    kube-controller-manager) echo "$K8S_VERSION" ;;
+    kueue) echo "$KUEUE_VERSION" ;;
+    *) echo "unknown component: $1 (known: ${all_components[*]} ${optional_components[*]})" >&2
+       return 2 ;;
   esac
 }
 
@@ -182,6 +189,48 @@ build_prometheus_operator_crds() {
   cp "$module_dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" \
     "$out/../crds/"
   chmod -R u+w "$out/../crds"
+}
+
+build_kube_controller_manager() {
+  local out=$1 work upstream_mod minor staging stamp
+  new_scratch; work=$REPLY
+  minor=$(cut -d. -f2 <<<"$K8S_VERSION")
+  staging="v0.${K8S_VERSION#v1.}"
+  # The same wrapper module as build_kubernetes (kept separate so that the apiserver and
+  # scheduler entry stays cached): staging modules replaced with their published v0.Y.Z tags.
+  upstream_mod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["GoMod"])')
+  {
+    printf 'module wfsched.local/kcm-build\n\ngo 1.26.0\n\n'
+    grep -E '^godebug ' "$upstream_mod" || true
+    printf '\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$K8S_VERSION"
+    sed -n -E "s#^[[:space:]]*(k8s\.io/[a-z0-9-]+) => \./staging/.*#\t\1 => \1 $staging#p" "$upstream_mod"
+    printf ')\n'
+  } > "$work/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-controller-manager"\n' > "$work/tools.go"
+  (cd "$work" && go mod tidy)
+  stamp=""
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    stamp+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+    stamp+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  (cd "$work" && go build -ldflags "-s -w$stamp" -o "$out/" \
+    k8s.io/kubernetes/cmd/kube-controller-manager)
+}
+
+build_kueue() {
+  local out=$1 module_dir
+  # Kueue's go.mod has no replace directives, so its manager installs straight from the module.
+  GOBIN="$out" go install \
+    -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION" \
+    "sigs.k8s.io/kueue/cmd/kueue@$KUEUE_VERSION"
+  # The CRDs and the webhook configurations of this exact release, from the same module.
+  module_dir=$(go mod download -json "sigs.k8s.io/kueue@$KUEUE_VERSION" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+  mkdir -p "$out/../crds" "$out/../webhook"
+  cp "$module_dir"/config/components/crd/bases/*.yaml "$out/../crds/"
+  cp "$module_dir/config/components/webhook/manifests.yaml" "$out/../webhook/"
+  chmod -R u+w "$out/../crds" "$out/../webhook"
 }
 
 # --- driver ---------------------------------------------------------------------------------
