@@ -157,6 +157,7 @@ class Daemon:
                 on_restart=count_restart,
                 transform=kube_translate.slim_pod,
                 store=kube_translate.stored_pod,
+                arrival_clock=time.monotonic,  # the loop's clock: per-stage latency metrics
             ),
             kube_informer.Informer(
                 self.kube,

@@ -37,8 +37,54 @@ _LATENCY_BUCKETS = (
     1800.0,
 )
 _CYCLE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Per-stage latencies: from tens of microseconds (a queue hand-over) to minutes (queue wait).
+_STAGE_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+)
 # predicted / observed peak memory: 1.0 is perfect, below 1.0 an under-prediction (OOM risk).
 _RATIO_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+POD_STAGES = (
+    "watch_delivery",
+    "event_queue",
+    "queue_wait",
+    "cycle",
+    "bind_pool_wait",
+    "rate_limiter_wait",
+    "bind_call",
+    "bind_report",
+)
+"""Values of ``wfsched_pod_stage_duration_seconds{stage}``, in the order a pod passes them:
+
+- ``watch_delivery``: the pod's ``creationTimestamp`` to its watch event reaching the daemon
+  (the timestamp has whole seconds: an upper bound, up to 1 s too high);
+- ``event_queue``: the watch event's arrival to the decision thread handling it;
+- ``queue_wait``: the task entering the scheduling queue to the cycle that places it (includes
+  waiting for room on a node);
+- ``cycle``: the duration of the cycle that placed the pod (once per placed pod);
+- ``bind_pool_wait``: the placement to a bind worker starting on it;
+- ``rate_limiter_wait``: time the Binding (and resize) waited for client rate-limiter tokens;
+- ``bind_call``: the Binding request itself, rate-limiter wait excluded;
+- ``bind_report``: the bind worker's outcome to the decision thread handling it.
+"""
 
 QUEUE_STATES = ("active", "backoff", "unschedulable", "gated", "batch", "set_aside")
 """Values of ``wfsched_pending_tasks{queue}``."""
@@ -83,6 +129,17 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.pod_stage_duration = Histogram(
+            "wfsched_pod_stage_duration_seconds",
+            "Time a pod spends in each stage from its creation to its binding, by stage "
+            "(watch_delivery, event_queue, queue_wait, cycle, bind_pool_wait, "
+            "rate_limiter_wait, bind_call, bind_report).",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        for stage in POD_STAGES:
+            self.pod_stage_duration.labels(stage=stage)
         self.binding_duration = Histogram(
             "wfsched_binding_duration_seconds",
             "Latency of the Binding API call.",
