@@ -13,6 +13,9 @@ bound, running and finished. From those stamps, per task:
 - ``engine``: the last parent seen finished to the task's pod seen created (the replay driver
   polls every 0.25 s: the workflow engine's share, the same for both schedulers);
 - ``created->bound``: what the scheduler adds (including waiting for room on a node);
+- ``placement (room free)``: ``created->bound`` of the pods that, when seen created, had no
+  earlier pod still waiting and fitted on some node by the observer's own accounting (requests
+  of pods seen bound and not yet seen finished): the scheduler's pure overhead, no queueing;
 - ``bound->running`` and ``run overrun`` (running to finished minus the nominal runtime): the
   fake kubelet's share;
 - ``refill``: a pod seen finished while other pods waited, to the next pod seen bound (how
@@ -41,12 +44,20 @@ from typing import Any
 
 from prometheus_client import parser as prom_parser
 
+from scheduler.core import resources as core_resources
 from scheduler.devtools import devcluster, replay, simulate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wfinstances"
 DEFAULT_INSTANCES = ("nextflow-rnaseq.json",)
 STAGE_METRIC = "wfsched_pod_stage_duration_seconds"
-EXTERNAL_STAGES = ("engine", "created->bound", "bound->running", "run overrun", "refill")
+EXTERNAL_STAGES = (
+    "engine",
+    "created->bound",
+    "placement (room free)",
+    "bound->running",
+    "run overrun",
+    "refill",
+)
 
 
 @dataclass
@@ -131,8 +142,16 @@ class PodObserver:
                 times.running = now
 
 
-def task_stages(plan: replay.ReplayPlan, pods: Mapping[str, PodTimes]) -> dict[str, list[float]]:
-    """The observer's per-task stages (see the module docstring) for one finished replay."""
+def task_stages(
+    plan: replay.ReplayPlan,
+    pods: Mapping[str, PodTimes],
+    node_room: tuple[int, int] | None = None,
+) -> dict[str, list[float]]:
+    """The observer's per-task stages (see the module docstring) for one finished replay.
+
+    ``node_room`` is every node's (CPU millis, memory bytes); without it the ``placement (room
+    free)`` stage stays empty.
+    """
     by_id = {task.id: task for task in plan.tasks}
     stages: dict[str, list[float]] = {name: [] for name in EXTERNAL_STAGES}
     for task in plan.tasks:
@@ -145,6 +164,8 @@ def task_stages(plan: replay.ReplayPlan, pods: Mapping[str, PodTimes]) -> dict[s
         stages["created->bound"].append(times.bound - times.created)
         stages["bound->running"].append(times.running - times.bound)
         stages["run overrun"].append(times.finished - times.running - task.runtime_s)
+    if node_room is not None:
+        stages["placement (room free)"] = _placement_with_room(plan, pods, node_room)
     binds = sorted(t.bound for t in pods.values())
     for times in pods.values():
         finished = times.finished
@@ -153,6 +174,36 @@ def task_stages(plan: replay.ReplayPlan, pods: Mapping[str, PodTimes]) -> dict[s
         if waiting and later:
             stages["refill"].append(later[0] - finished)
     return {name: [v for v in values if math.isfinite(v)] for name, values in stages.items()}
+
+
+def _placement_with_room(
+    plan: replay.ReplayPlan, pods: Mapping[str, PodTimes], node_room: tuple[int, int]
+) -> list[float]:
+    """``created->bound`` of pods that found no queue and room on a node when created."""
+    tasks = [t for t in plan.tasks if t.pod_name in pods]
+    found: list[float] = []
+    for task in tasks:
+        mine = pods[task.pod_name]
+        at = mine.created
+        if any(
+            pods[o.pod_name].created < at <= pods[o.pod_name].bound for o in tasks if o is not task
+        ):
+            continue  # an earlier pod was still waiting: this one queued behind it
+        used: dict[str, list[int]] = {}
+        for other in tasks:
+            times = pods[other.pod_name]
+            if times.bound <= at < times.finished and times.node:
+                room = used.setdefault(times.node, [0, 0])
+                room[0] += other.cpu_millis
+                room[1] += other.memory_bytes
+        nodes = {t.node for t in pods.values() if t.node}
+        if any(
+            used.get(n, [0, 0])[0] + task.cpu_millis <= node_room[0]
+            and used.get(n, [0, 0])[1] + task.memory_bytes <= node_room[1]
+            for n in nodes
+        ):
+            found.append(mine.bound - at)
+    return found
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -203,6 +254,7 @@ def replay_once(
     instance: simulate.Instance,
     scheduler_name: str,
     time_scale: float,
+    node_room: tuple[int, int],
 ) -> tuple[float, dict[str, list[float]]]:
     """Replay ``instance`` in a fresh namespace; return the makespan and the observed stages."""
     namespace = f"lat-{uuid.uuid4().hex[:8]}"
@@ -222,7 +274,7 @@ def replay_once(
     finally:
         observer.stop()
     assert progress.makespan_s is not None
-    return progress.makespan_s, task_stages(plan, observer.pods)
+    return progress.makespan_s, task_stages(plan, observer.pods, node_room)
 
 
 def _print_table(records: Sequence[RunRecord]) -> None:
@@ -244,7 +296,8 @@ def _print_table(records: Sequence[RunRecord]) -> None:
         print(f"{stage:<22}" + "".join(f"{c:>30}" for c in cells))
     daemon = [r for r in records if r.daemon_stages]
     if daemon:
-        print(f"\n{'wfsched stage (ms)':<22}{'p50':>10}{'p90':>10}{'p99':>10}{'count':>8}  (per run)")
+        header = "".join(f"{k:>10}" for k in ("p50", "p90", "p99"))
+        print(f"\n{'wfsched stage (ms)':<22}{header}{'count':>8}  (per run)")
         for record in daemon:
             for stage, row in record.daemon_stages.items():
                 print(
@@ -300,8 +353,33 @@ def main(argv: list[str] | None = None) -> int:
             cluster.stop()
     _print_table(records)
     if args.json:
-        print(json.dumps([r.__dict__ for r in records]))
+        print(json.dumps(_summary(records)))
     return 0
+
+
+def _room(args: argparse.Namespace) -> tuple[int, int]:
+    return (
+        core_resources.cpu_millis(args.node_cpu),
+        core_resources.integer_value(args.node_memory),
+    )
+
+
+def _summary(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """Makespans and per-stage p50/p90/p99 of every run (seconds), for ``--json``."""
+    return [
+        {
+            "scheduler": r.scheduler,
+            "instance": r.instance,
+            "makespan_s": r.makespan_s,
+            "stages": {
+                stage: {f"p{round(q * 100)}": quantile(v, q) for q in (0.5, 0.9, 0.99)}
+                | {"count": len(v)}
+                for stage, v in r.stages.items()
+            },
+            "daemon_stages": r.daemon_stages,
+        }
+        for r in records
+    ]
 
 
 def _run(
@@ -314,7 +392,7 @@ def _run(
 ) -> RunRecord:
     if label == "kube-scheduler":
         makespan, stages = replay_once(
-            cluster, kube, instance, "default-scheduler", args.time_scale
+            cluster, kube, instance, "default-scheduler", args.time_scale, _room(args)
         )
         return RunRecord(label, instance.name, makespan, stages)
     daemon = devcluster.LocalDaemon(
@@ -323,7 +401,7 @@ def _run(
     daemon.start()
     try:
         makespan, stages = replay_once(
-            cluster, kube, instance, "workflow-scheduler", args.time_scale
+            cluster, kube, instance, "workflow-scheduler", args.time_scale, _room(args)
         )
         with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/metrics", timeout=10) as r:
             text = r.read().decode()

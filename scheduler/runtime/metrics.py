@@ -86,6 +86,22 @@ POD_STAGES = (
 - ``bind_report``: the bind worker's outcome to the decision thread handling it.
 """
 
+BIND_ERROR_REASONS = (
+    "conflict",
+    "not_found",
+    "forbidden",
+    "invalid",
+    "throttled",
+    "server_error",
+    "unavailable",
+    "other",
+    "not_leader",
+)
+WATCH_RESTART_REASONS = ("expired", "error", "timeout")
+EVENT_OUTCOMES = ("sent", "failed", "dropped", "queue_full", "coalesced", "closed")
+"""Fixed label values, exported at zero from the start so every dashboard panel has series
+(a rate over a counter that never moved is 0, not "no data")."""
+
 QUEUE_STATES = ("active", "backoff", "unschedulable", "gated", "batch", "set_aside")
 """Values of ``wfsched_pending_tasks{queue}``."""
 
@@ -153,12 +169,16 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        for reason in BIND_ERROR_REASONS:
+            self.bind_errors.labels(reason=reason)
         self.resizes = Counter(
             "wfsched_resize_requests",
             "In-place memory resizes before binding, by result (applied, refused, error).",
             ["result"],
             registry=r,
         )
+        for result in ("applied", "refused", "error"):
+            self.resizes.labels(result=result)
         self.prediction_ratio = Histogram(
             "wfsched_memory_prediction_ratio",
             "Predicted memory over observed peak memory of finished tasks, by predictor.",
@@ -197,6 +217,7 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.input_errors.labels(kind="dag")
         self.events = Counter(
             "wfsched_events",
             "Kubernetes Events by type and outcome (sent, failed, dropped by the rate limiter, "
@@ -204,12 +225,17 @@ class Metrics:
             ["type", "outcome"],
             registry=r,
         )
+        for event_type in ("Normal", "Warning"):
+            for outcome in EVENT_OUTCOMES:
+                self.events.labels(type=event_type, outcome=outcome)
         self.watch_restarts = Counter(
             "wfsched_watch_restarts",
             "Watch restarts, by reason (expired, error, timeout).",
             ["reason"],
             registry=r,
         )
+        for reason in WATCH_RESTART_REASONS:
+            self.watch_restarts.labels(reason=reason)
         self.cycle_errors = Counter(
             "wfsched_cycle_errors",
             "Scheduling cycles that raised, by what was done (task_set_aside: the task that "
