@@ -21,10 +21,18 @@ bound, running and finished. From those stamps, per task:
 - ``refill``: a pod seen finished while other pods waited, to the next pod seen bound (how
   fast freed room is used again).
 
-For wfsched, the daemon's own per-stage histograms (``wfsched_pod_stage_duration_seconds``,
+For wfsched, the daemon's garbage-collection pauses (``wfsched_gc_pause_seconds``) and its own
+per-stage histograms (``wfsched_pod_stage_duration_seconds``,
 scraped from its ``/metrics`` at the end of each run) split ``created->bound`` further: watch
 delivery, event queue, queue wait, cycle, bind pool wait, rate-limiter wait, bind call, bind
 report. Quantiles from histograms are interpolated within buckets, as ``histogram_quantile``.
+
+``--arrival 20,200`` measures the latency tail instead (issue 18's figure): on
+``--arrival-nodes`` large nodes, ``--arrival-pods`` single pods are created at each rate (eight
+creating threads keep the pace) while one scheduler runs, both schedulers alternating with the
+same client budget (``--qps``/``--burst``; kube-scheduler's raised through its configuration);
+the latency is each create call's return to the observer seeing the pod bound, and for wfsched
+the daemon's stage histograms show where its tail comes from.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +59,7 @@ from scheduler.devtools import devcluster, replay, simulate
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wfinstances"
 DEFAULT_INSTANCES = ("nextflow-rnaseq.json",)
 STAGE_METRIC = "wfsched_pod_stage_duration_seconds"
+GC_METRIC = "wfsched_gc_pause_seconds"
 EXTERNAL_STAGES = (
     "engine",
     "created->bound",
@@ -318,7 +328,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategy", default="fifo-roundrobin")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print one JSON document at the end")
+    parser.add_argument("--arrival", default="", help="pods/s rates, e.g. 20,200: the tail mode")
+    parser.add_argument("--arrival-pods", type=int, default=1000)
+    parser.add_argument("--arrival-nodes", type=int, default=100)
+    parser.add_argument("--qps", type=int, default=500, help="client QPS of both (tail mode)")
+    parser.add_argument("--burst", type=int, default=1000, help="client burst of both (tail mode)")
     args = parser.parse_args(argv)
+    if args.arrival:
+        return arrival_main(args)
     paths = args.instances or [DATA / name for name in DEFAULT_INSTANCES]
     instances = [simulate.load_instance(path) for path in paths]
     records: list[RunRecord] = []
@@ -355,6 +372,169 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(_summary(records)))
     return 0
+
+
+def _single_pod(name: str, scheduler_name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "annotations": {devcluster.RUNTIME_ANNOTATION: "2s"}},
+        "spec": {
+            "schedulerName": scheduler_name,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                }
+            ],
+        },
+    }
+
+
+def arrival_run(
+    cluster: devcluster.DevCluster, kube: Any, scheduler_name: str, pods: int, rate: float
+) -> list[float]:
+    """Create ``pods`` pods at ``rate`` per second; return each one's create-to-bound seconds."""
+    namespace = f"arr-{uuid.uuid4().hex[:8]}"
+    cluster.admin().apply(
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+    )
+    observer = PodObserver(kube, namespace)
+    observer.start()
+    time.sleep(0.5)
+    created: dict[str, float] = {}
+    began = time.time() + 0.2
+
+    def create(i: int) -> None:
+        delay = began + i / rate - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        name = f"p{i:05d}"
+        kube.create_pod(namespace, _single_pod(name, scheduler_name))
+        created[name] = time.time()
+
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(create, range(pods)))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if all(math.isfinite(observer.pods.get(n, PodTimes()).bound) for n in created):
+                break
+            time.sleep(0.2)
+    finally:
+        observer.stop()
+    return [
+        max(0.0, observer.pods[n].bound - t)
+        for n, t in created.items()
+        if n in observer.pods and math.isfinite(observer.pods[n].bound)
+    ]
+
+
+def arrival_main(args: argparse.Namespace) -> int:
+    """The latency tail at each ``--arrival`` rate, both schedulers (see the module docstring)."""
+    from scheduler.kube import client
+
+    rates = [float(r) for r in args.arrival.split(",") if r]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="wfsched-latency-") as scratch:
+        workdir = Path(scratch)
+        cluster = devcluster.DevCluster(
+            workdir / "cluster",
+            devcluster.ClusterOptions(
+                metrics_server=False,
+                kube_scheduler=True,
+                kube_scheduler_qps=args.qps,
+                kube_scheduler_burst=args.burst,
+            ),
+        )
+        cluster.start(build_missing=True)
+        try:
+            cluster.create_nodes(args.arrival_nodes, cpu="32", memory="256Gi", pods=110)
+            cluster.stop_component("kube-scheduler")
+            kube = client.KubeClient.connect(
+                str(cluster.kubeconfig), qps=2000, burst=4000, pool_size=16
+            )
+            for round_no in range(args.rounds):
+                for rate in rates:
+                    order = ["kube-scheduler", "wfsched"]
+                    if round_no % 2:
+                        order.reverse()
+                    for label in order:
+                        row = _arrival_one(cluster, kube, workdir, label, rate, args)
+                        rows.append(row | {"round": round_no + 1})
+                        lat = row["latencies"]
+                        print(
+                            f"round {round_no + 1} {rate:g} pods/s {label:<15} n={len(lat)} "
+                            f"p50 {quantile(lat, 0.5) * 1000:.0f} ms "
+                            f"p90 {quantile(lat, 0.9) * 1000:.0f} ms "
+                            f"p99 {quantile(lat, 0.99) * 1000:.0f} ms",
+                            flush=True,
+                        )
+                        for stage, q in row["daemon_stages"].items():
+                            print(
+                                f"    {stage:<22}"
+                                + " ".join(f"{k} {q[k] * 1000:8.2f}" for k in ("p50", "p99"))
+                            )
+        finally:
+            cluster.stop()
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {k: v for k, v in r.items() if k != "latencies"}
+                    | {f"p{p}": quantile(r["latencies"], p / 100) for p in (50, 90, 99)}
+                    for r in rows
+                ]
+            )
+        )
+    return 0
+
+
+def _arrival_one(
+    cluster: devcluster.DevCluster,
+    kube: Any,
+    workdir: Path,
+    label: str,
+    rate: float,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"scheduler": label, "rate": rate, "daemon_stages": {}}
+    if label == "kube-scheduler":
+        cluster.start_component("kube-scheduler")
+        try:
+            row["latencies"] = arrival_run(
+                cluster, kube, "default-scheduler", args.arrival_pods, rate
+            )
+        finally:
+            cluster.stop_component("kube-scheduler")
+        return row
+    daemon = devcluster.LocalDaemon(
+        cluster.kubeconfig,
+        workdir,
+        policy=args.strategy,
+        qps=args.qps,
+        burst=args.burst,
+        bind_workers=16,
+        lease={"enabled": False},
+        log_level="warning",
+    )
+    daemon.start()
+    try:
+        row["latencies"] = arrival_run(cluster, kube, "workflow-scheduler", args.arrival_pods, rate)
+        with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    finally:
+        daemon.stop()
+    row["daemon_stages"] = histogram_quantiles(text, STAGE_METRIC, "stage", (0.5, 0.9, 0.99))
+    for generation, q in histogram_quantiles(
+        text, GC_METRIC, "generation", (0.5, 0.9, 0.99)
+    ).items():
+        row["daemon_stages"][f"gc pause gen{generation}"] = q
+    return row
 
 
 def _room(args: argparse.Namespace) -> tuple[int, int]:
@@ -408,6 +588,10 @@ def _run(
     finally:
         daemon.stop()
     daemon_stages = histogram_quantiles(text, STAGE_METRIC, "stage", (0.5, 0.9, 0.99))
+    for generation, row in histogram_quantiles(
+        text, GC_METRIC, "generation", (0.5, 0.9, 0.99)
+    ).items():
+        daemon_stages[f"gc pause gen{generation}"] = row
     return RunRecord(f"wfsched {args.strategy}", instance.name, makespan, stages, daemon_stages)
 
 

@@ -38,6 +38,7 @@ while metrics-server is absent.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import random
 import threading
@@ -226,8 +227,9 @@ class Informer:
             store: What the cache keeps of an (already transformed) object; must keep
                 ``metadata`` name, namespace, uid and resourceVersion. Default: the object.
             arrival_clock: When set, every item is ``(spec.name, event_type, obj, arrived)``
-                with ``arrived`` read from this clock as the event came off the stream (or the
-                LIST returned), so the consumer can measure how long it waited in the queue.
+                with ``arrived`` read from this clock as the event came off the watch stream
+                (NaN for the events of a LIST), so the consumer can measure how long it waited
+                in the queue.
         """
         self.spec = spec
         self.name = spec.name
@@ -382,8 +384,7 @@ class Informer:
             page_size=self._page_size,
         )
         self.list_count += 1
-        if self._arrival_clock is not None:
-            self._arrived = self._arrival_clock()
+        self._arrived = math.nan  # a LIST's objects are state, not news: no delivery time
         first = not self.has_synced.is_set()
         if not first:
             self.relist_count += 1

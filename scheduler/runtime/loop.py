@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import math
 import queue
 import random
 import threading
@@ -386,6 +387,8 @@ class SchedulerLoop:
             elif isinstance(item, tuple) and len(item) in (3, 4):
                 kind, event_type, obj = item[:3]
                 arrived = float(item[3]) if len(item) == 4 else None
+                if arrived is not None and math.isnan(arrived):
+                    arrived = None  # from a LIST: no delivery time
                 if kind == POD_EVENTS:
                     self._on_pod(event_type, obj, now, arrived)
                 elif kind == NODE_EVENTS:

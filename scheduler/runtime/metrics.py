@@ -156,6 +156,15 @@ class Metrics:
         )
         for stage in POD_STAGES:
             self.pod_stage_duration.labels(stage=stage)
+        self.gc_pause = Histogram(
+            "wfsched_gc_pause_seconds",
+            "Garbage collections of the daemon process (every thread stops), by generation.",
+            ["generation"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        for generation in ("0", "1", "2"):
+            self.gc_pause.labels(generation=generation)
         self.binding_duration = Histogram(
             "wfsched_binding_duration_seconds",
             "Latency of the Binding API call.",
