@@ -38,6 +38,7 @@ the daemon's stage histograms show where its tail comes from.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import tempfile
@@ -333,7 +334,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arrival-nodes", type=int, default=100)
     parser.add_argument("--qps", type=int, default=500, help="client QPS of both (tail mode)")
     parser.add_argument("--burst", type=int, default=1000, help="client burst of both (tail mode)")
+    parser.add_argument("--bind-workers", type=int, default=16, help="wfsched's (tail mode)")
+    parser.add_argument(
+        "--arrival-schedulers",
+        default="kube-scheduler,wfsched",
+        help="tail mode: which, in order (wfsched:N runs wfsched with N bind workers)",
+    )
     args = parser.parse_args(argv)
+    # The observer's own collections would delay its stamps (seen up to a second on a busy
+    # machine): keep the start-up heap out of them and collect the young generation rarely.
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 50)
     if args.arrival:
         return arrival_main(args)
     paths = args.instances or [DATA / name for name in DEFAULT_INSTANCES]
@@ -440,6 +451,7 @@ def arrival_main(args: argparse.Namespace) -> int:
 
     rates = [float(r) for r in args.arrival.split(",") if r]
     rows: list[dict[str, Any]] = []
+    labels = [s for s in args.arrival_schedulers.split(",") if s]
     with tempfile.TemporaryDirectory(prefix="wfsched-latency-") as scratch:
         workdir = Path(scratch)
         cluster = devcluster.DevCluster(
@@ -460,7 +472,7 @@ def arrival_main(args: argparse.Namespace) -> int:
             )
             for round_no in range(args.rounds):
                 for rate in rates:
-                    order = ["kube-scheduler", "wfsched"]
+                    order = list(labels)
                     if round_no % 2:
                         order.reverse()
                     for label in order:
@@ -518,7 +530,7 @@ def _arrival_one(
         policy=args.strategy,
         qps=args.qps,
         burst=args.burst,
-        bind_workers=16,
+        bind_workers=int(label.partition(":")[2] or args.bind_workers),
         lease={"enabled": False},
         log_level="warning",
     )
