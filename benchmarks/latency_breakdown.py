@@ -534,8 +534,8 @@ def _arrival_one(
         lease={"enabled": False},
         log_level="warning",
     )
-    daemon.start()
     try:
+        daemon.start(wait_ready_s=120)  # a loaded machine and a long first LIST
         row["latencies"] = arrival_run(cluster, kube, "workflow-scheduler", args.arrival_pods, rate)
         with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/metrics", timeout=10) as r:
             text = r.read().decode()
@@ -590,8 +590,8 @@ def _run(
     daemon = devcluster.LocalDaemon(
         cluster.kubeconfig, workdir, policy=args.strategy, lease={"enabled": False}
     )
-    daemon.start()
     try:
+        daemon.start(wait_ready_s=120)  # a loaded machine and a long first LIST
         makespan, stages = replay_once(
             cluster, kube, instance, "workflow-scheduler", args.time_scale, _room(args)
         )

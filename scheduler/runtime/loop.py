@@ -187,6 +187,7 @@ class SchedulerLoop:
             rng=random.Random(settings.seed),
         )
         self.stats = LoopStats(state=self.state.stats)
+        self._stage_children: dict[str, Any] = {}
         self._node_raw: dict[str, Mapping[str, Any]] = {}
         self._usage: dict[str, resources.Resources] = {}
         self._pool = ThreadPoolExecutor(
@@ -403,7 +404,11 @@ class SchedulerLoop:
             log.exception("event handling failed", extra={"event": repr(item)[:300]})
 
     def _stage(self, stage: str, seconds: float) -> None:
-        self.metrics.pod_stage_duration.labels(stage=stage).observe(max(0.0, seconds))
+        """Observe one stage of a pod's way to binding (``metrics.POD_STAGES``)."""
+        child = self._stage_children.get(stage)
+        if child is None:  # resolved once per stage: ``labels()`` costs a lock and a lookup
+            child = self._stage_children[stage] = self.metrics.pod_stage_duration.labels(stage)
+        child.observe(max(0.0, seconds))
 
     def _on_pod(
         self, event_type: str, obj: Mapping[str, Any], now: float, arrived: float | None = None
