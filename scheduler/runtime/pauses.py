@@ -7,8 +7,8 @@ back from an API call waits for the GIL while another one computes (up to the sw
 :func:`tune` (at start-up) lowers the GIL switch interval, so the decision thread and the bind
 workers hand the interpreter over within a millisecond, and times every collection into
 ``wfsched_gc_pause_seconds{generation}``. :func:`freeze` (once the informers' initial LISTs are
-cached) collects once and moves everything alive into the permanent generation, so later full
-collections stop walking the start-up heap (modules, caches) again. The collection thresholds
+cached) moves everything alive into the permanent generation, so later full collections stop
+walking the start-up heap (modules, caches) again. The collection thresholds
 stay the interpreter's: measured on a replay, collections after start-up were rare and short
 (14 in 40 s, 8 ms in all), and a larger young generation made each one longer under load.
 """
@@ -39,8 +39,13 @@ def tune(metrics: metrics_mod.Metrics | None = None) -> None:
 
 
 def freeze() -> None:
-    """Collect once, then exempt every object alive now from later collections."""
-    gc.collect()
+    """Exempt every object alive now from later collections.
+
+    No collection first: the daemon freezes right after its informers synced, which is when a
+    benchmark or a workflow starts sending pods, and a full collection then stopped every
+    thread for 0.4 to 1 s on a busy machine. The price is that cyclic garbage alive at that moment
+    is never freed: a one-off of start-up leftovers.
+    """
     gc.freeze()
 
 
