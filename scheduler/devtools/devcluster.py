@@ -84,6 +84,7 @@ COMPONENT_BINARIES: Mapping[str, tuple[str, ...]] = {
     "metrics-server": ("metrics-server",),
     "helm": ("helm",),
     "promtool": ("promtool",),
+    "prometheus": ("prometheus",),
     # No binary: the Prometheus Operator's ServiceMonitor CRD, in the entry's crds/ directory.
     "prometheus-operator-crds": (),
     "kube-controller-manager": ("kube-controller-manager",),

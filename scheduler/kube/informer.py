@@ -38,6 +38,7 @@ while metrics-server is absent.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import random
 import threading
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 JsonDict = dict[str, Any]
 Emitted = tuple[str, str, JsonDict]
 """``(informer_name, event_type, obj)`` as pushed onto the output queue."""
+StampedEmitted = tuple[str, str, JsonDict, float]
+"""``(informer_name, event_type, obj, arrived)``: an informer with an ``arrival_clock``."""
 
 BOOKMARK: Final = "BOOKMARK"
 SNAPSHOT: Final = "SNAPSHOT"
@@ -194,6 +197,7 @@ class Informer:
         on_restart: Callable[[str], None] | None = None,
         transform: Callable[[JsonDict], JsonDict] | None = None,
         store: watchcache.Store | None = None,
+        arrival_clock: Callable[[], float] | None = None,
     ) -> None:
         """Prepare (not start) an informer.
 
@@ -222,6 +226,10 @@ class Informer:
                 anything else; handlers see its result. Must not raise on malformed objects.
             store: What the cache keeps of an (already transformed) object; must keep
                 ``metadata`` name, namespace, uid and resourceVersion. Default: the object.
+            arrival_clock: When set, every item is ``(spec.name, event_type, obj, arrived)``
+                with ``arrived`` read from this clock as the event came off the watch stream
+                (NaN for the events of a LIST), so the consumer can measure how long it waited
+                in the queue.
         """
         self.spec = spec
         self.name = spec.name
@@ -237,6 +245,8 @@ class Informer:
         self._on_restart = on_restart
         self._transform = transform
         self._store = store
+        self._arrival_clock = arrival_clock
+        self._arrived = 0.0
         self._cache: dict[str, JsonDict] = {}
         self._cache_lock = threading.Lock()
         self._resource_version = ""
@@ -374,6 +384,7 @@ class Informer:
             page_size=self._page_size,
         )
         self.list_count += 1
+        self._arrived = math.nan  # a LIST's objects are state, not news: no delivery time
         first = not self.has_synced.is_set()
         if not first:
             self.relist_count += 1
@@ -428,6 +439,8 @@ class Informer:
         return received
 
     def _handle(self, event: Any) -> None:
+        if self._arrival_clock is not None:
+            self._arrived = self._arrival_clock()
         event_type = event.get("type") if isinstance(event, Mapping) else None
         obj = event.get("object") if isinstance(event, Mapping) else None
         if event_type not in _WATCH_TYPES or not isinstance(obj, dict):
@@ -483,7 +496,11 @@ class Informer:
         """Put one event on the queue (blocking while it is full); False once stopped."""
         if event_type == DELETED and self._refetch:
             obj = self._current_state(obj)
-        item: Emitted = (self.name, event_type, obj)
+        item: Emitted | StampedEmitted = (
+            (self.name, event_type, obj)
+            if self._arrival_clock is None
+            else (self.name, event_type, obj, self._arrived)
+        )
         while True:
             try:
                 self._out.put(item, timeout=0.5)

@@ -51,6 +51,7 @@ class TokenBucket:
         self._last = clock()
         self.waited_s = 0.0
         """Total seconds callers spent waiting for tokens (for metrics and tests)."""
+        self._local = threading.local()
 
     @property
     def unlimited(self) -> bool:
@@ -99,11 +100,23 @@ class TokenBucket:
             RateLimitTimeout: the wait would exceed ``max_wait``.
         """
         wait = self.reserve(max_wait=max_wait)
+        self._local.waited_s = getattr(self._local, "waited_s", 0.0) + wait
         if wait > 0:
             self._sleep(wait)
             with self._lock:
                 self.waited_s += wait
         return wait
+
+    def thread_waited_s(self, *, reset: bool = False) -> float:
+        """Seconds the calling thread has waited in ``acquire`` (since its last reset).
+
+        A worker resets it before a request and reads it after, to tell the rate limiter's
+        share of a call's latency from the server's.
+        """
+        waited = float(getattr(self._local, "waited_s", 0.0))
+        if reset:
+            self._local.waited_s = 0.0
+        return waited
 
     def try_acquire(self) -> bool:
         """Take a token only if one is available right now."""

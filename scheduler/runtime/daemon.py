@@ -43,7 +43,7 @@ from scheduler.rest import api as rest_api
 from scheduler.rest import bridge as rest_bridge
 from scheduler.rest import persist as rest_persist
 from scheduler.rest import server as rest_server
-from scheduler.runtime import httpserver, leaderpod
+from scheduler.runtime import httpserver, leaderpod, pauses
 from scheduler.runtime import loop as loop_mod
 from scheduler.runtime import memory as memory_mod
 from scheduler.runtime import metrics as metrics_mod
@@ -157,6 +157,7 @@ class Daemon:
                 on_restart=count_restart,
                 transform=kube_translate.slim_pod,
                 store=kube_translate.stored_pod,
+                arrival_clock=time.monotonic,  # the loop's clock: per-stage latency metrics
             ),
             kube_informer.Informer(
                 self.kube,
@@ -390,6 +391,8 @@ class Daemon:
 
     def run(self) -> int:
         """Run until stopped; returns the process exit status."""
+        pauses.tune(self.metrics)
+        frozen = False
         self.health.start()
         for informer in self.informers:
             informer.start()
@@ -416,6 +419,9 @@ class Daemon:
             },
         )
         while not self.stop_event.wait(1.0):
+            if not frozen and all(i.has_synced.is_set() for i in self.informers):
+                frozen = True
+                pauses.freeze()  # the start-up heap and the initial LISTs
             if not self._loop_thread.is_alive():
                 log.error("scheduling loop died; exiting")
                 return 1

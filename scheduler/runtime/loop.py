@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import math
 import queue
 import random
 import threading
@@ -189,6 +190,7 @@ class SchedulerLoop:
             rng=random.Random(settings.seed),
         )
         self.stats = LoopStats(state=self.state.stats)
+        self._stage_children: dict[str, Any] = {}
         self._node_raw: dict[str, Mapping[str, Any]] = {}
         self._usage: dict[str, resources.Resources] = {}
         self._pool = ThreadPoolExecutor(
@@ -316,6 +318,8 @@ class SchedulerLoop:
             if len(self.stats.cycle_times) < 100_000:
                 self.stats.cycle_times.append(elapsed)
             self.metrics.cycle_duration.observe(elapsed)
+            for _bind in result.binds:
+                self._stage("cycle", elapsed)
         self._execute(instructions)
         self.state.update_queue_metrics(now=self.clock(), wall_now=self.wall_clock())
         return result
@@ -377,6 +381,8 @@ class SchedulerLoop:
                 return
             now = self.clock()
             if isinstance(item, BindOutcome):
+                if item.reported_at == item.reported_at:  # not NaN
+                    self._stage("bind_report", now - item.reported_at)
                 self._execute(self.state.bind_reported(item, now=now))
             elif isinstance(item, grow_mod.GrowReported):
                 self.state.grow_reported(item)
@@ -384,10 +390,13 @@ class SchedulerLoop:
                 self._execute(self.state.dag_loaded(item))
             elif hasattr(item, "apply") and callable(item.apply):
                 item.apply(self)
-            elif isinstance(item, tuple) and len(item) == 3:
-                kind, event_type, obj = item
+            elif isinstance(item, tuple) and len(item) in (3, 4):
+                kind, event_type, obj = item[:3]
+                arrived = float(item[3]) if len(item) == 4 else None
+                if arrived is not None and math.isnan(arrived):
+                    arrived = None  # from a LIST: no delivery time
                 if kind == POD_EVENTS:
-                    self._on_pod(event_type, obj, now)
+                    self._on_pod(event_type, obj, now, arrived)
                 elif kind == NODE_EVENTS:
                     self._on_node(event_type, obj)
                 elif kind == POD_GROUP_EVENTS:
@@ -401,12 +410,32 @@ class SchedulerLoop:
             self.metrics.event_handling_errors.inc()
             log.exception("event handling failed", extra={"event": repr(item)[:300]})
 
-    def _on_pod(self, event_type: str, obj: Mapping[str, Any], now: float) -> None:
+    def _stage(self, stage: str, seconds: float) -> None:
+        """Observe one stage of a pod's way to binding (``metrics.POD_STAGES``)."""
+        child = self._stage_children.get(stage)
+        if child is None:  # resolved once per stage: ``labels()`` costs a lock and a lookup
+            child = self._stage_children[stage] = self.metrics.pod_stage_duration.labels(stage)
+        child.observe(max(0.0, seconds))
+
+    def _on_pod(
+        self, event_type: str, obj: Mapping[str, Any], now: float, arrived: float | None = None
+    ) -> None:
         try:
             facts = translate.pod_facts(obj)
         except ValueError as exc:
             log.warning("ignoring pod event without identity: %s", exc)
             return
+        if arrived is not None:
+            self._stage("event_queue", now - arrived)
+            if (
+                event_type == "ADDED"
+                and not facts.node_name
+                and facts.created > 0
+                and self.state.phase_of(facts.ref.uid) is None
+                and self.state.is_ours(facts)
+            ):
+                arrived_wall = self.wall_clock() - (now - arrived)
+                self._stage("watch_delivery", arrived_wall - facts.created)
         self._execute(self.state.pod_changed(facts, deleted=event_type == "DELETED", now=now))
 
     def _on_pod_group(self, event_type: str, obj: Mapping[str, Any], now: float) -> None:
@@ -461,7 +490,7 @@ class SchedulerLoop:
     def _execute(self, instructions: Iterable[state_mod.Instruction]) -> None:
         for instruction in instructions:
             if isinstance(instruction, state_mod.StartBind):
-                self._pool.submit(self._bind_worker, instruction)
+                self._pool.submit(self._bind_worker, instruction, self.clock())
             elif isinstance(instruction, gangs_mod.StartGangBind):
                 self._pool.submit(self._gang_bind_worker, instruction)
             elif isinstance(instruction, state_mod.RecordEvent):
@@ -538,14 +567,21 @@ class SchedulerLoop:
             log.exception("reading DAG ConfigMap %s failed", "/".join(ref))
         self.events.put(DagLoaded(run=run, text=text, configmap=found))
 
-    def _bind_worker(self, start: state_mod.StartBind) -> None:
+    def _bind_worker(self, start: state_mod.StartBind, submitted: float) -> None:
         """Resize (if planned) and bind; always report exactly one outcome to the loop."""
+        self._stage("bind_pool_wait", self.clock() - submitted)
         try:
             outcome = self._resize_and_bind(start)
         except Exception as exc:  # an unexpected error must not leave the pod assumed forever
             log.exception("bind worker failed", extra={"task": str(start.bind.task)})
             outcome = BindOutcome(bind=start.bind, ok=False, reason=str(exc)[:300])
-        self.events.put(outcome)
+        self.events.put(dataclasses.replace(outcome, reported_at=self.clock()))
+
+    def _limiter_waited_s(self, *, reset: bool = False) -> float:
+        """Seconds this worker thread waited for rate-limiter tokens (0 without a limiter)."""
+        limiter = getattr(self.kube, "limiter", None)
+        waited = getattr(limiter, "thread_waited_s", None)
+        return float(waited(reset=reset)) if callable(waited) else 0.0
 
     def _gang_bind_worker(self, start: gangs_mod.StartGangBind) -> None:
         """Bind a gang's members all or nothing (``gangbind``); one outcome per member."""
@@ -561,6 +597,7 @@ class SchedulerLoop:
         bind = start.bind
         assert bind.pod is not None
         started = time.perf_counter()
+        self._limiter_waited_s(reset=True)
         # Leadership is checked right before each call (and by the client's write guard after
         # the rate limiter): a bind queued before the lease was lost is never sent.
         if start.resize is not None and start.container:
@@ -571,6 +608,8 @@ class SchedulerLoop:
                 return refused
         if not self.may_bind():
             return BindOutcome(bind=bind, ok=False, abandoned=True)
+        bind_started = time.perf_counter()
+        waited_before = self._limiter_waited_s()
         try:
             self.kube.bind(bind.pod.namespace, bind.pod.name, bind.pod.uid, bind.node)
         except kube_errors.NotSentError:  # leadership was lost while it waited for a token
@@ -584,6 +623,9 @@ class SchedulerLoop:
                 seconds=time.perf_counter() - started,
             )
         seconds = time.perf_counter() - started
+        waited = self._limiter_waited_s()
+        self._stage("rate_limiter_wait", waited)
+        self._stage("bind_call", time.perf_counter() - bind_started - (waited - waited_before))
         if start.created > 0:
             self.metrics.pod_scheduling_latency.observe(max(0.0, self.wall_clock() - start.created))
         self.recorder.record(

@@ -37,8 +37,70 @@ _LATENCY_BUCKETS = (
     1800.0,
 )
 _CYCLE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Per-stage latencies: from tens of microseconds (a queue hand-over) to minutes (queue wait).
+_STAGE_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+)
 # predicted / observed peak memory: 1.0 is perfect, below 1.0 an under-prediction (OOM risk).
 _RATIO_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+POD_STAGES = (
+    "watch_delivery",
+    "event_queue",
+    "queue_wait",
+    "cycle",
+    "bind_pool_wait",
+    "rate_limiter_wait",
+    "bind_call",
+    "bind_report",
+)
+"""Values of ``wfsched_pod_stage_duration_seconds{stage}``, in the order a pod passes them:
+
+- ``watch_delivery``: the pod's ``creationTimestamp`` to its watch event reaching the daemon
+  (the timestamp has whole seconds: an upper bound, up to 1 s too high);
+- ``event_queue``: the watch event's arrival to the decision thread handling it;
+- ``queue_wait``: the task entering the scheduling queue to the cycle that places it (includes
+  waiting for room on a node);
+- ``cycle``: the duration of the cycle that placed the pod (once per placed pod);
+- ``bind_pool_wait``: the placement to a bind worker starting on it;
+- ``rate_limiter_wait``: time the Binding (and resize) waited for client rate-limiter tokens;
+- ``bind_call``: the Binding request itself, rate-limiter wait excluded;
+- ``bind_report``: the bind worker's outcome to the decision thread handling it.
+"""
+
+BIND_ERROR_REASONS = (
+    "conflict",
+    "not_found",
+    "forbidden",
+    "invalid",
+    "throttled",
+    "server_error",
+    "unavailable",
+    "other",
+    "not_leader",
+)
+WATCH_RESTART_REASONS = ("expired", "error", "timeout")
+EVENT_OUTCOMES = ("sent", "failed", "dropped", "queue_full", "coalesced", "closed")
+"""Fixed label values, exported at zero from the start so every dashboard panel has series
+(a rate over a counter that never moved is 0, not "no data")."""
 
 QUEUE_STATES = ("active", "backoff", "unschedulable", "gated", "batch", "set_aside")
 """Values of ``wfsched_pending_tasks{queue}``."""
@@ -83,6 +145,26 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.pod_stage_duration = Histogram(
+            "wfsched_pod_stage_duration_seconds",
+            "Time a pod spends in each stage from its creation to its binding, by stage "
+            "(watch_delivery, event_queue, queue_wait, cycle, bind_pool_wait, "
+            "rate_limiter_wait, bind_call, bind_report).",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        for stage in POD_STAGES:
+            self.pod_stage_duration.labels(stage=stage)
+        self.gc_pause = Histogram(
+            "wfsched_gc_pause_seconds",
+            "Garbage collections of the daemon process (every thread stops), by generation.",
+            ["generation"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        for generation in ("0", "1", "2"):
+            self.gc_pause.labels(generation=generation)
         self.binding_duration = Histogram(
             "wfsched_binding_duration_seconds",
             "Latency of the Binding API call.",
@@ -96,6 +178,8 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        for reason in BIND_ERROR_REASONS:
+            self.bind_errors.labels(reason=reason)
         self.resizes = Counter(
             "wfsched_resize_requests",
             "In-place memory resizes before binding, by result (applied, refused, error).",
@@ -111,6 +195,8 @@ class Metrics:
         )
         for result in ("grown", "refused", "no_room", "exhausted", "at_cap"):
             self.memory_grows.labels(result=result)
+        for result in ("applied", "refused", "error"):
+            self.resizes.labels(result=result)
         self.prediction_ratio = Histogram(
             "wfsched_memory_prediction_ratio",
             "Predicted memory over observed peak memory of finished tasks, by predictor.",
@@ -149,6 +235,7 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.input_errors.labels(kind="dag")
         self.events = Counter(
             "wfsched_events",
             "Kubernetes Events by type and outcome (sent, failed, dropped by the rate limiter, "
@@ -156,12 +243,17 @@ class Metrics:
             ["type", "outcome"],
             registry=r,
         )
+        for event_type in ("Normal", "Warning"):
+            for outcome in EVENT_OUTCOMES:
+                self.events.labels(type=event_type, outcome=outcome)
         self.watch_restarts = Counter(
             "wfsched_watch_restarts",
             "Watch restarts, by reason (expired, error, timeout).",
             ["reason"],
             registry=r,
         )
+        for reason in WATCH_RESTART_REASONS:
+            self.watch_restarts.labels(reason=reason)
         self.cycle_errors = Counter(
             "wfsched_cycle_errors",
             "Scheduling cycles that raised, by what was done (task_set_aside: the task that "

@@ -116,6 +116,8 @@ class BindOutcome:
     abandoned: bool = False
     """Nothing was sent: leadership was lost before the calls were made, or (``reason``
     ``GANG_NOT_SENT``) another member of the pod's gang failed to bind first."""
+    reported_at: float = math.nan
+    """The shell's clock when the worker reported (the ``bind_report`` stage)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +252,8 @@ class TrackedPod:
     """Consecutive failed cycles this task caused (``SET_ASIDE``)."""
     retry_at: float = math.inf
     """When a set-aside task is queued again."""
+    queued_at: float = math.nan
+    """When the task first entered the scheduling queue (the ``queue_wait`` stage)."""
 
 
 @dataclass(slots=True)
@@ -470,6 +474,9 @@ class SchedulerState:
             if len(facts.container_names) != 1 or facts.first_container_memory[0] <= 0:
                 self.memory.mark_unscalable(task.key)
         record = TrackedPod(facts=facts, phase=PodPhase.QUEUED, labels=labels, task=task)
+        record.queued_at = known.queued_at if known is not None else math.nan
+        if math.isnan(record.queued_at) and record.phase is PodPhase.QUEUED:
+            record.queued_at = now
         if known is not None:
             record.problems_reported = known.problems_reported
             if known.phase is PodPhase.SET_ASIDE:
@@ -703,7 +710,7 @@ class SchedulerState:
         resizes = {d.task: d for d in result.decisions if isinstance(d, decisions.Resize)}
         for decision in result.decisions:
             if isinstance(decision, decisions.Bind):
-                out.extend(self._start_bind(decision, resizes.get(decision.task)))
+                out.extend(self._start_bind(decision, resizes.get(decision.task), now))
             elif isinstance(decision, decisions.MarkUnschedulable):
                 out.extend(self._unschedulable(decision))
             elif isinstance(decision, decisions.Reject):
@@ -744,7 +751,7 @@ class SchedulerState:
         return out
 
     def _start_bind(
-        self, bind: decisions.Bind, resize: decisions.Resize | None
+        self, bind: decisions.Bind, resize: decisions.Resize | None, now: float
     ) -> list[Instruction]:
         uid = bind.pod.uid if bind.pod is not None else self._uid_by_key.get(bind.task, "")
         record = self.pods.get(uid)
@@ -753,6 +760,10 @@ class SchedulerState:
         record.phase, record.bind = PodPhase.BINDING, bind
         record.failures, record.retry_at = 0, math.inf
         self.gangs.member_bound(uid, record.task.gang if record.task is not None else None)
+        if not math.isnan(record.queued_at):
+            self.metrics.pod_stage_duration.labels(stage="queue_wait").observe(
+                max(0.0, now - record.queued_at)
+            )
         self.cache.assume(
             cluster.PodInfo(
                 uid=uid,

@@ -346,6 +346,7 @@ def test_dashboard_covers_the_operational_questions() -> None:
         "wfsched_schedule_attempts_total",
         "wfsched_pod_scheduling_duration_seconds_bucket",
         "wfsched_scheduling_cycle_duration_seconds_bucket",
+        "wfsched_pod_stage_duration_seconds_bucket",
         "wfsched_bind_errors_total",
         "wfsched_memory_prediction_ratio_bucket",
         "wfsched_memory_wasted_byte_seconds_total",

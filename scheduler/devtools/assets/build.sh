@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the local control plane (etcd, kube-apiserver, kube-scheduler, KWOK, metrics-server,
-# helm, promtool, and the Prometheus Operator's ServiceMonitor CRD; when named,
+# helm, promtool, the Prometheus server, the Prometheus Operator's ServiceMonitor CRD; when named,
 # kube-controller-manager and Kueue) from published Go modules into a cache outside the
 # repository.
 #
@@ -35,7 +35,7 @@ export GOFLAGS="${GOFLAGS:-} -trimpath"
 
 cache_root="${WFSCHED_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wfsched}/controlplane"
 go_version=$(go env GOVERSION)
-all_components=(etcd kubernetes kwok metrics-server helm promtool prometheus-operator-crds)
+all_components=(etcd kubernetes kwok metrics-server helm promtool prometheus prometheus-operator-crds)
 # Built only when named (not by a bare build.sh): only the tests that start them need them.
 optional_components=(kube-controller-manager kueue)
 
@@ -47,6 +47,7 @@ component_version() {
     metrics-server) echo "$METRICS_SERVER_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
     promtool) echo "$PROMETHEUS_VERSION" ;;
+    prometheus) echo "$PROMETHEUS_VERSION" ;;
     prometheus-operator-crds) echo "$PROMETHEUS_OPERATOR_VERSION" ;;
     kube-controller-manager) echo "$K8S_VERSION" ;;
     kueue) echo "$KUEUE_VERSION" ;;
@@ -175,6 +176,31 @@ PY
   (cd "$work" && go mod tidy && go build \
     -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
     -o "$out/promtool" github.com/prometheus/prometheus/cmd/promtool)
+}
+
+build_prometheus() {
+  local out=$1 work upstream_mod release
+  new_scratch; work=$REPLY
+  # The Prometheus server from the same module and tag as promtool (same wrapper module). No
+  # web UI assets are embedded (the API serves queries without them), and remove_all_sd keeps
+  # only static, file and HTTP discovery: the tests scrape a known address.
+  release=${PROMETHEUS_VERSION#v0.}; release="${release:0:1}.${release:1}"
+  upstream_mod=$(go mod download -json "github.com/prometheus/prometheus@$PROMETHEUS_VERSION" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["GoMod"])')
+  {
+    printf 'module wfsched.local/prometheus-build\n\ngo 1.26.0\n\n'
+    printf 'require github.com/prometheus/prometheus %s\n\n' "$PROMETHEUS_VERSION"
+    python3 - "$upstream_mod" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+for match in re.finditer(r"^(replace|exclude)\s+(\([^)]*\)|[^\n]+)", text, re.M):
+    print(match.group(0))
+PY
+  } > "$work/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/prometheus/prometheus/cmd/prometheus"\n' > "$work/tools.go"
+  (cd "$work" && go mod tidy && go build -tags remove_all_sd \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
+    -o "$out/prometheus" github.com/prometheus/prometheus/cmd/prometheus)
 }
 
 build_prometheus_operator_crds() {

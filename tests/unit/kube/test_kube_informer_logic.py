@@ -418,3 +418,32 @@ def test_daemon_informers_wiring() -> None:
     assert built[0].spec.field_selector == "status.phase!=Succeeded,status.phase!=Failed"
     assert built[2].spec.field_selector == "spec.nodeName="
     assert not any(i.alive for i in built)
+
+
+def test_an_arrival_clock_stamps_watch_events_and_leaves_list_events_unstamped() -> None:
+    source = ScriptedSource(
+        lists=[([pod("a", "1")], "10")],
+        watches=[([{"type": "ADDED", "object": pod("b", "20")}], None)],
+    )
+    ticks = iter(range(100, 200))
+    q: queue.Queue = queue.Queue()
+    inf = informer.Informer(
+        source,
+        informer.WatchSpec(name="pods", kind="pods"),
+        q,
+        rng=random.Random(1),
+        arrival_clock=lambda: float(next(ticks)),
+    )
+    inf.start()
+    try:
+        assert source.exhausted.wait(5), "script not consumed"
+    finally:
+        inf.stop()
+    items = [q.get_nowait() for _ in range(q.qsize())]
+    assert [(i[0], i[1], i[2]["metadata"]["name"]) for i in items] == [
+        ("pods", "ADDED", "a"),
+        ("pods", "ADDED", "b"),
+    ]
+    assert all(len(i) == 4 for i in items)
+    assert items[0][3] != items[0][3]  # NaN: listed, not delivered by the watch
+    assert items[1][3] == 100.0  # the clock read as the watch event came off the stream
