@@ -23,6 +23,12 @@ Besides the order, each entry carries:
   the pod condition and emit an event when the reason changes.
 
 Tasks whose pod is deleted are removed at once (CWS defect D9).
+
+For incremental scheduling (``scheduler.core.incremental``) the queue can keep a change journal
+(:meth:`SchedulingQueue.track_changes`): the keys of entries added, replaced, removed, marked or
+released from binding, or put into or out of backoff since the last :meth:`drain_changes`.
+Each entry also carries its arrival serial, so a task removed and added again is told apart
+from one updated in place.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ class _Entry:
     not_before: float = -math.inf
     reported: str | None = None
     binding: bool = False
+    serial: int = 0
 
 
 class SchedulingQueue:
@@ -59,6 +66,8 @@ class SchedulingQueue:
         self._max_backoff = max_backoff
         self._tasks: tuple[workflow.Task, ...] | None = None
         self._binding = 0
+        self._serial = 0
+        self._journal: dict[workflow.TaskKey, None] | None = None
 
     def __len__(self) -> int:
         """The number of tasks waiting to be placed (tasks being bound excluded)."""
@@ -84,8 +93,10 @@ class SchedulingQueue:
         """
         entry = self._entries.get(task.key)
         self._tasks = None
+        self._touch(task.key)
         if entry is None:
-            self._entries[task.key] = _Entry(task=task)
+            self._serial += 1
+            self._entries[task.key] = _Entry(task=task, serial=self._serial)
             return True
         entry.task = task
         return False
@@ -97,6 +108,7 @@ class SchedulingQueue:
             return None
         self._binding -= entry.binding
         self._tasks = None
+        self._touch(key)
         return entry.task
 
     def get(self, key: workflow.TaskKey) -> workflow.Task | None:
@@ -155,6 +167,7 @@ class SchedulingQueue:
             entry.binding = False
             self._binding -= 1
             self._tasks = None
+            self._touch(key)
 
     def backoff(self, key: workflow.TaskKey, *, now: float) -> float:
         """Put a task into backoff after a failure; returns the time it becomes eligible."""
@@ -164,6 +177,7 @@ class SchedulingQueue:
         entry.failures += 1
         delay = min(self._max_backoff, self._initial_backoff * 2 ** (entry.failures - 1))
         entry.not_before = now + delay
+        self._touch(key)
         return entry.not_before
 
     def clear_backoff(self, key: workflow.TaskKey) -> None:
@@ -172,6 +186,7 @@ class SchedulingQueue:
         if entry is not None:
             entry.failures = 0
             entry.not_before = -math.inf
+            self._touch(key)
 
     def backing_off(self, key: workflow.TaskKey, now: float) -> bool:
         """True while the task must not be placed."""
@@ -197,7 +212,46 @@ class SchedulingQueue:
                     entry.binding = True
                     self._binding += 1
                     self._tasks = None
+                    self._touch(decision.task)
             elif isinstance(decision, decisions.MarkUnschedulable):
                 entry = self._entries.get(decision.task)
                 if entry is not None:
                     entry.reported = decision.reason
+
+    # -- change journal (incremental scheduling) ---------------------------------------------
+
+    def track_changes(self) -> None:
+        """Start (or restart, empty) the change journal read by :meth:`drain_changes`."""
+        self._journal = {}
+
+    def drain_changes(self) -> list[workflow.TaskKey] | None:
+        """Return the keys changed since the last call, oldest change first, and clear them.
+
+        ``None`` when the journal is not tracked (call :meth:`track_changes` first).
+        """
+        journal = self._journal
+        if journal is None:
+            return None
+        self._journal = {}
+        return list(journal)
+
+    def state(self, key: workflow.TaskKey) -> tuple[workflow.Task, int, bool] | None:
+        """Return ``(task, arrival serial, binding)`` of a queued task, or ``None``."""
+        entry = self._entries.get(key)
+        return None if entry is None else (entry.task, entry.serial, entry.binding)
+
+    def states(self) -> Iterator[tuple[workflow.Task, int, bool]]:
+        """Every queued task in the persistent order, being bound or not, as :meth:`state`."""
+        for entry in self._entries.values():
+            yield entry.task, entry.serial, entry.binding
+
+    def not_before(self, key: workflow.TaskKey) -> float:
+        """The time a backing-off task becomes eligible (``-inf`` when it is not backing off)."""
+        entry = self._entries.get(key)
+        return -math.inf if entry is None else entry.not_before
+
+    def _touch(self, key: workflow.TaskKey) -> None:
+        journal = self._journal
+        if journal is not None:
+            journal.pop(key, None)
+            journal[key] = None
