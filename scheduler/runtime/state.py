@@ -63,6 +63,7 @@ from scheduler.core import (
     context,
     cycle,
     decisions,
+    incremental,
     interfaces,
     isolate,
     podfacts,
@@ -285,6 +286,8 @@ class SchedulerState:
         self.registry = workflows.WorkflowRegistry()
         cap = settings.unschedulable_backoff_s
         self.queue = SchedulingQueue(initial_backoff=min(1.0, cap), max_backoff=cap)
+        self.cycles = incremental.IncrementalScheduler()
+        """Runs the cycles over ``queue``; keeps the ranked order and hints in between."""
         self.stats = Stats()
         self.task_hooks: list[TaskHook] = []
         """Hooks consulted for every pending and finished pod of ours, in order."""
@@ -630,7 +633,7 @@ class SchedulerState:
             settings=context.CycleSettings(max_binds=slots),
         )
         try:
-            result = cycle.run_cycle(
+            result = self.cycles.run_cycle(
                 snapshot=self.cache.snapshot(),
                 queue=self.queue,
                 dags=self.registry.dags,
