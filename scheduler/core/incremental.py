@@ -39,7 +39,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from scheduler.core import (
@@ -106,7 +106,9 @@ class IncrementalScheduler:
         self._active: list[_Slot] = []
         self._runs: dict[workflow.RunId, set[workflow.TaskKey]] = defaultdict(set)
         self._prints: dict[workflow.RunId, _RunPrint] = {}
-        self._parked: dict[_ClassKey, set[workflow.TaskKey]] = {}
+        self._parked: dict[_ClassKey, list[_Slot]] = {}
+        self._woken: list[_ClassKey] = []
+        self._batch: list[_Slot] | None = None
         self._waiting: list[tuple[float, int, workflow.TaskKey]] = []
         self._extended: Counter[str] = Counter()
         self._nodes: nodetable.WorkingNodes | None = None
@@ -255,6 +257,7 @@ class IncrementalScheduler:
             retain(self._runs.keys())
         touched = [items[key] for key in dirty if key in items]
         dirty.clear()
+        self._batch = []
         # Tasks still being bound leave the order for its tail (queue.reorder does the same).
         movers = sorted((i for i in touched if i.binding and i.place == _RANKED), key=_old_position)
         for n, item in enumerate(movers):
@@ -304,6 +307,8 @@ class IncrementalScheduler:
         _insert_all(self._ranked, [i.slot for i in moved])
         for item in moved:
             self._activate(item)
+        batch, self._batch = self._batch, None
+        _insert_all(self._active, batch)
 
     # -- hints -------------------------------------------------------------------------------
 
@@ -313,7 +318,10 @@ class IncrementalScheduler:
         if item.parked is not None:
             self._unpark(item)
         item.active = True
-        bisect.insort(self._active, item.slot)
+        if self._batch is not None:
+            self._batch.append(item.slot)
+        else:
+            bisect.insort(self._active, item.slot)
 
     def _deactivate(self, item: _Item) -> None:
         if item.parked is not None:
@@ -322,11 +330,19 @@ class IncrementalScheduler:
             item.active = False
             _remove(self._active, item.slot)
 
+    def _park(self, item: _Item, klass: _ClassKey) -> None:
+        item.parked = klass
+        members = self._parked.get(klass)
+        if members is None:
+            self._parked[klass] = [item.slot]
+        else:
+            bisect.insort(members, item.slot)
+
     def _unpark(self, item: _Item) -> None:
         assert item.parked is not None
         members = self._parked.get(item.parked)
         if members is not None:
-            members.discard(item.task.key)
+            _remove(members, item.slot)
             if not members:
                 del self._parked[item.parked]
         item.parked = None
@@ -340,6 +356,7 @@ class IncrementalScheduler:
                 self._activate(item)
 
     def _refresh_nodes(self, snapshot: cluster.ClusterSnapshot) -> None:
+        """Carry the node table over and list the parked classes that may fit now."""
         extra = [name for name, count in self._extended.items() if count > 0]
         previous = self._nodes
         if previous is None:
@@ -347,12 +364,28 @@ class IncrementalScheduler:
         else:
             self._nodes, grown = previous.successor(snapshot, extra_resources=extra)
         nodes = self._nodes
-        for klass in list(self._parked):
-            if grown is None or nodes.fits_any(*klass, grown):
-                for key in list(self._parked.get(klass, ())):
-                    self._activate(self._items[key])
+        self._woken = [
+            klass for klass in self._parked if grown is None or nodes.fits_any(*klass, grown)
+        ]
 
     # -- placement ---------------------------------------------------------------------------
+
+    def _stream(self, failed: set[_ClassKey]) -> Iterator[_Slot]:
+        """The tasks to try, in ranked order: the active ones and the woken classes' members.
+
+        A woken class is walked in rank order only until one of its members fits nowhere:
+        free room only shrinks during a cycle, so the later members would not fit either.
+        """
+        if not self._woken:
+            return iter(self._active)
+
+        def members(klass: _ClassKey) -> Iterator[_Slot]:
+            for slot in list(self._parked[klass]):
+                if klass in failed:
+                    return
+                yield slot
+
+        return heapq.merge(self._active, *(members(klass) for klass in self._woken))
 
     def _walk(
         self, queue: SchedulingQueue, policies: interfaces.Policies, ctx: context.CycleContext
@@ -366,10 +399,12 @@ class IncrementalScheduler:
         backing_off: list[workflow.TaskKey] = []
         leave: list[_Item] = []
         park: list[tuple[_Item, _ClassKey]] = []
+        retry: list[_Item] = []
+        failed: set[_ClassKey] = set()
         max_binds = ctx.settings.max_binds
         planner = policies.memory_planner
         bound = tried = 0
-        for slot in self._active:
+        for slot in self._stream(failed):
             item = items[slot[2]]
             task = item.task
             if task.gated:
@@ -387,10 +422,19 @@ class IncrementalScheduler:
             failure = cycle._place(task, nodes=nodes, policies=policies, ctx=ctx, out=out)
             if failure is None:
                 bound += 1
+                if item.parked is not None:
+                    retry.append(item)  # leaves its class; active like any placed task
                 continue
             unplaced.append((task, failure))
             if isinstance(failure, nodetable.Candidates) and _parkable(task, planner):
-                park.append((item, (task.constraints, failure.vector, failure.original)))
+                klass = (task.constraints, failure.vector, failure.original)
+                failed.add(klass)
+                if item.parked is None:
+                    park.append((item, klass))
+                elif item.parked != klass:
+                    retry.append(item)
+            elif item.parked is not None:
+                retry.append(item)
         self.last_tried = tried
         for item in leave:
             self._deactivate(item)
@@ -403,8 +447,11 @@ class IncrementalScheduler:
             for item, _ in park:
                 self._deactivate(item)
         for item, klass in park:
-            item.parked = klass
-            self._parked.setdefault(klass, set()).add(item.task.key)
+            self._park(item, klass)
+        for item in retry:
+            self._unpark(item)
+            if not item.binding:
+                self._activate(item)
         for task, failure in unplaced:
             reason, code = failure if isinstance(failure, tuple) else nodes.explain(failure)
             out.append(

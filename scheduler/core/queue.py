@@ -132,10 +132,12 @@ class SchedulingQueue:
         after the cycle started) keep their relative order at the end.
         """
         entries = self._entries
-        ordered = {key: entries[key] for key in keys if key in entries}
-        for key, entry in entries.items():
-            if key not in ordered:
-                ordered[key] = entry
+        get = entries.get
+        ordered = {key: entry for key in keys if (entry := get(key)) is not None}
+        if len(ordered) != len(entries):
+            for key, entry in entries.items():
+                if key not in ordered:
+                    ordered[key] = entry
         self._entries = ordered
         self._tasks = None
 
