@@ -60,6 +60,8 @@ _ClassKey = tuple[constraints.Constraints, nodetable.Vector, nodetable.Vector | 
 _RunPrint = tuple[int, int, int] | None
 
 _RANKED, _TAIL, _NEW = 0, 1, 2
+BATCH = 32
+"""Above this many slots, lists are filtered or re-sorted in one pass instead of per slot."""
 
 
 @dataclass(slots=True)
@@ -260,9 +262,8 @@ class IncrementalScheduler:
         self._batch = []
         # Tasks still being bound leave the order for its tail (queue.reorder does the same).
         movers = sorted((i for i in touched if i.binding and i.place == _RANKED), key=_old_position)
+        self._withdraw(movers)
         for n, item in enumerate(movers):
-            _remove(self._ranked, item.slot)
-            self._deactivate(item)
             item.place, item.tail = _TAIL, (-self._cycles, n)
         before: list[_Item] = []
         after: list[_Item] = []
@@ -277,8 +278,8 @@ class IncrementalScheduler:
                     item.stale = False
                     item.next_key = sort_key(item.task, view)
                     if item.next_key != item.key:
-                        _remove(self._ranked, item.slot)
-                        self._deactivate(item)
+                        # Its old place among the tasks of its new key: before all of them
+                        # if its old key was smaller, after all of them if larger.
                         (after if item.next_key < item.key else before).append(item)
                         continue
                 if item.parked is None:
@@ -290,6 +291,7 @@ class IncrementalScheduler:
         for item in returning + fresh:
             item.stale = False
             item.next_key = sort_key(item.task, view)
+        self._withdraw(before + after)
         before.sort(key=_old_position)
         after.sort(key=_old_position)
         returning.sort(key=lambda i: i.tail)
@@ -311,6 +313,22 @@ class IncrementalScheduler:
         _insert_all(self._active, batch)
 
     # -- hints -------------------------------------------------------------------------------
+
+    def _withdraw(self, leaving: list[_Item]) -> None:
+        """Take ranked items out of the order (and out of the walk and their class)."""
+        if len(leaving) <= BATCH:
+            for item in leaving:
+                _remove(self._ranked, item.slot)
+                self._deactivate(item)
+            return
+        gone = {item.task.key for item in leaving}
+        self._ranked = [slot for slot in self._ranked if slot[2] not in gone]
+        if any(item.active for item in leaving):
+            self._active = [slot for slot in self._active if slot[2] not in gone]
+        for item in leaving:
+            item.active = False
+            if item.parked is not None:
+                self._unpark(item)
 
     def _activate(self, item: _Item) -> None:
         if item.active or item.place != _RANKED or item.binding:
@@ -438,7 +456,7 @@ class IncrementalScheduler:
         self.last_tried = tried
         for item in leave:
             self._deactivate(item)
-        if len(park) > 32:
+        if len(park) > BATCH:
             gone = {item.task.key for item, _ in park}
             self._active = [slot for slot in self._active if slot[2] not in gone]
             for item, _ in park:
@@ -510,7 +528,7 @@ def _remove(slots: list[_Slot], slot: _Slot) -> None:
 
 
 def _insert_all(slots: list[_Slot], new: list[_Slot]) -> None:
-    if len(new) > 64:
+    if len(new) > BATCH:
         slots.extend(new)
         slots.sort()
     else:

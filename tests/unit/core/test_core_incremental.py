@@ -128,6 +128,18 @@ def test_incremental_order_matches_full_rerank_on_a_full_cluster(
     drive(data, ranking, "roundrobin", planner=False, max_nodes=0)
 
 
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), ranking=st.sampled_from(sorted(registry.RANKINGS)))
+def test_batched_list_updates_match_full_reranks(data: st.DataObject, ranking: str) -> None:
+    """The one-pass list updates used for large changes give the same results."""
+    saved = incremental.BATCH
+    incremental.BATCH = 0
+    try:
+        drive(data, ranking, "roundrobin", planner=False, max_nodes=5)
+    finally:
+        incremental.BATCH = saved
+
+
 def drive(
     data: st.DataObject, ranking: str, assignment: str, *, planner: bool, max_nodes: int
 ) -> None:
