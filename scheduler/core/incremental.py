@@ -291,7 +291,9 @@ class IncrementalScheduler:
         for item in returning + fresh:
             item.stale = False
             item.next_key = sort_key(item.task, view)
-        self._withdraw(before + after)
+        rekeyed = before + after
+        parked = [(item, item.parked) for item in rekeyed if item.parked is not None]
+        self._withdraw(rekeyed)
         before.sort(key=_old_position)
         after.sort(key=_old_position)
         returning.sort(key=lambda i: i.tail)
@@ -307,8 +309,17 @@ class IncrementalScheduler:
             item.key = item.next_key
             item.place = _RANKED
         _insert_all(self._ranked, [i.slot for i in moved])
+        # A new key does not make a task fit: parked tasks stay parked, in their new place.
+        by_class: dict[_ClassKey, list[_Item]] = defaultdict(list)
+        for item, klass in parked:
+            if klass is not None:
+                by_class[klass].append(item)
+                item.parked = klass
+        for klass, members in by_class.items():
+            _insert_all(self._parked.setdefault(klass, []), [i.slot for i in members])
         for item in moved:
-            self._activate(item)
+            if item.parked is None:
+                self._activate(item)
         batch, self._batch = self._batch, None
         _insert_all(self._active, batch)
 
@@ -325,10 +336,16 @@ class IncrementalScheduler:
         self._ranked = [slot for slot in self._ranked if slot[2] not in gone]
         if any(item.active for item in leaving):
             self._active = [slot for slot in self._active if slot[2] not in gone]
+        classes = {item.parked for item in leaving if item.parked is not None}
+        for klass in classes:
+            members = [slot for slot in self._parked[klass] if slot[2] not in gone]
+            if members:
+                self._parked[klass] = members
+            else:
+                del self._parked[klass]
         for item in leaving:
             item.active = False
-            if item.parked is not None:
-                self._unpark(item)
+            item.parked = None
 
     def _activate(self, item: _Item) -> None:
         if item.active or item.place != _RANKED or item.binding:
@@ -382,6 +399,14 @@ class IncrementalScheduler:
         else:
             self._nodes, grown = previous.successor(snapshot, extra_resources=extra)
         nodes = self._nodes
+        if grown is None and (previous is None or previous.columns != nodes.columns):
+            # Parked classes hold request rows over the old columns: try them all afresh.
+            self._batch = []
+            for members in list(self._parked.values()):
+                for slot in list(members):
+                    self._activate(self._items[slot[2]])
+            batch, self._batch = self._batch, None
+            _insert_all(self._active, batch)
         self._woken = [
             klass for klass in self._parked if grown is None or nodes.fits_any(*klass, grown)
         ]

@@ -417,14 +417,19 @@ class WorkingNodes:
         original: Vector | None,
         rows: npt.NDArray[np.intp],
     ) -> bool:
-        """True when a task of this class fits now on one of the nodes ``rows``."""
+        """True when a task of this class fits now on one of the nodes ``rows``.
+
+        The vectors must be rows over this table's ``columns``.
+        """
         if rows.size == 0:
             return False
         mask = self._static_class(pod).mask[rows]
-        for j, amount in self._nonzero[vector]:
-            mask &= self._free[rows, j] >= amount
-        for j, amount in self._nonzero[original] if original is not None else ():
-            mask &= self._alloc[rows, j] >= amount
+        for j, amount in enumerate(vector):
+            if amount > 0:
+                mask &= self._free[rows, j] >= amount
+        for j, amount in enumerate(original or ()):
+            if amount > 0:
+                mask &= self._alloc[rows, j] >= amount
         return bool(mask.any())
 
     # -- internals ---------------------------------------------------------------------------
