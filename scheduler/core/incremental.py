@@ -56,7 +56,8 @@ from scheduler.core.queue import SchedulingQueue
 
 SortKey = tuple[int | float, ...]
 _Slot = tuple[SortKey, int, workflow.TaskKey]
-_ClassKey = tuple[constraints.Constraints, nodetable.Vector, nodetable.Vector | None]
+_Request = tuple[constraints.Constraints, nodetable.Vector, nodetable.Vector | None]
+_ClassKey = int  # a request class, interned: see IncrementalScheduler._class_of
 _RunPrint = tuple[int, int, int] | None
 
 _RANKED, _TAIL, _NEW = 0, 1, 2
@@ -109,6 +110,8 @@ class IncrementalScheduler:
         self._runs: dict[workflow.RunId, set[workflow.TaskKey]] = defaultdict(set)
         self._prints: dict[workflow.RunId, _RunPrint] = {}
         self._parked: dict[_ClassKey, list[_Slot]] = {}
+        self._class_ids: dict[_Request, _ClassKey] = {}
+        self._classes: list[_Request] = []
         self._woken: list[_ClassKey] = []
         self._batch: list[_Slot] | None = None
         self._waiting: list[tuple[float, int, workflow.TaskKey]] = []
@@ -194,7 +197,8 @@ class IncrementalScheduler:
         item = _Item(task=task, serial=serial, binding=binding, arrival=serial)
         self._items[task.key] = item
         self._runs[task.run].add(task.key)
-        self._extended.update(name for name, _ in task.request.extended)
+        if task.request.extended:
+            self._extended.update(name for name, _ in task.request.extended)
         self._dirty.add(task.key)
         return item
 
@@ -216,6 +220,7 @@ class IncrementalScheduler:
         changes = queue.drain_changes()
         if changes is None:  # someone restarted the journal: start cold
             raise _JournalLostError
+        inactive: list[_Item] = []
         for key in changes:
             state = queue.state(key)
             item = self._items.get(key)
@@ -237,7 +242,18 @@ class IncrementalScheduler:
                 item.task = task
                 item.stale = True
             item.binding = binding
-            self._deactivate(item)  # re-activated below if it may be placed
+            if item.parked is not None:
+                self._unpark(item)
+            if item.active:  # re-activated when ranked if it may be placed
+                inactive.append(item)
+        if len(inactive) > BATCH:
+            gone = {item.task.key for item in inactive}
+            self._active = [slot for slot in self._active if slot[2] not in gone]
+            for item in inactive:
+                item.active = False
+        else:
+            for item in inactive:
+                self._deactivate(item)
 
     def _rerank(
         self,
@@ -365,6 +381,14 @@ class IncrementalScheduler:
             item.active = False
             _remove(self._active, item.slot)
 
+    def _class_of(self, request: _Request) -> _ClassKey:
+        """Intern a request class, so the hot path hashes small integers."""
+        klass = self._class_ids.get(request)
+        if klass is None:
+            klass = self._class_ids[request] = len(self._classes)
+            self._classes.append(request)
+        return klass
+
     def _park(self, item: _Item, klass: _ClassKey) -> None:
         item.parked = klass
         members = self._parked.get(klass)
@@ -408,7 +432,9 @@ class IncrementalScheduler:
             batch, self._batch = self._batch, None
             _insert_all(self._active, batch)
         self._woken = [
-            klass for klass in self._parked if grown is None or nodes.fits_any(*klass, grown)
+            klass
+            for klass in self._parked
+            if grown is None or nodes.fits_any(*self._classes[klass], grown)
         ]
 
     # -- placement ---------------------------------------------------------------------------
@@ -444,6 +470,7 @@ class IncrementalScheduler:
         park: list[tuple[_Item, _ClassKey]] = []
         retry: list[_Item] = []
         failed: set[_ClassKey] = set()
+        fit_classes: dict[int, _ClassKey] = {}
         max_binds = ctx.settings.max_binds
         planner = policies.memory_planner
         bound = tried = 0
@@ -470,7 +497,10 @@ class IncrementalScheduler:
                 continue
             unplaced.append((task, failure))
             if isinstance(failure, nodetable.Candidates) and _parkable(task, planner):
-                klass = (task.constraints, failure.vector, failure.original)
+                klass = fit_classes.get(failure.fit_id)
+                if klass is None:
+                    klass = self._class_of((task.constraints, failure.vector, failure.original))
+                    fit_classes[failure.fit_id] = klass
                 failed.add(klass)
                 if item.parked is None:
                     park.append((item, klass))

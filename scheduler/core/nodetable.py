@@ -107,6 +107,11 @@ class Candidates:
         self._entry = entry
 
     @property
+    def fit_id(self) -> int:
+        """Equal for candidates of one request class within one table (and only for them)."""
+        return id(self._entry)
+
+    @property
     def original(self) -> Vector | None:
         """The user's request as a row when it differs from the planned one, else ``None``."""
         return self._entry.original
