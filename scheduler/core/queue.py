@@ -68,6 +68,13 @@ class SchedulingQueue:
         self._binding = 0
         self._serial = 0
         self._journal: dict[workflow.TaskKey, None] | None = None
+        # A cycle's order stored as given (see ``apply``): the persistent order is
+        # ``_order`` (tasks present since then) + ``_tail`` + the other tasks in dict order.
+        self._order: tuple[workflow.TaskKey, ...] | None = None
+        self._order_serial = 0
+        self._tail: list[tuple[workflow.TaskKey, int]] = []
+        # Every task being bound (and some stale pairs), in the persistent order.
+        self._bound_order: list[tuple[workflow.TaskKey, int]] = []
 
     def __len__(self) -> int:
         """The number of tasks waiting to be placed (tasks being bound excluded)."""
@@ -122,6 +129,7 @@ class SchedulingQueue:
         Backing-off and gated tasks are included (they are ranked); tasks being bound are not.
         """
         if self._tasks is None:
+            self._materialize()
             self._tasks = tuple(e.task for e in self._entries.values() if not e.binding)
         return self._tasks
 
@@ -131,6 +139,7 @@ class SchedulingQueue:
         Keys that are no longer queued are ignored; queued tasks missing from ``keys`` (added
         after the cycle started) keep their relative order at the end.
         """
+        self._materialize()
         entries = self._entries
         get = entries.get
         ordered = {key: entry for key in keys if (entry := get(key)) is not None}
@@ -139,6 +148,7 @@ class SchedulingQueue:
                 if key not in ordered:
                     ordered[key] = entry
         self._entries = ordered
+        self._bound_order = [(key, e.serial) for key, e in ordered.items() if e.binding]
         self._tasks = None
 
     def binding(self, key: workflow.TaskKey) -> bool:
@@ -205,8 +215,13 @@ class SchedulingQueue:
 
         The caller calls this right after ``run_cycle`` and reports each bind's outcome with
         :meth:`bind_succeeded`, :meth:`bind_failed` or :meth:`bind_abandoned`.
+
+        ``result.order`` must hold every task the cycle saw (``tasks()`` when it started) and
+        nothing may change the queue between the cycle and this call; then the order is stored
+        as given, in O(binds), and laid out only when something reads the order.
         """
-        self.reorder(result.order)
+        self._store_order(result.order)
+        recent: list[tuple[workflow.TaskKey, int]] = []
         for decision in result.decisions:
             if isinstance(decision, decisions.Bind):
                 entry = self._entries.get(decision.task)
@@ -215,10 +230,13 @@ class SchedulingQueue:
                     self._binding += 1
                     self._tasks = None
                     self._touch(decision.task)
+                    recent.append((decision.task, entry.serial))
             elif isinstance(decision, decisions.MarkUnschedulable):
                 entry = self._entries.get(decision.task)
                 if entry is not None:
                     entry.reported = decision.reason
+        if recent:  # placed in the cycle's order, so ahead of the tasks already being bound
+            self._bound_order[:0] = recent
 
     # -- change journal (incremental scheduling) ---------------------------------------------
 
@@ -244,6 +262,7 @@ class SchedulingQueue:
 
     def states(self) -> Iterator[tuple[workflow.Task, int, bool]]:
         """Every queued task in the persistent order, being bound or not, as :meth:`state`."""
+        self._materialize()
         for entry in self._entries.values():
             yield entry.task, entry.serial, entry.binding
 
@@ -257,3 +276,46 @@ class SchedulingQueue:
         if journal is not None:
             journal.pop(key, None)
             journal[key] = None
+
+    # -- the persistent order, stored lazily -------------------------------------------------
+
+    def _store_order(self, keys: tuple[workflow.TaskKey, ...]) -> None:
+        """``reorder(keys)`` for a cycle's full order, in O(tasks being bound).
+
+        The tasks missing from ``keys`` are the ones being bound when the cycle started; they
+        follow in their persistent order, which ``_bound_order`` keeps.
+        """
+        entries = self._entries
+        tail: list[tuple[workflow.TaskKey, int]] = []
+        seen: set[workflow.TaskKey] = set()
+        for key, serial in self._bound_order:
+            entry = entries.get(key)
+            if entry is not None and entry.serial == serial and entry.binding and key not in seen:
+                seen.add(key)
+                tail.append((key, serial))
+        self._order, self._order_serial, self._tail = keys, self._serial, tail
+        self._bound_order = list(tail)
+        self._tasks = None
+
+    def _materialize(self) -> None:
+        """Lay the stored order out in ``_entries`` (O(tasks)); a no-op when it is."""
+        order = self._order
+        if order is None:
+            return
+        self._order = None
+        entries = self._entries
+        get = entries.get
+        limit = self._order_serial
+        ordered = {
+            key: entry for key in order if (entry := get(key)) is not None and entry.serial <= limit
+        }
+        for key, serial in self._tail:
+            entry = get(key)
+            if entry is not None and entry.serial == serial and key not in ordered:
+                ordered[key] = entry
+        if len(ordered) != len(entries):
+            for key, entry in entries.items():
+                if key not in ordered:
+                    ordered[key] = entry
+        self._entries = ordered
+        self._tail = []
