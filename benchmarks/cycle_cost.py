@@ -11,7 +11,8 @@ queue of pending tasks from 20 workflow runs of 8 chained steps, with 8 request 
 - **cold**: the first cycle over the whole queue (snapshot -> node arrays -> ranking ->
   placement walk -> decisions -> ``queue.apply``), best of ``--repeats``; the cluster fills up
   and thousands of tasks stay pending;
-- **steady**: ``--rounds`` rounds of a few events (``--events`` bound pods finish, as many
+- **steady**: once the cold cycle's binds are all confirmed and one (untimed) cycle has
+  absorbed that, ``--rounds`` rounds of a few events (``--events`` bound pods finish, as many
   binds are confirmed, as many new tasks arrive, one step instance finishes so F changes) and
   then one cycle; every round's time is printed, and the median is used for the fit.
 
@@ -169,7 +170,10 @@ def make_world(
 
 
 def events(world: World, n: int, round_: int, serial: int) -> None:
-    """A few events: bound pods finish, binds are confirmed, tasks arrive, F changes."""
+    """A few events: bound pods finish, binds are confirmed, tasks arrive, F changes.
+
+    ``round_ < 0`` only confirms binds (``n`` of them).
+    """
     for _ in range(min(n, len(world.bound))):
         world.cache.remove_pod(world.bound.pop(0))
     for bind in world.binding[:n]:
@@ -180,7 +184,7 @@ def events(world: World, n: int, round_: int, serial: int) -> None:
         world.bound.append(str(bind.task))
     del world.binding[:n]
     rng = random.Random(serial)
-    for k in range(n):
+    for k in range(n if round_ >= 0 else 0):
         run = workflow.RunId(f"run-{(serial + k) % 20}")
         step = rng.randrange(8)
         cpu, mem = SHAPES[(step + k) % len(SHAPES)]
@@ -193,6 +197,8 @@ def events(world: World, n: int, round_: int, serial: int) -> None:
                 input_size=rng.randrange(1, 10**9),
             )
         )
+    if round_ < 0:
+        return
     world.dags[workflow.RunId(f"run-{round_ % 20}")].record_finished(
         f"s{round_ % 8}", success=True, runtime_s=10.0
     )
@@ -240,6 +246,9 @@ def time_cell(
         elapsed, result = world.cycle()
         cold[name] = min(best, elapsed)
         binds = len(result.binds)
+    for world in worlds.values():  # settle: the cold binds are confirmed, one cycle absorbs it
+        events(world, len(world.binding), -1, serial=0)
+        world.cycle()
     steady: dict[str, list[float]] = {name: [] for name in worlds}
     steady_binds: list[int] = []
     tried: list[int] = []
