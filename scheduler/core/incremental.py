@@ -63,6 +63,8 @@ _RunPrint = tuple[int, int, int] | None
 _RANKED, _TAIL, _NEW = 0, 1, 2
 BATCH = 32
 """Above this many slots, lists are filtered or re-sorted in one pass instead of per slot."""
+CLASS_SLACK = 1024
+"""Interned request classes kept beyond four per parked class before they are compacted."""
 
 
 @dataclass(slots=True)
@@ -414,8 +416,23 @@ class IncrementalScheduler:
             if item is not None and queue.not_before(key) <= now:
                 self._activate(item)
 
+    def _compact_classes(self) -> None:
+        """Forget interned request classes no task is parked under (bounded memory)."""
+        if len(self._classes) <= 4 * len(self._parked) + CLASS_SLACK:
+            return
+        renumber = {old: new for new, old in enumerate(self._parked)}
+        self._classes = [self._classes[old] for old in self._parked]
+        self._class_ids = {request: klass for klass, request in enumerate(self._classes)}
+        self._parked = {renumber[old]: members for old, members in self._parked.items()}
+        for members in self._parked.values():
+            for slot in members:
+                item = self._items[slot[2]]
+                assert item.parked is not None
+                item.parked = renumber[item.parked]
+
     def _refresh_nodes(self, snapshot: cluster.ClusterSnapshot) -> None:
         """Carry the node table over and list the parked classes that may fit now."""
+        self._compact_classes()
         extra = [name for name, count in self._extended.items() if count > 0]
         previous = self._nodes
         if previous is None:

@@ -130,14 +130,16 @@ def test_incremental_order_matches_full_rerank_on_a_full_cluster(
 
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), ranking=st.sampled_from(sorted(registry.RANKINGS)))
-def test_batched_list_updates_match_full_reranks(data: st.DataObject, ranking: str) -> None:
-    """The one-pass list updates used for large changes give the same results."""
-    saved = incremental.BATCH
-    incremental.BATCH = 0
+def test_batched_updates_and_compaction_match_full_reranks(
+    data: st.DataObject, ranking: str
+) -> None:
+    """The one-pass list updates and the class compaction give the same results."""
+    saved = incremental.BATCH, incremental.CLASS_SLACK
+    incremental.BATCH = incremental.CLASS_SLACK = 0
     try:
         drive(data, ranking, "roundrobin", planner=False, max_nodes=5)
     finally:
-        incremental.BATCH = saved
+        incremental.BATCH, incremental.CLASS_SLACK = saved
 
 
 def drive(
