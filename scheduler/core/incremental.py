@@ -17,8 +17,10 @@ keeps state between cycles:
 - **Queueing hints** (kube-scheduler's): a task that fitted on no node is parked under its
   request class (constraints, request). The class is re-tried only when a node now has more
   room than the previous cycle left (rows where the free room grew and the class fits) or the
-  node set changed. Free room only shrinks during a cycle, so a parked task that is not
-  re-tried would have failed anyway: binds are identical. Parked tasks get no new ``Reject``
+  node set changed, and then in rank order only until one of its members fits nowhere again.
+  Free room only shrinks during a cycle, so a parked task that is not re-tried would have
+  failed anyway: binds are identical. A new sort key does not unpark a task. Request classes
+  are interned to small integers. Parked tasks get no new ``Reject``
   or reason until they are tried again (kube-scheduler's unschedulable queue does the same).
   Tasks whose memory the planner may plan are never parked (their plan can change).
 - **The node table** (:meth:`~scheduler.core.nodetable.WorkingNodes.successor`): only rows
@@ -28,10 +30,11 @@ keeps state between cycles:
   backoff ends (a heap by time).
 
 A cycle costs O(changed · log n) for the order plus the placement of the tasks it tries,
-plus O(n) of C-level list copying for ``CycleResult.order`` and O(N) cheap identity checks
-over the nodes. Rankings that are not :class:`~scheduler.core.interfaces.IncrementalRanking`
-(``random``) run the full :func:`~scheduler.core.cycle.run_cycle`. A cycle that raises leaves
-the state reset, so the next one starts cold.
+plus one O(n) list comprehension for ``CycleResult.order`` and O(N) identity checks over the
+nodes; re-keying a run costs O(tasks of the run). Rankings that are not
+:class:`~scheduler.core.interfaces.IncrementalRanking` (``random``) run the full
+:func:`~scheduler.core.cycle.run_cycle`. A cycle that raises leaves the state reset, so the
+next one starts cold.
 """
 
 from __future__ import annotations
