@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from scheduler.core import context, workflow
+from scheduler.core import context, interfaces, workflow
 
 SortKey = tuple[int | float, ...]
 KeyFunction = Callable[[workflow.Task, workflow.WorkflowView], SortKey]
+_DAG = interfaces.KeyDependency.DAG_STRUCTURE | interfaces.KeyDependency.DAG_STATISTICS
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,10 +18,21 @@ class KeyedRanking:
 
     Python's sort is stable, so ties keep the queue's persistent order (the previous cycle's
     order, new tasks last), which reproduces CWS's in-place stable sort.
+    ``depends`` declares what of the run's DAG the key reads (default: everything).
     """
 
     name: str
     key: KeyFunction
+    depends: interfaces.KeyDependency = _DAG
+
+    @property
+    def key_dependencies(self) -> interfaces.KeyDependency:
+        """The DAG changes that can change a task's key."""
+        return self.depends
+
+    def sort_key(self, task: workflow.Task, view: workflow.WorkflowView) -> SortKey:
+        """Return the ascending sort key of ``task``."""
+        return self.key(task, view)
 
     def rank(
         self,
@@ -55,6 +67,17 @@ class GetSamplesRanking:
     name: str
     threshold: int
     starved_size_sign: int
+
+    @property
+    def key_dependencies(self) -> interfaces.KeyDependency:
+        """Rank (DAG structure) and F (DAG statistics)."""
+        return _DAG
+
+    def sort_key(self, task: workflow.Task, view: workflow.WorkflowView) -> SortKey:
+        """Return the ascending sort key of ``task``."""
+        return get_samples_key(
+            task, view, threshold=self.threshold, starved_size_sign=self.starved_size_sign
+        )
 
     def rank(
         self,

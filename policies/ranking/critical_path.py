@@ -35,7 +35,7 @@ Maturity: alpha (evaluated with ``wfsched simulate --compare``; see ``policies/R
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scheduler.core import context, interfaces, workflow
@@ -124,10 +124,22 @@ class CriticalPathRanking:
         ctx: context.CycleContext,
     ) -> list[workflow.Task]:
         """Return a new list ordered by descending bottom level; ``tasks`` is not modified."""
-        runs = {task.run for task in tasks}
+        self.retain_runs({task.run for task in tasks})
+        return sorted(tasks, key=lambda t: self.sort_key(t, view))
+
+    @property
+    def key_dependencies(self) -> interfaces.KeyDependency:
+        """Bottom levels read the DAG's structure and its runtime statistics."""
+        return interfaces.KeyDependency.DAG_STRUCTURE | interfaces.KeyDependency.DAG_STATISTICS
+
+    def sort_key(self, task: workflow.Task, view: workflow.WorkflowView) -> tuple[float, ...]:
+        """Return ``(-bottom level, -rank, size)``."""
+        return (-self.level(task, view), -view.rank(task), task.input_size)
+
+    def retain_runs(self, runs: Collection[workflow.RunId]) -> None:
+        """Drop the cached levels of runs not in ``runs`` (no effect on any result)."""
         for run in [run for run in self._cache if run not in runs]:
             del self._cache[run]
-        return sorted(tasks, key=lambda t: (-self.level(t, view), -view.rank(t), t.input_size))
 
     def level(self, task: workflow.Task, view: workflow.WorkflowView) -> float:
         """Return the bottom level of ``task`` (1.0 for a task of a run without a DAG)."""

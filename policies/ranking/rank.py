@@ -22,4 +22,4 @@ def sort_key(task: workflow.Task, view: workflow.WorkflowView) -> _keyed.SortKey
 
 def make(args: None = None) -> interfaces.RankingPolicy:
     """Return the ``rank`` ranking policy (it takes no arguments)."""
-    return _keyed.KeyedRanking(NAME, sort_key)
+    return _keyed.KeyedRanking(NAME, sort_key, interfaces.KeyDependency.DAG_STRUCTURE)

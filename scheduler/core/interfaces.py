@@ -11,9 +11,10 @@ module (use ``ctx.now``/``ctx.rng``), and may not call the API server.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from scheduler.core import context, nodetable, workflow
 
@@ -43,6 +44,42 @@ class RankingPolicy(Protocol):
         ctx: context.CycleContext,
     ) -> list[workflow.Task]:
         """Return ``tasks`` in scheduling order."""
+        ...
+
+
+class KeyDependency(enum.Flag):
+    """What a ranking's per-task sort key reads besides the task itself.
+
+    Incremental scheduling recomputes the keys of a run's tasks only when something the keys
+    depend on changed: the DAG's structure (``WorkflowDag.version``, e.g. ranks) or its
+    statistics (``WorkflowDag.stats_version``, e.g. F or learned runtimes), or the DAG being
+    registered or dropped (always). ``NONE``: keys change only when the task is replaced.
+    """
+
+    NONE = 0
+    DAG_STRUCTURE = enum.auto()
+    DAG_STATISTICS = enum.auto()
+
+
+@runtime_checkable
+class IncrementalRanking(RankingPolicy, Protocol):
+    """A ranking that is a stable sort by a per-task key, so its order can be kept up to date.
+
+    Contract (on top of :class:`RankingPolicy`):
+        - ``rank(tasks, view, ctx)`` equals ``sorted(tasks, key=lambda t: sort_key(t, view))``.
+        - ``sort_key`` depends only on the task and on what ``key_dependencies`` declares of its
+          run's DAG; keys of one policy are mutually comparable.
+        - Rankings that draw from ``ctx.rng`` or read other global state (``random``) do not
+          implement this protocol; cycles with them re-rank the whole queue.
+    """
+
+    @property
+    def key_dependencies(self) -> KeyDependency:
+        """The DAG changes that can change a task's key."""
+        ...
+
+    def sort_key(self, task: workflow.Task, view: workflow.WorkflowView) -> tuple[int | float, ...]:
+        """Return the ascending sort key of ``task``."""
         ...
 
 

@@ -42,6 +42,21 @@ _NO_PENALTY: FloatArray = np.zeros(0)
 _T = TypeVar("_T", bound=np.generic)
 
 
+_ZERO = resources.Resources()
+
+
+def _same_feasibility(new: cluster.NodeInfo, old: cluster.NodeInfo) -> bool:
+    """True when two versions of a node agree on everything but usage."""
+    return (
+        new.name == old.name
+        and new.allocatable == old.allocatable
+        and new.ready == old.ready
+        and new.unschedulable == old.unschedulable
+        and new.taints == old.taints
+        and new.labels == old.labels
+    )
+
+
 def _read_only(array: npt.NDArray[_T]) -> npt.NDArray[_T]:
     view = array.view()
     view.flags.writeable = False
@@ -91,6 +106,11 @@ class Candidates:
         self.vector = entry.vector
         self.nodes = nodes
         self._entry = entry
+
+    @property
+    def fit_id(self) -> int:
+        """Equal for candidates of one request class within one table (and only for them)."""
+        return id(self._entry)
 
     @property
     def original(self) -> Vector | None:
@@ -151,6 +171,7 @@ class WorkingNodes:
         self._free: IntArray = np.asfortranarray(
             self._alloc - np.array(rows_used, dtype=np.int64).reshape(shape)
         )
+        self._base_free: IntArray = self._free.copy()
         self._placed: IntArray = np.zeros(shape, dtype=np.int64)
         self._alloc_rows = [list(row) for row in rows_alloc]
         self._free_rows: list[list[int]] = self._free.tolist()
@@ -332,6 +353,98 @@ class WorkingNodes:
         )
         entry.reject = (version, message, code)
         return message, code
+
+    # -- the next cycle (incremental scheduling) ---------------------------------------------
+
+    def successor(
+        self, snapshot: cluster.ClusterSnapshot, *, extra_resources: Iterable[str] = ()
+    ) -> tuple[WorkingNodes, npt.NDArray[np.intp] | None]:
+        """Return the next cycle's table, reusing what ``snapshot`` did not change.
+
+        When the node set, the columns and every node's feasibility fields (allocatable,
+        labels, taints, readiness, cordon) are unchanged, only the rows whose requested
+        resources changed are recomputed and the static filter results are kept; usage is
+        refreshed. The second value is then the indices of the nodes that have more free room
+        of some resource than this table has now (after this cycle's placements): only there
+        can a task that fitted nowhere fit now. Otherwise the table is built afresh and the
+        second value is ``None`` (anything may fit now).
+        """
+        same_nodes = snapshot.nodes is self.nodes or (
+            len(snapshot.nodes) == len(self.nodes)
+            and all(
+                new is old or _same_feasibility(new, old)
+                for new, old in zip(snapshot.nodes, self.nodes, strict=True)
+            )
+        )
+        extended = set(extra_resources)
+        extended.update(self.columns[len(_CORE_COLUMNS) :])
+        if not same_nodes or len(extended) != len(self.columns) - len(_CORE_COLUMNS):
+            return WorkingNodes(snapshot, extra_resources=extra_resources), None
+        nxt = object.__new__(WorkingNodes)
+        nxt.snapshot = snapshot
+        nxt.nodes = snapshot.nodes
+        nxt.names, nxt.index, nxt.columns, nxt._column = (
+            self.names,
+            self.index,
+            self.columns,
+            self._column,
+        )
+        nxt._alloc, nxt._alloc_rows, nxt._alloc_float = (
+            self._alloc,
+            self._alloc_rows,
+            self._alloc_float,
+        )
+        base = self._base_free.copy(order="F")
+        old_requested, new_requested = self.snapshot.requested, snapshot.requested
+        if old_requested is not new_requested:
+            alloc_rows = self._alloc_rows
+            for i, name in enumerate(self.names):
+                now = new_requested.get(name)
+                if now is not old_requested.get(name):
+                    used = nxt._row(now or _ZERO)
+                    base[i] = [a - u for a, u in zip(alloc_rows[i], used, strict=True)]
+        nxt._base_free = base
+        nxt._free = base.copy(order="F")
+        nxt._free_rows = nxt._free.tolist()
+        nxt._placed = np.zeros_like(self._placed)
+        usage = self._usage
+        if snapshot.nodes is not self.nodes:
+            usage = usage.copy()
+            for i, (new, old) in enumerate(zip(snapshot.nodes, self.nodes, strict=True)):
+                if new.usage != old.usage:
+                    usage[i] = (
+                        (new.usage.cpu_millis, new.usage.memory_bytes)
+                        if new.usage is not None
+                        else (np.nan, np.nan)
+                    )
+        nxt._usage = usage
+        nxt._changes = []
+        nxt._vectors, nxt._nonzero, nxt._static = self._vectors, self._nonzero, self._static
+        nxt._fits = {}
+        grown = np.flatnonzero((base > self._free).any(axis=1))
+        return nxt, grown
+
+    def fits_any(
+        self,
+        pod: constraints.Constraints,
+        vector: Vector,
+        original: Vector | None,
+        rows: npt.NDArray[np.intp],
+    ) -> bool:
+        """True when a task of this class fits now on one of the nodes ``rows``.
+
+        The vectors must be rows over this table's ``columns``.
+        """
+        if rows.size == 0:
+            return False
+        mask = self._static_class(pod).mask[rows]
+        for j, amount in enumerate(vector):
+            if amount > 0:
+                mask &= self._free[rows, j] >= amount
+        for j, amount in enumerate(original or ()):
+            if amount > 0:
+                mask &= self._alloc[rows, j] >= amount
+        return bool(mask.any())
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -23,6 +23,12 @@ Besides the order, each entry carries:
   the pod condition and emit an event when the reason changes.
 
 Tasks whose pod is deleted are removed at once (CWS defect D9).
+
+For incremental scheduling (``scheduler.core.incremental``) the queue can keep a change journal
+(:meth:`SchedulingQueue.track_changes`): the keys of entries added, replaced, removed, marked or
+released from binding, or put into or out of backoff since the last :meth:`drain_changes`.
+Each entry also carries its arrival serial, so a task removed and added again is told apart
+from one updated in place.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ class _Entry:
     not_before: float = -math.inf
     reported: str | None = None
     binding: bool = False
+    serial: int = 0
 
 
 class SchedulingQueue:
@@ -59,6 +66,16 @@ class SchedulingQueue:
         self._max_backoff = max_backoff
         self._tasks: tuple[workflow.Task, ...] | None = None
         self._binding = 0
+        self._gang_members = 0
+        self._serial = 0
+        self._journal: dict[workflow.TaskKey, None] | None = None
+        # A cycle's order stored as given (see ``apply``): the persistent order is
+        # ``_order`` (tasks present since then) + ``_tail`` + the other tasks in dict order.
+        self._order: tuple[workflow.TaskKey, ...] | None = None
+        self._order_serial = 0
+        self._tail: list[tuple[workflow.TaskKey, int]] = []
+        # Every task being bound (and some stale pairs), in the persistent order.
+        self._bound_order: list[tuple[workflow.TaskKey, int]] = []
 
     def __len__(self) -> int:
         """The number of tasks waiting to be placed (tasks being bound excluded)."""
@@ -67,6 +84,11 @@ class SchedulingQueue:
     def __contains__(self, key: object) -> bool:
         """True for a queued task, being bound or not."""
         return key in self._entries
+
+    @property
+    def gang_member_count(self) -> int:
+        """The number of queued tasks (being bound or not) that belong to a gang."""
+        return self._gang_members
 
     @property
     def binding_count(self) -> int:
@@ -84,9 +106,13 @@ class SchedulingQueue:
         """
         entry = self._entries.get(task.key)
         self._tasks = None
+        self._touch(task.key)
         if entry is None:
-            self._entries[task.key] = _Entry(task=task)
+            self._serial += 1
+            self._entries[task.key] = _Entry(task=task, serial=self._serial)
+            self._gang_members += task.gang is not None
             return True
+        self._gang_members += (task.gang is not None) - (entry.task.gang is not None)
         entry.task = task
         return False
 
@@ -96,7 +122,9 @@ class SchedulingQueue:
         if entry is None:
             return None
         self._binding -= entry.binding
+        self._gang_members -= entry.task.gang is not None
         self._tasks = None
+        self._touch(key)
         return entry.task
 
     def get(self, key: workflow.TaskKey) -> workflow.Task | None:
@@ -110,6 +138,7 @@ class SchedulingQueue:
         Backing-off and gated tasks are included (they are ranked); tasks being bound are not.
         """
         if self._tasks is None:
+            self._materialize()
             self._tasks = tuple(e.task for e in self._entries.values() if not e.binding)
         return self._tasks
 
@@ -119,12 +148,16 @@ class SchedulingQueue:
         Keys that are no longer queued are ignored; queued tasks missing from ``keys`` (added
         after the cycle started) keep their relative order at the end.
         """
+        self._materialize()
         entries = self._entries
-        ordered = {key: entries[key] for key in keys if key in entries}
-        for key, entry in entries.items():
-            if key not in ordered:
-                ordered[key] = entry
+        get = entries.get
+        ordered = {key: entry for key in keys if (entry := get(key)) is not None}
+        if len(ordered) != len(entries):
+            for key, entry in entries.items():
+                if key not in ordered:
+                    ordered[key] = entry
         self._entries = ordered
+        self._bound_order = [(key, e.serial) for key, e in ordered.items() if e.binding]
         self._tasks = None
 
     def binding(self, key: workflow.TaskKey) -> bool:
@@ -155,6 +188,7 @@ class SchedulingQueue:
             entry.binding = False
             self._binding -= 1
             self._tasks = None
+            self._touch(key)
 
     def backoff(self, key: workflow.TaskKey, *, now: float) -> float:
         """Put a task into backoff after a failure; returns the time it becomes eligible."""
@@ -164,6 +198,7 @@ class SchedulingQueue:
         entry.failures += 1
         delay = min(self._max_backoff, self._initial_backoff * 2 ** (entry.failures - 1))
         entry.not_before = now + delay
+        self._touch(key)
         return entry.not_before
 
     def clear_backoff(self, key: workflow.TaskKey) -> None:
@@ -172,6 +207,7 @@ class SchedulingQueue:
         if entry is not None:
             entry.failures = 0
             entry.not_before = -math.inf
+            self._touch(key)
 
     def backing_off(self, key: workflow.TaskKey, now: float) -> bool:
         """True while the task must not be placed."""
@@ -188,8 +224,13 @@ class SchedulingQueue:
 
         The caller calls this right after ``run_cycle`` and reports each bind's outcome with
         :meth:`bind_succeeded`, :meth:`bind_failed` or :meth:`bind_abandoned`.
+
+        ``result.order`` must hold every task the cycle saw (``tasks()`` when it started) and
+        nothing may change the queue between the cycle and this call; then the order is stored
+        as given, in O(binds), and laid out only when something reads the order.
         """
-        self.reorder(result.order)
+        self._store_order(result.order)
+        recent: list[tuple[workflow.TaskKey, int]] = []
         for decision in result.decisions:
             if isinstance(decision, decisions.Bind):
                 entry = self._entries.get(decision.task)
@@ -197,7 +238,93 @@ class SchedulingQueue:
                     entry.binding = True
                     self._binding += 1
                     self._tasks = None
+                    self._touch(decision.task)
+                    recent.append((decision.task, entry.serial))
             elif isinstance(decision, decisions.MarkUnschedulable):
                 entry = self._entries.get(decision.task)
                 if entry is not None:
                     entry.reported = decision.reason
+        if recent:  # placed in the cycle's order, so ahead of the tasks already being bound
+            self._bound_order[:0] = recent
+
+    # -- change journal (incremental scheduling) ---------------------------------------------
+
+    def track_changes(self) -> None:
+        """Start (or restart, empty) the change journal read by :meth:`drain_changes`."""
+        self._journal = {}
+
+    def drain_changes(self) -> list[workflow.TaskKey] | None:
+        """Return the keys changed since the last call, oldest change first, and clear them.
+
+        ``None`` when the journal is not tracked (call :meth:`track_changes` first).
+        """
+        journal = self._journal
+        if journal is None:
+            return None
+        self._journal = {}
+        return list(journal)
+
+    def state(self, key: workflow.TaskKey) -> tuple[workflow.Task, int, bool] | None:
+        """Return ``(task, arrival serial, binding)`` of a queued task, or ``None``."""
+        entry = self._entries.get(key)
+        return None if entry is None else (entry.task, entry.serial, entry.binding)
+
+    def states(self) -> Iterator[tuple[workflow.Task, int, bool]]:
+        """Every queued task in the persistent order, being bound or not, as :meth:`state`."""
+        self._materialize()
+        for entry in self._entries.values():
+            yield entry.task, entry.serial, entry.binding
+
+    def not_before(self, key: workflow.TaskKey) -> float:
+        """The time a backing-off task becomes eligible (``-inf`` when it is not backing off)."""
+        entry = self._entries.get(key)
+        return -math.inf if entry is None else entry.not_before
+
+    def _touch(self, key: workflow.TaskKey) -> None:
+        journal = self._journal
+        if journal is not None:
+            journal.pop(key, None)
+            journal[key] = None
+
+    # -- the persistent order, stored lazily -------------------------------------------------
+
+    def _store_order(self, keys: tuple[workflow.TaskKey, ...]) -> None:
+        """``reorder(keys)`` for a cycle's full order, in O(tasks being bound).
+
+        The tasks missing from ``keys`` are the ones being bound when the cycle started; they
+        follow in their persistent order, which ``_bound_order`` keeps.
+        """
+        entries = self._entries
+        tail: list[tuple[workflow.TaskKey, int]] = []
+        seen: set[workflow.TaskKey] = set()
+        for key, serial in self._bound_order:
+            entry = entries.get(key)
+            if entry is not None and entry.serial == serial and entry.binding and key not in seen:
+                seen.add(key)
+                tail.append((key, serial))
+        self._order, self._order_serial, self._tail = keys, self._serial, tail
+        self._bound_order = list(tail)
+        self._tasks = None
+
+    def _materialize(self) -> None:
+        """Lay the stored order out in ``_entries`` (O(tasks)); a no-op when it is."""
+        order = self._order
+        if order is None:
+            return
+        self._order = None
+        entries = self._entries
+        get = entries.get
+        limit = self._order_serial
+        ordered = {
+            key: entry for key in order if (entry := get(key)) is not None and entry.serial <= limit
+        }
+        for key, serial in self._tail:
+            entry = get(key)
+            if entry is not None and entry.serial == serial and key not in ordered:
+                ordered[key] = entry
+        if len(ordered) != len(entries):
+            for key, entry in entries.items():
+                if key not in ordered:
+                    ordered[key] = entry
+        self._entries = ordered
+        self._tail = []

@@ -66,6 +66,7 @@ from scheduler.core import (
     context,
     cycle,
     decisions,
+    incremental,
     interfaces,
     isolate,
     podfacts,
@@ -308,6 +309,8 @@ class SchedulerState:
         self.registry = workflows.WorkflowRegistry()
         cap = settings.unschedulable_backoff_s
         self.queue = SchedulingQueue(initial_backoff=min(1.0, cap), max_backoff=cap)
+        self.cycles = incremental.IncrementalScheduler()
+        """Runs the cycles over ``queue``; keeps the ranked order and hints in between."""
         self.stats = Stats()
         self.task_hooks: list[TaskHook] = []
         """Hooks consulted for every pending and finished pod of ours, in order."""
@@ -692,14 +695,26 @@ class SchedulerState:
             settings=context.CycleSettings(max_binds=slots),
         )
         try:
-            result = cycle.run_cycle(
-                snapshot=self.cache.snapshot(),
-                queue=self.queue,
-                dags=self.registry.dags,
-                policies=self.policies,
-                ctx=ctx,
-                gangs=self.gangs.board_for_cycle(),
-            )
+            if self.queue.gang_member_count:
+                # Gangs are placed by the reference cycle only; the incremental state then
+                # restarts cold (it must not miss what this cycle changed).
+                self.cycles.reset()
+                result = cycle.run_cycle(
+                    snapshot=self.cache.snapshot(),
+                    queue=self.queue,
+                    dags=self.registry.dags,
+                    policies=self.policies,
+                    ctx=ctx,
+                    gangs=self.gangs.board_for_cycle(),
+                )
+            else:
+                result = self.cycles.run_cycle(
+                    snapshot=self.cache.snapshot(),
+                    queue=self.queue,
+                    dags=self.registry.dags,
+                    policies=self.policies,
+                    ctx=ctx,
+                )
         except Exception as exc:  # a policy broke its contract: keep scheduling the rest
             return None, self._cycle_failed(exc, now)
         self._cycle_retries = 0

@@ -218,3 +218,17 @@ def test_permutation_check_and_order_cover_every_member() -> None:
     tasks = [*gang_of("g", 3), b.task("t", submission=5)]
     result = run([b.node("a", cpu="1")], tasks)
     assert sorted(k.task for k in result.order) == ["g-0", "g-1", "g-2", "t"]
+
+
+def test_queue_counts_gang_members_through_add_replace_and_remove() -> None:
+    members = gang_of("g", 2)
+    q = b.queue_of([b.task("solo"), *members])
+    assert q.gang_member_count == 2
+    q.add(dataclasses.replace(members[0], gang=None))  # the PodGroup went away
+    assert q.gang_member_count == 1
+    q.add(members[0])
+    q.remove(members[1].key)
+    q.remove(members[1].key)  # absent: nothing changes
+    assert q.gang_member_count == 1
+    q.remove(members[0].key)
+    assert q.gang_member_count == 0
