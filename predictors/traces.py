@@ -63,6 +63,7 @@ class Task:
         start_ms: Start time (ms).
         complete_ms: Completion time (ms).
         realtime_ms: Run time (ms, >= 0).
+        cpus: Requested CPUs (Nextflow ``cpus``), or ``None`` when not recorded.
     """
 
     order: int
@@ -75,6 +76,7 @@ class Task:
     start_ms: float
     complete_ms: float
     realtime_ms: float
+    cpus: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -226,6 +228,7 @@ def _nextflow_task(row: Mapping[str, str], *, request: str, index: int) -> Task:
         start_ms=start,
         complete_ms=complete,
         realtime_ms=parse_duration(row["realtime"]) or 0.0,
+        cpus=int(row["cpus"]) if row.get("cpus", "").strip().isdigit() else None,
     )
 
 

@@ -165,6 +165,7 @@ if [[ "$other_status" != 0 ]]; then
   exit "$other_status"
 fi
 timed "control plane" bootstrap_control_plane
+timed "headless browser" bootstrap_browser
 timed "integration, chart and reliability tests" \
   python -m pytest "${pytest_args[@]}" "${stage2_only[@]}"
 say "stage 2 passed in $((SECONDS - stage_started)) s"
