@@ -33,16 +33,16 @@ from scheduler.core import resources
 from scheduler.devtools import devcluster, nftrace, replay, report, runstats
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nfcore-traces"
-WORKFLOWS = (
+WORKFLOWS = (  # fewest tasks first (trace-1), so a cut-short run covers the most workflows
+    "sarek",
     "ampliseq",
+    "rnaseq",
     "atacseq",
     "chipseq",
-    "eager",
-    "mag",
     "nanoseq",
-    "rnaseq",
-    "sarek",
+    "eager",
     "viralrecon",
+    "mag",
 )
 KUBE = "kube-scheduler"
 
@@ -214,15 +214,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="per run, seconds")
     parser.add_argument("--json-out", type=Path, help="write every run (with attempts) here")
     parser.add_argument("--report-dir", type=Path, help="one HTML comparison page per workflow")
+    parser.add_argument(
+        "--from-json", type=Path, help="print the tables (and reports) of an earlier --json-out"
+    )
     args = parser.parse_args(argv)
-    names = [w for w in args.workflows.split(",") if w]
-    traces = [nftrace.load_trace(args.data / name / f"trace-{args.trace}.csv") for name in names]
-    plan = configs([r for r in args.rankings.split(",") if r], args.assignment, args.best_predictor)
     shape = runstats.ClusterShape(
         nodes=args.nodes,
         cpu_millis=resources.cpu_millis(args.node_cpu),
         memory_bytes=resources.integer_value(args.node_memory),
     )
+    if args.from_json is not None:
+        earlier: list[dict[str, Any]] = json.loads(args.from_json.read_text(encoding="utf-8"))
+        print_tables(earlier, list(dict.fromkeys(row["config"] for row in earlier)))
+        print("\nSimulator against replay (wfsched rankings without prediction):\n")
+        print(simulator_agreement(earlier, args, shape))
+        write_reports(earlier, args.report_dir, shape)
+        return 0
+    names = [w for w in args.workflows.split(",") if w]
+    traces = [nftrace.load_trace(args.data / name / f"trace-{args.trace}.csv") for name in names]
+    plan = configs([r for r in args.rankings.split(",") if r], args.assignment, args.best_predictor)
     rows: list[dict[str, Any]] = []
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="wfsched-makespan-") as scratch:
@@ -251,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                 for config in plan:
                     row = run_one(cluster, api, workdir, trace, config, args, shape)
                     rows.append(row)
+                    if args.json_out is not None:  # after every run: a cut-short table keeps it
+                        args.json_out.write_text(json.dumps(rows), encoding="utf-8")
                     s = row["stats"]
                     print(
                         f"  {config.label:<36} makespan {s['makespan_s']:7.1f}s  "
@@ -259,13 +271,9 @@ def main(argv: list[str] | None = None) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-                if args.report_dir is not None:
-                    args.report_dir.mkdir(parents=True, exist_ok=True)
-                    page = report.comparison_page(
-                        [r for r in rows if r["workflow"] == trace.name], shape=shape
-                    )
-                    out = args.report_dir / f"{trace.name.replace('/', '-')}.html"
-                    out.write_text(page, encoding="utf-8")
+                write_reports(
+                    [r for r in rows if r["workflow"] == trace.name], args.report_dir, shape
+                )
         finally:
             cluster.stop()
     labels = [c.label for c in plan]
@@ -274,13 +282,89 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.node_cpu} CPU x {args.node_memory}; whole table in "
         f"{time.monotonic() - began:.0f}s\n"
     )
+    print_tables(rows, labels)
+    print("\nSimulator against replay (wfsched rankings without prediction):\n")
+    print(simulator_agreement(rows, args, shape))
+    return 0
+
+
+def print_tables(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> None:
+    """Print the ratio table and every run's figures (Markdown)."""
     print("Makespan / kube-scheduler:\n")
     print(ratio_table(rows, labels))
     print("\nEvery run:\n")
     print(detail_table(rows))
-    if args.json_out is not None:
-        args.json_out.write_text(json.dumps(rows), encoding="utf-8")
-    return 0
+
+
+def simulator_agreement(
+    rows: Sequence[dict[str, Any]], args: argparse.Namespace, shape: runstats.ClusterShape
+) -> str:
+    """Markdown: per workflow, the replayed and the simulated makespans of the wfsched rankings
+    without prediction (the simulator runs the replay's own plan on the same cluster), the
+    order each gives, and the largest gap between the two makespan ratios to fifo."""
+    from scheduler import registry
+    from scheduler.devtools import simulate
+
+    spec = simulate.ClusterSpec(
+        nodes=shape.nodes, node_cpu_millis=shape.cpu_millis, node_memory_bytes=shape.memory_bytes
+    )
+    lines = [
+        "| workflow | replay (s) | simulated (s) | replay order | simulated order | same order "
+        "| largest ratio gap |",
+        "|---|---|---|---|---|---|---:|",
+    ]
+    for workflow in dict.fromkeys(row["workflow"] for row in rows):
+        replayed = {
+            row["policy"]: row["stats"]["makespan_s"]
+            for row in rows
+            if row["workflow"] == workflow and row["policy"] and not row["predictor"]
+        }
+        if not replayed or any(value != value for value in replayed.values()):
+            continue
+        name, number = workflow.split("/")
+        trace = nftrace.load_trace(args.data / name / f"{number}.csv")
+        plan = replay.ReplayPlan.from_trace(
+            trace,
+            scheduler_name="simulated",
+            time_scale=args.time_scale,
+            min_runtime_s=args.min_runtime,
+            max_cpu_millis=shape.cpu_millis,
+            max_memory_bytes=shape.memory_bytes,
+        )
+        instance = plan.to_instance(trace.name)
+        simulated = {
+            policy: simulate.simulate(
+                instance, strategy=registry.parse_strategy(policy), cluster_spec=spec
+            ).makespan_s
+            for policy in replayed
+        }
+        first = next(iter(replayed))
+
+        def order(values: dict[str, float]) -> str:
+            return " < ".join(p.split("-")[0] for p in sorted(values, key=values.__getitem__))
+
+        gap = max(
+            abs(replayed[p] / replayed[first] - simulated[p] / simulated[first]) for p in replayed
+        )
+        lines.append(
+            f"| {workflow} | {' / '.join(f'{replayed[p]:.1f}' for p in replayed)} "
+            f"| {' / '.join(f'{simulated[p]:.1f}' for p in replayed)} | {order(replayed)} "
+            f"| {order(simulated)} | {'yes' if order(replayed) == order(simulated) else 'no'} "
+            f"| {gap:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_reports(
+    rows: Sequence[dict[str, Any]], directory: Path | None, shape: runstats.ClusterShape
+) -> None:
+    """One HTML comparison page per workflow in ``directory`` (nothing when ``None``)."""
+    if directory is None:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    for workflow in dict.fromkeys(row["workflow"] for row in rows):
+        page = report.comparison_page([r for r in rows if r["workflow"] == workflow], shape=shape)
+        (directory / f"{workflow.replace('/', '-')}.html").write_text(page, encoding="utf-8")
 
 
 if __name__ == "__main__":
