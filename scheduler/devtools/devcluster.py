@@ -1,12 +1,14 @@
 """A real, local Kubernetes control plane for tests, demos and benchmarks.
 
 ``DevCluster`` starts etcd, kube-apiserver (TLS, client certificates, RBAC, service-account
-keys), the KWOK controller (fake nodes whose pods go Running at once and finish after the
-duration in their ``kwok.wfsched.io/runtime`` annotation), and optionally metrics-server (fed by
-KWOK's resource-usage emulation) and kube-scheduler (the baseline for benchmarks), all on
-127.0.0.1 with free ports. It writes an admin kubeconfig, waits for readiness, and stops
-everything by process id. The binaries come from ``assets/build.sh``, which builds
-them from published Go modules into a cache outside the repository.
+keys), the KWOK controller (fake nodes whose pods go Running at once, report their container
+resources as a kubelet does so that ``pods/resize`` works on them, and finish after the
+duration in their ``kwok.wfsched.io/runtime`` annotation, or as OOMKilled when ``memsim`` says
+so), and optionally metrics-server (fed by KWOK's resource-usage emulation) and kube-scheduler
+(the baseline for benchmarks), all on 127.0.0.1 with free ports. It writes an admin
+kubeconfig, waits for readiness, and stops everything by process id. The binaries come from
+``assets/build.sh``, which builds them from published Go modules into a cache outside the
+repository.
 
 State lives in one directory (``workdir``): credentials, etcd data, logs, the kubeconfig and
 ``state.json`` (ports and process ids), so ``wfsched dev-cluster down`` can stop a cluster that a
@@ -33,12 +35,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import yaml
 
 from scheduler.devtools import httpjson
 from scheduler.devtools import pki as devcluster_pki
+
+if TYPE_CHECKING:
+    from scheduler.devtools import memsim
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 BUILD_SCRIPT = ASSETS_DIR / "build.sh"
@@ -48,6 +53,8 @@ KWOK_STAGES = ASSETS_DIR / "kwok-stages.yaml"
 RUNTIME_ANNOTATION = "kwok.wfsched.io/runtime"
 EXIT_CODE_ANNOTATION = "kwok.wfsched.io/exit-code"
 REASON_ANNOTATION = "kwok.wfsched.io/reason"
+# Set by ``memsim.MemorySimulator``; the ``wfsched-pod-oom`` stage then ends the pod as OOMKilled.
+OOM_KILL_ANNOTATION = "kwok.wfsched.io/oom-kill"
 # Annotations read by KWOK's ``usage-from-annotation`` ClusterResourceUsage.
 USAGE_CPU_ANNOTATION = "kwok.x-k8s.io/usage-cpu"
 USAGE_MEMORY_ANNOTATION = "kwok.x-k8s.io/usage-memory"
@@ -309,6 +316,16 @@ class DevCluster:
     def admin(self) -> AdminClient:
         """Return an admin HTTPS client for this cluster."""
         return AdminClient(self.api_port, self.pki)
+
+    def memory_simulator(self, **options: Any) -> memsim.MemorySimulator:
+        """A (not yet started) fake kubelet memory model for this cluster's pods.
+
+        ``options`` go to ``memsim.MemorySimulator`` (``namespace``, ``usage_interval_s``).
+        Imported here: the simulator uses wfsched's API client, the rest of this module does not.
+        """
+        from scheduler.devtools import memsim as memory_model
+
+        return memory_model.MemorySimulator(self.kubeconfig, **options)
 
     def etcd(self) -> httpjson.JsonHttp:
         """Return a client of etcd's JSON gateway (``/v3/kv/...``), behind the API server."""

@@ -171,7 +171,7 @@ class Daemon:
                 self.kube,
                 self.events,
                 interval_s=settings.metrics_poll_s,
-                pods=self.memory is not None,
+                pods=self.memory is not None or settings.grow_in_place,
             )
             if settings.metrics_poll_s > 0
             else None

@@ -39,7 +39,8 @@ from typing import Any, Protocol, Unpack
 from scheduler.core import decisions, interfaces, podfacts, resources, workflow
 from scheduler.kube import errors as kube_errors
 from scheduler.kube import keys, translate
-from scheduler.runtime import eventrecorder, workflows
+from scheduler.runtime import eventrecorder, growshell, workflows
+from scheduler.runtime import grow as grow_mod
 from scheduler.runtime import memory as memory_mod
 from scheduler.runtime import metrics as metrics_mod
 from scheduler.runtime import settings as settings_mod
@@ -375,6 +376,8 @@ class SchedulerLoop:
             now = self.clock()
             if isinstance(item, BindOutcome):
                 self._execute(self.state.bind_reported(item, now=now))
+            elif isinstance(item, grow_mod.GrowReported):
+                self.state.grow_reported(item)
             elif isinstance(item, DagLoaded):
                 self._execute(self.state.dag_loaded(item))
             elif hasattr(item, "apply") and callable(item.apply):
@@ -438,7 +441,7 @@ class SchedulerLoop:
                 total += usage.memory_bytes if usage else 0
             key = (str(meta.get("namespace")), str(meta.get("name")))
             peaks[key] = max(total, peaks.get(key, 0))
-        self.state.pod_usage(peaks)
+        self._execute(self.state.pod_usage(peaks, leading=self.may_bind()))
 
     # --- effect runners -------------------------------------------------------------------------
 
@@ -472,6 +475,8 @@ class SchedulerLoop:
                 )
             elif isinstance(instruction, state_mod.FetchDag):
                 self._submit_side_effect(self._fetch_dag, instruction.run, instruction.ref)
+            elif isinstance(instruction, grow_mod.GrowMemory | grow_mod.GrowNotice):
+                self._grow(instruction)
             elif isinstance(instruction, state_mod.SaveMemory) and self.memory_store is not None:
                 namespace, name = self.memory_store
                 self._submit_side_effect(
@@ -494,6 +499,15 @@ class SchedulerLoop:
 
         with contextlib.suppress(RuntimeError):  # pool already shut down
             self._side_pool.submit(call)
+
+    def _grow(self, instruction: grow_mod.GrowMemory | grow_mod.GrowNotice) -> None:
+        """Carry out grow-in-place (``scheduler.runtime.growshell``) off the loop thread."""
+        if isinstance(instruction, grow_mod.GrowNotice):
+            growshell.notify(self.recorder, instruction)
+            return
+        self._submit_side_effect(
+            growshell.resize, self.kube, self.recorder, self.events, instruction
+        )
 
     def _fetch_dag(self, run: workflow.RunId, ref: tuple[str, str]) -> None:
         text: str | None = None

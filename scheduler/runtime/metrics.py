@@ -102,6 +102,15 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.memory_grows = Counter(
+            "wfsched_memory_grows",
+            "Running tasks past their grow threshold, by result (grown, refused: the API "
+            "server said no, no_room: the node is full, exhausted: grown too often, at_cap).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("grown", "refused", "no_room", "exhausted", "at_cap"):
+            self.memory_grows.labels(result=result)
         self.prediction_ratio = Histogram(
             "wfsched_memory_prediction_ratio",
             "Predicted memory over observed peak memory of finished tasks, by predictor.",

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from scheduler.core import grow
+
 DEFAULT_SCHEDULER_NAME = "workflow-scheduler"
 
 
@@ -64,6 +66,17 @@ class Settings:
     """Floor for predicted memory."""
     max_memory_bytes: int = 0
     """Cap for predicted memory; 0 means no cap (the task's own request still caps it)."""
+    grow_in_place: bool = False
+    """Raise the memory of running tasks of ours before they reach their limit (in-place
+    resize; needs ``metrics_poll_s`` > 0 and nodes that support resize). See docs/resize.md."""
+    grow_threshold: float = 0.8
+    """Grow a task when its memory usage reaches this fraction of its limit."""
+    grow_factor: float = 1.5
+    """Each grow multiplies the limit by at least this (request raised by as much)."""
+    grow_max_times: int = 3
+    """Grows per task at most; then its limit stays (the engine retries an OOM kill)."""
+    grow_max_memory_bytes: int = 0
+    """No grow raises a limit above this; 0: only the node's free memory limits it."""
     memory_store_configmap: str = "wfsched-memory"
     """ConfigMap (in the lease namespace) that keeps memory observations across restarts."""
     memory_save_interval_s: float = 30.0
@@ -297,6 +310,18 @@ def _validate(settings: Settings, problems: list[str]) -> None:
     }.items():
         if value < 0:
             problems.append(f"{key}: must be >= 0, got {value}")
+    if not 0 < settings.grow_threshold < 1:
+        problems.append(f"grow_threshold: must be in (0, 1), got {settings.grow_threshold}")
+    if not (math.isfinite(settings.grow_factor) and settings.grow_factor > 1):
+        problems.append(f"grow_factor: must be > 1, got {settings.grow_factor}")
+    if settings.grow_max_times < 1:
+        problems.append(f"grow_max_times: must be >= 1, got {settings.grow_max_times}")
+    if settings.grow_max_memory_bytes < 0:
+        problems.append(
+            f"grow_max_memory_bytes: must be >= 0, got {settings.grow_max_memory_bytes}"
+        )
+    if settings.grow_in_place and settings.metrics_poll_s <= 0:
+        problems.append("grow_in_place: needs metrics_poll_s > 0 (usage comes from metrics)")
     if settings.max_memory_bytes and settings.max_memory_bytes < settings.min_memory_bytes:
         problems.append("max_memory_bytes: must be >= min_memory_bytes (or 0 for no cap)")
     if not settings.lease.renew_deadline_s < settings.lease.duration_s:
@@ -310,6 +335,20 @@ def _validate(settings: Settings, problems: list[str]) -> None:
         problems.append(f"log_format: {settings.log_format!r} is not one of {_LOG_FORMATS}")
     if settings.log_level.lower() not in _LOG_LEVELS:
         problems.append(f"log_level: {settings.log_level!r} is not one of {_LOG_LEVELS}")
+
+
+def grow_policy(settings: Settings) -> grow.GrowPolicy:
+    """The grow-in-place policy the ``grow_*`` settings describe.
+
+    Raises:
+        grow.GrowPolicyError: a parameter is out of range (``load_settings`` checks them all).
+    """
+    return grow.GrowPolicy(
+        threshold=settings.grow_threshold,
+        factor=settings.grow_factor,
+        max_grows=settings.grow_max_times,
+        max_limit_bytes=settings.grow_max_memory_bytes,
+    )
 
 
 def _yaml_error(exc: yaml.YAMLError) -> str:

@@ -71,6 +71,7 @@ from scheduler.core import (
 )
 from scheduler.core.queue import SchedulingQueue
 from scheduler.kube import keys
+from scheduler.runtime import grow as grow_mod
 from scheduler.runtime import memory as memory_mod
 from scheduler.runtime import settings as settings_mod
 from scheduler.runtime import workflows
@@ -182,7 +183,15 @@ class SaveMemory:
     text: str
 
 
-Instruction = StartBind | RecordEvent | SetCondition | FetchDag | SaveMemory
+Instruction = (
+    StartBind
+    | RecordEvent
+    | SetCondition
+    | FetchDag
+    | SaveMemory
+    | grow_mod.GrowMemory
+    | grow_mod.GrowNotice
+)
 
 
 class TaskHook(Protocol):
@@ -313,6 +322,12 @@ class SchedulerState:
         self._set_aside: set[str] = set()
         """uids of tasks set aside (kept small; a stale uid is dropped when met)."""
         self._saved_memory_version = memory.version if memory is not None else 0
+        self.grower = (
+            grow_mod.GrowTracker(settings_mod.grow_policy(settings), metrics)
+            if settings.grow_in_place
+            else None
+        )
+        """Grow-in-place of running tasks of ours (``grow_in_place``), else ``None``."""
 
     # --- ownership and labels ----------------------------------------------------------------
 
@@ -356,6 +371,8 @@ class SchedulerState:
             if record is not None:
                 self._drop_record(uid, record)
             self.cache.upsert_pod(podfacts.pod_info(facts))
+            if self.grower is not None:
+                self.grower.pod_seen(facts, ours=self.is_ours(facts), cache=self.cache)
             return out
         if not self.is_ours(facts) or facts.terminating:
             self._forget_pending(uid)
@@ -474,6 +491,8 @@ class SchedulerState:
                 self.cache.forget(uid)
         self.cache.remove_pod(uid)
         self._running_runs.pop(uid, None)
+        if self.grower is not None:
+            self.grower.pod_gone(uid)
         self._dirty = True
         if facts.finished and self.is_ours(facts) and uid not in self._finished:
             self._finished[uid] = None
@@ -571,11 +590,29 @@ class SchedulerState:
         for info in infos:
             self.cache.upsert_node(info)
 
-    def pod_usage(self, peaks: Mapping[tuple[str, str], int]) -> None:
-        """Raise the remembered peak memory of pods (namespace, name) to new samples."""
+    def pod_usage(
+        self, peaks: Mapping[tuple[str, str], int], *, leading: bool = True
+    ) -> list[Instruction]:
+        """Raise the remembered peak memory of pods (namespace, name) to new samples.
+
+        With grow-in-place on and this replica leading, returns the grows (and notices about
+        tasks that could not be grown) the new usage calls for.
+        """
         for key, total in peaks.items():
             if total > self._peak_usage.get(key, 0):
                 self._peak_usage[key] = total
+        if self.grower is None or not leading:
+            return []
+        grows = self.grower.usage(self._peak_usage, self.cache)
+        if any(isinstance(g, grow_mod.GrowMemory) for g in grows):
+            self._dirty = True  # the cache changed: less room for pending tasks
+        return list(grows)
+
+    def grow_reported(self, report: grow_mod.GrowReported) -> None:
+        """Apply the outcome of a grow (a refusal gives the room back)."""
+        if self.grower is not None:
+            self.grower.reported(report, self.cache)
+            self._dirty = True
 
     # --- the scheduling cycle ----------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 wfsched right-sizes a task's memory *before* binding it (no cgroup change, no OOM risk), so
 these tests pin what the memory-scaling code relies on; docs/resize.md explains the results.
+What it answers for bound, running pods is pinned in ``test_resize_running.py``.
 """
 
 from __future__ import annotations
@@ -99,31 +100,3 @@ def test_best_effort_pod_cannot_gain_a_request(core_v1: client.CoreV1Api, namesp
     status, body = _resize(core_v1, namespace, "be", {"requests": {"memory": "100Mi"}})
     assert status == 422
     assert "QOS" in body.upper()
-
-
-def test_bound_pod_on_a_kwok_node_refuses_resize(
-    core_v1: client.CoreV1Api, namespace: str, kwok_nodes
-) -> None:
-    """After binding, validation requires the node to support resize.
-
-    The apiserver judges that from the running containers' reported resources, which a real
-    1.33+ kubelet fills in and KWOK does not: on fake nodes a bound pod cannot be resized.
-    """
-    (node,) = kwok_nodes(1)
-    core_v1.create_namespaced_pod(
-        namespace, make_pod("late", memory="1Gi", limits={"memory": "1Gi"}, runtime="60s")
-    )
-    assert bind_pod(core_v1, namespace, "late", node) == 201
-    wait_for(
-        lambda: read_pod(core_v1, namespace, "late")["status"]["phase"] == "Running",
-        timeout_s=20,
-        what="Running",
-    )
-    status, body = _resize(
-        core_v1, namespace, "late", {"requests": {"memory": "512Mi"}, "limits": {"memory": "512Mi"}}
-    )
-    assert status == 422
-    assert "support for resize" in body
-    assert read_pod(core_v1, namespace, "late")["spec"]["containers"][0]["resources"]["limits"] == {
-        "memory": "1Gi"
-    }
