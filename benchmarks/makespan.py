@@ -9,9 +9,10 @@ For each workflow of ``../shared/data/nfcore-traces`` (its ``trace-<N>.csv`` and
 one after another on one KWOK cluster: kube-scheduler, then wfsched with every ranking, each
 without memory prediction, with ``ponder`` and with ``--best-predictor``. Each wfsched run gets
 a fresh daemon, a fresh namespace, its own workflow name and its own memory store, so no run
-learns from another. Tasks are replayed by ``scheduler.devtools.replay`` (nf-core's retry on
-OOM, peaks reported on success). Per run: makespan, memory allocated and wasted (GiB-hours of
-trace time), failed attempts, mean CPU and memory utilisation of the nodes
+learns from another. Tasks are replayed by ``scheduler.devtools.replay`` (the fake kubelet
+memory model ``memsim`` OOM-kills attempts below their peak, nf-core retries them, peaks are
+reported on success). Per run: makespan, memory allocated and wasted (GiB-hours of trace time),
+failed attempts, mean CPU and memory utilisation of the nodes
 (``scheduler.devtools.runstats``); then the ratios to kube-scheduler per workflow and their
 geometric mean over workflows, as a Markdown table. Progress goes to stderr.
 """
@@ -78,7 +79,7 @@ def _namespace(cluster: devcluster.DevCluster) -> str:
 
 def run_one(
     cluster: devcluster.DevCluster,
-    api: replay.PatchingPodApi,
+    api: Any,
     workdir: Path,
     trace: nftrace.TraceWorkflow,
     config: Config,
@@ -124,9 +125,10 @@ def run_one(
 
     error = ""
     try:
-        progress = replay.Replayer(plan, api, namespace=namespace).run(
-            timeout_s=args.timeout, on_progress=show
-        )
+        with replay.memory_simulator(api, namespace):
+            progress = replay.Replayer(plan, api, namespace=namespace).run(
+                timeout_s=args.timeout, on_progress=show
+            )
         makespan = progress.makespan_s or 0.0
     except (TimeoutError, RuntimeError) as exc:
         error = str(exc)

@@ -191,9 +191,10 @@ def _run_both(
         )
         plan = _plan(args, scheduler_name, namespace)
         print(f"replaying {args.trace} under {config} ...", flush=True)
-        progress = replay_cli.run_replay(
-            plan, api, namespace=namespace, timeout_s=1800, quiet=False
-        )
+        with replay.memory_simulator(api, namespace):
+            progress = replay_cli.run_replay(
+                plan, api, namespace=namespace, timeout_s=1800, quiet=False
+            )
         makespan = progress.makespan_s or 0.0
         stats = runstats.run_stats(
             progress.attempts, makespan_s=makespan, time_scale=plan.time_scale, cluster=shape

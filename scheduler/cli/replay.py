@@ -26,8 +26,9 @@ def register(subparsers: Any) -> None:
             "such as nf-core's trace-*.csv) as pods: each task's pod is created when its "
             "parents have succeeded, with wfsched's workflow labels, the task's CPU and memory "
             "requests and its runtime (a KWOK duration annotation, or a sleeping container "
-            "with --real-nodes). For traces, a task whose memory limit is below its recorded "
-            "peak is OOM-killed and retried with twice the request (nf-core's retry), and a "
+            "with --real-nodes). For traces on fake nodes, a task whose memory limit is below "
+            "its recorded peak is OOM-killed (the fake kubelet memory model runs beside the "
+            "replay) and retried with twice the request (nf-core's retry), and a "
             "finished task reports its peak. Prints progress and the makespan."
         ),
     )
@@ -139,6 +140,7 @@ def _replay(args: argparse.Namespace) -> int:
     from scheduler.kube import client  # only when talking to a cluster
 
     api = client.KubeClient.connect(args.kubeconfig, qps=50, burst=100, pool_size=4)
+    memory = None if args.real_nodes else replay.memory_simulator(api, args.namespace).start()
     try:
         result = run_replay(
             plan, api, namespace=args.namespace, timeout_s=args.timeout, quiet=False
@@ -146,6 +148,9 @@ def _replay(args: argparse.Namespace) -> int:
     except (TimeoutError, RuntimeError) as exc:
         print(f"wfsched: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if memory is not None:
+            memory.stop()
     print(
         f"{name}: {len(plan.tasks)} tasks, run {plan.run_id}, "
         f"scheduler {args.scheduler_name}: makespan {result.makespan_s:.1f}s "

@@ -11,13 +11,15 @@ polls them, and creates children when all parents have succeeded, as workflow en
 Engine behaviour for traces (Nextflow with nf-core's ``conf/base.config``):
 
 - a finished task reports its real peak (``wfsched.io/peak-memory-bytes``, as a wrapper
-  would; the daemon reads it only once the pod has finished, so it is written at creation and
-  removed from an attempt that is OOM-killed);
-- an attempt whose memory limit (seen once the pod is bound: wfsched may have resized it) is
-  below the task's peak is OOM-killed: exit code 137, reason ``OOMKilled``, the pod fails. The
-  trace records only the peak, not when it was reached; the replay assumes memory grows
-  steadily to the peak at the end of the task, so it is killed after ``limit / peak`` of its
-  runtime (a limit just below the peak wastes almost the whole run);
+  would; the daemon reads it only from a pod that succeeded, so it is written at creation);
+- the task's true peak also goes to the fake kubelet memory model (``memsim``: annotations
+  ``sim.wfsched.io/peak-memory-bytes`` and ``sim.wfsched.io/peak-at``), which the caller runs
+  beside the replay (:func:`memory_simulator`). An attempt whose memory limit is below the peak
+  is OOM-killed by it: exit code 137, reason ``OOMKilled``, the pod fails. The trace records
+  only the peak, not when it was reached; memsim's usage grows steadily to the peak at
+  ``peak_at`` (default one half) of the runtime, so the kill comes when usage crosses the
+  limit, at ``peak_at * limit / peak`` of the runtime or earlier (a limit just below the peak
+  wastes half the run);
 - nf-core retries exit codes 130-145 (137 among them) with ``memory = preset * task.attempt``
   and ``cpus = preset * task.attempt`` (``check_max`` caps both at the largest node) up to
   ``maxRetries = 1``; ``ReplayPlan.max_retries`` is that limit. A task that fails beyond it
@@ -35,12 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from scheduler.core import resources
-from scheduler.devtools import devcluster, nftrace, simulate
+from scheduler.devtools import devcluster, memsim, nftrace, simulate
 from scheduler.kube import keys
 
 _DNS_UNSAFE = re.compile(r"[^a-z0-9-]+")
-OOM_EXIT_CODE = 137
-"""Exit code of an OOM-killed container (128 + SIGKILL)."""
 NF_CORE_MAX_RETRIES = 1
 """``maxRetries`` of nf-core's ``conf/base.config``."""
 
@@ -88,6 +88,7 @@ class ReplayPlan:
     max_cpu_millis: int | None = None
     max_memory_bytes: int | None = None
     time_scale: float = 1.0
+    peak_at: float = memsim.DEFAULT_PEAK_AT
 
     @classmethod
     def from_instance(
@@ -239,6 +240,9 @@ class ReplayPlan:
             annotations[keys.DEPENDS_ON_ANNOTATION] = ",".join(task.parents)
         if task.peak_bytes:
             annotations[keys.PEAK_MEMORY_ANNOTATION] = str(task.peak_bytes)
+            if self.fake_nodes:
+                annotations[memsim.PEAK_MEMORY_ANNOTATION] = str(task.peak_bytes)
+                annotations[memsim.PEAK_AT_ANNOTATION] = f"{self.peak_at:g}"
         resources_: dict[str, Any] = {"requests": {"cpu": f"{cpu_millis}m"}}
         if memory_bytes:
             resources_["requests"]["memory"] = str(memory_bytes)
@@ -282,11 +286,6 @@ def _capped(value: int, cap: int | None) -> int:
     return value if cap is None else min(value, cap)
 
 
-def oom_kill_after_s(runtime_s: float, limit_bytes: int, peak_bytes: int) -> float:
-    """When an attempt with ``limit_bytes`` below its ``peak_bytes`` is killed (see module doc)."""
-    return max(0.1, round(runtime_s * limit_bytes / peak_bytes, 1))
-
-
 class PodApi(Protocol):
     """The calls a replay makes."""
 
@@ -297,18 +296,13 @@ class PodApi(Protocol):
         """List pods as plain dicts."""
 
 
-class PatchingPodApi(PodApi, Protocol):
-    """A ``PodApi`` that can also patch annotations (needed to OOM-kill an attempt)."""
+def memory_simulator(kube: Any, namespace: str) -> memsim.MemorySimulator:
+    """The fake kubelet memory model for a replay's namespace (start it before the replay).
 
-    def patch_pod_metadata(
-        self,
-        namespace: str,
-        name: str,
-        *,
-        labels: Mapping[str, str | None] | None = None,
-        annotations: Mapping[str, str | None] | None = None,
-    ) -> object:
-        """Merge-patch labels and annotations (``None`` removes one)."""
+    ``kube`` is a ``scheduler.kube.client.KubeClient``; without the model running, no attempt
+    on fake nodes is ever OOM-killed.
+    """
+    return memsim.MemorySimulator(kube, namespace=namespace)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -480,7 +474,6 @@ class Replayer:
             if progress.first_bind_s is None:
                 progress.first_bind_s = now
             record.memory_bytes, record.memory_limit_bytes = _container_memory(pod)
-            self._kill_if_over_limit(record)
         phase = pod.get("status", {}).get("phase")
         task = self._by_id[record.task_id]
         if phase == "Failed":
@@ -503,23 +496,3 @@ class Replayer:
             record.outcome = "succeeded"
             done.add(task.id)
             create(self._children.get(task.id, ()))
-
-    def _kill_if_over_limit(self, record: Attempt) -> None:
-        """OOM-kill a bound attempt whose limit is below the task's peak (module docstring)."""
-        peak, limit = record.peak_bytes, record.memory_limit_bytes
-        if not self.plan.fake_nodes or not peak or not limit or limit >= peak:
-            return
-        patch = getattr(self.api, "patch_pod_metadata", None)
-        if patch is None:
-            raise TypeError("replaying tasks that run out of memory needs patch_pod_metadata")
-        kill_after = oom_kill_after_s(self._by_id[record.task_id].runtime_s, limit, peak)
-        patch(
-            self.namespace,
-            record.pod_name,
-            annotations={
-                devcluster.RUNTIME_ANNOTATION: f"{kill_after:g}s",
-                devcluster.EXIT_CODE_ANNOTATION: str(OOM_EXIT_CODE),
-                devcluster.REASON_ANNOTATION: "OOMKilled",
-                keys.PEAK_MEMORY_ANNOTATION: None,
-            },
-        )

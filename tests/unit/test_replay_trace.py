@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.devtools import devcluster, nftrace, replay, runstats
+from scheduler.devtools import devcluster, memsim, nftrace, replay, runstats
 from scheduler.kube import keys
 
 GIB = 2**30
@@ -148,6 +148,8 @@ def test_plan_scales_runtimes_with_a_floor_and_caps_retry_requests(tmp_path: Pat
     notes = manifest["metadata"]["annotations"]
     assert notes[keys.ATTEMPT_ANNOTATION] == "2"
     assert notes[keys.PEAK_MEMORY_ANNOTATION] == str(2 * GIB)
+    assert notes[memsim.PEAK_MEMORY_ANNOTATION] == str(2 * GIB)
+    assert notes[memsim.PEAK_AT_ANNOTATION] == "0.5"
     assert notes[keys.DEPENDS_ON_ANNOTATION] == "1"
     assert notes[devcluster.RUNTIME_ANNOTATION] == "0.5s"
     assert manifest["metadata"]["name"] == plan.pod_name(c, 2) != plan.pod_name(c, 1)
@@ -159,41 +161,19 @@ def test_plan_scales_runtimes_with_a_floor_and_caps_retry_requests(tmp_path: Pat
         plan_of(tmp_path, max_retries=-1)
 
 
-def test_oom_kill_time_is_the_share_of_the_peak_the_limit_allows() -> None:
-    assert replay.oom_kill_after_s(10.0, 1 * GIB, 4 * GIB) == 2.5
-    assert replay.oom_kill_after_s(10.0, 1, 4 * GIB) == 0.1
-
-
 class FakeCluster:
-    """Pods bound at once by a pretend scheduler that sets memory to ``memory_of(attempt)``."""
+    """Pods bound at once by a pretend scheduler that sets memory to ``memory_of(attempt)``,
+    then ended as memsim would: OOM-killed when the limit is below the simulated peak."""
 
     def __init__(self, memory_of: Mapping[int, int]) -> None:
         self.pods: dict[str, dict[str, Any]] = {}
         self.memory_of = memory_of
-        self.patches: list[tuple[str, dict[str, Any]]] = []
         self.polls = 0
 
     def create_pod(self, namespace: str, manifest: Mapping[str, Any]) -> object:
         pod = {**manifest, "status": {"phase": "Pending"}}
         self.pods[manifest["metadata"]["name"]] = pod
         return pod
-
-    def patch_pod_metadata(
-        self,
-        namespace: str,
-        name: str,
-        *,
-        labels: Mapping[str, str | None] | None = None,
-        annotations: Mapping[str, str | None] | None = None,
-    ) -> object:
-        self.patches.append((name, dict(annotations or {})))
-        notes = self.pods[name]["metadata"]["annotations"]
-        for key, value in (annotations or {}).items():
-            if value is None:
-                notes.pop(key, None)
-            else:
-                notes[key] = value
-        return self.pods[name]
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         self.polls += 1
@@ -206,11 +186,13 @@ class FakeCluster:
                 pod["spec"]["containers"][0]["resources"]["limits"] = {"memory": memory}
                 pod["spec"]["nodeName"] = "node-0"
             elif pod["status"]["phase"] == "Pending":
-                code = notes.get(devcluster.EXIT_CODE_ANNOTATION, "0")
-                reason = notes.get(devcluster.REASON_ANNOTATION, "Completed")
+                limit = int(pod["spec"]["containers"][0]["resources"]["limits"]["memory"])
+                oom = limit < int(notes.get(memsim.PEAK_MEMORY_ANNOTATION, "0"))
                 pod["status"] = {
-                    "phase": "Succeeded" if code == "0" else "Failed",
-                    "containerStatuses": [{"state": {"terminated": {"reason": reason}}}],
+                    "phase": "Failed" if oom else "Succeeded",
+                    "containerStatuses": [
+                        {"state": {"terminated": {"reason": "OOMKilled" if oom else "Completed"}}}
+                    ],
                 }
         return [dict(p) for p in self.pods.values()]
 
@@ -232,9 +214,6 @@ def test_replayer_oom_kills_an_undersized_attempt_and_retries_with_twice_the_req
         ("4", 1, "succeeded"),
     ]
     assert progress.failed == 2 and progress.succeeded == 4
-    killed = dict(api.patches)
-    assert killed[plan.tasks[1].pod_name][devcluster.EXIT_CODE_ANNOTATION] == "137"
-    assert killed[plan.tasks[1].pod_name][keys.PEAK_MEMORY_ANNOTATION] is None
 
 
 def test_replayer_gives_up_when_the_retries_are_spent(tmp_path: Path) -> None:
