@@ -105,7 +105,7 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         plan = _plan(args, "workflow-scheduler", "check")
     except (OSError, ValueError, ArithmeticError) as exc:
-        print(f"wfsched: cannot read {args.trace}: {exc}", file=sys.stderr)
+        print(f"wfsched: {exc}", file=sys.stderr)
         return 2
     label = args.policy + (f"+{args.predictor}" if args.predictor else "")
     if args.check:
