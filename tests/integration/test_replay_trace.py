@@ -85,3 +85,41 @@ def test_bare_trace_replays_with_an_oom_kill_and_a_retry(
     c = by_pod[plan.tasks[-1].pod_name]
     assert c.created_s >= by_pod[plan.pod_name(b, 2)].finished_s  # C waited for B's retry
     assert observed >= 3
+
+
+def test_replay_command_runs_a_trace_and_writes_its_report(
+    tmp_path: Path, dev_cluster, core_v1, namespace, kwok_nodes, capsys
+) -> None:
+    from scheduler import cli
+
+    nodes = kwok_nodes(1, cpu="4", memory="8Gi")
+    path = tmp_path / "trace-9.csv"
+    path.write_text(TRACE)
+    page = tmp_path / "run.html"
+    with DaemonProcess(
+        str(dev_cluster.kubeconfig),
+        tmp_path,
+        policy="critical_path-roundrobin",
+        namespaces=[namespace],
+        lease={"enabled": False},
+    ):
+        status = cli.main(
+            [
+                "replay",
+                str(path),
+                "--namespace",
+                namespace,
+                "--kubeconfig",
+                str(dev_cluster.kubeconfig),
+                "--time-scale",
+                "0.1",
+                "--report",
+                str(page),
+            ]
+        )
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "4 tasks" in out and "1 failed attempts" in out
+    text = page.read_text()
+    assert text.count('class="bar"') == 4 and text.count('class="bar failed"') == 1
+    assert nodes[0][-14:] in text
