@@ -266,9 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         earlier: list[dict[str, Any]] = json.loads(args.from_json.read_text(encoding="utf-8"))
         print_tables(earlier, list(dict.fromkeys(row["config"] for row in earlier)))
         print("\nSimulator against replay (wfsched rankings without prediction):\n")
-        print(simulator_agreement(earlier, args, shape))
+        complete, _ = complete_rows(earlier, list(dict.fromkeys(r["config"] for r in earlier)))
+        print(simulator_agreement(complete, args, shape))
         print("\nWait and lag per task:\n")
-        print(lag_table(earlier, args))
+        print(lag_table(complete, args))
         write_reports(earlier, args.report_dir, shape)
         return 0
     names = [w for w in args.workflows.split(",") if w]
@@ -331,8 +332,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def complete_rows(
+    rows: Sequence[dict[str, Any]], labels: Sequence[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of workflows that have a run of every label, and the names of the others."""
+    have: dict[str, set[str]] = {}
+    for row in rows:
+        have.setdefault(row["workflow"], set()).add(row["config"])
+    cut = [w for w, configs in have.items() if not set(labels) <= configs]
+    return [row for row in rows if row["workflow"] not in cut], cut
+
+
 def print_tables(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> None:
-    """Print the ratio table and every run's figures (Markdown)."""
+    """Print the ratio table and every run's figures (Markdown), complete workflows only."""
+    rows, cut = complete_rows(rows, labels)
+    if cut:
+        print(f"Left out (not every run finished): {', '.join(cut)}\n")
     print("Makespan / kube-scheduler:\n")
     print(ratio_table(rows, labels))
     print("\nEvery run:\n")
