@@ -1,13 +1,20 @@
-"""Makespan of real workflows: wfsched strategies versus kube-scheduler on one KWOK cluster.
+"""Makespan and memory of real nf-core runs: wfsched versus kube-scheduler, side by side.
 
-    .venv/bin/python benchmarks/makespan.py [INSTANCE ...] [--time-scale 0.02]
-        [--nodes 2 --node-cpu 4 --node-memory 16Gi] [--strategies fifo,rank_min,...]
-        [--max-work-s 600]
+    python -m benchmarks.makespan [--workflows sarek,...] [--trace 1]
+        [--time-scale 0.02 --min-runtime 1] [--nodes 8 --node-cpu 32 --node-memory 128Gi]
+        [--rankings fifo,rank_min,critical_path] [--best-predictor envelope]
+        [--json-out results.json] [--report-dir reports/]
 
-Every instance (default: each WfFormat instance under ../shared/data/wfinstances whose scaled
-total work fits ``--max-work-s``) is replayed with ``wfsched replay``'s driver on the same
-small KWOK cluster (sized so tasks queue), once per wfsched strategy (a fresh daemon each
-time) and once under kube-scheduler. Prints the makespans and their ratio to kube-scheduler's.
+For each workflow of ``../shared/data/nfcore-traces`` (its ``trace-<N>.csv`` and ``dag.html``),
+one after another on one KWOK cluster: kube-scheduler, then wfsched with every ranking, each
+without memory prediction, with ``ponder`` and with ``--best-predictor``. Each wfsched run gets
+a fresh daemon, a fresh namespace, its own workflow name and its own memory store, so no run
+learns from another. Tasks are replayed by ``scheduler.devtools.replay`` (the fake kubelet
+memory model ``memsim`` OOM-kills attempts below their peak, nf-core retries them, peaks are
+reported on success). Per run: makespan, memory allocated and wasted (GiB-hours of trace time),
+failed attempts, mean CPU and memory utilisation of the nodes
+(``scheduler.devtools.runstats``); then the ratios to kube-scheduler per workflow and their
+geometric mean over workflows, as a Markdown table. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -16,64 +23,260 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from scheduler.cli import replay as replay_cli
-from scheduler.devtools import devcluster, replay, simulate
+from scheduler.core import resources
+from scheduler.devtools import devcluster, nftrace, replay, report, runstats
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wfinstances"
-DEFAULT_STRATEGIES = (
-    "fifo-roundrobin",
-    "rank_min-roundrobin",
-    "rank_max-roundrobin",
-    "critical_path-roundrobin",
-    "critical_path-binpack",
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nfcore-traces"
+WORKFLOWS = (  # fewest tasks first (trace-1), so a cut-short run covers the most workflows
+    "sarek",
+    "ampliseq",
+    "rnaseq",
+    "atacseq",
+    "chipseq",
+    "nanoseq",
+    "eager",
+    "viralrecon",
+    "mag",
 )
+KUBE = "kube-scheduler"
 
 
-def _replay(
-    cluster: devcluster.DevCluster,
-    api: replay.PodApi,
-    instance: simulate.Instance,
-    scheduler: str,
-    time_scale: float,
-) -> float:
+@dataclass(frozen=True, slots=True)
+class Config:
+    """One scheduler set-up: kube-scheduler, or a wfsched policy with an optional predictor."""
+
+    label: str
+    policy: str | None = None
+    predictor: str = ""
+
+
+def configs(rankings: Sequence[str], assignment: str, best: str) -> list[Config]:
+    """kube-scheduler, then each ranking without prediction, with ponder and with ``best``."""
+    result = [Config(KUBE)]
+    for ranking in rankings:
+        policy = f"{ranking}-{assignment}"
+        for predictor in dict.fromkeys(("", "ponder", best)):
+            label = policy if not predictor else f"{policy}+{predictor}"
+            result.append(Config(label, policy, predictor))
+    return result
+
+
+def _namespace(cluster: devcluster.DevCluster) -> str:
     namespace = f"mk-{uuid.uuid4().hex[:8]}"
     cluster.admin().apply(
         "/api/v1/namespaces",
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
     )
-    plan = replay.ReplayPlan.from_instance(
-        instance, scheduler_name=scheduler, time_scale=time_scale
+    return namespace
+
+
+def run_one(
+    cluster: devcluster.DevCluster,
+    api: Any,
+    workdir: Path,
+    trace: nftrace.TraceWorkflow,
+    config: Config,
+    args: argparse.Namespace,
+    shape: runstats.ClusterShape,
+) -> dict[str, Any]:
+    """Replay ``trace`` under ``config``; return its figures and attempts (JSON-ready)."""
+    namespace = _namespace(cluster)
+    tag = uuid.uuid4().hex[:6]
+    plan = replay.ReplayPlan.from_trace(
+        trace,
+        scheduler_name="default-scheduler" if config.policy is None else "workflow-scheduler",
+        time_scale=args.time_scale,
+        min_runtime_s=args.min_runtime,
+        workflow_name=f"{trace.name.split('/')[0]}-{tag}",
+        max_cpu_millis=shape.cpu_millis,
+        max_memory_bytes=shape.memory_bytes,
+        max_retries=args.max_retries,
     )
-    progress = replay_cli.run_replay(plan, api, namespace=namespace, timeout_s=3600, quiet=True)
-    assert progress.makespan_s is not None
-    return progress.makespan_s
+    daemon = None
+    if config.policy is not None:
+        daemon = devcluster.LocalDaemon(
+            cluster.kubeconfig,
+            workdir,
+            policy=config.policy,
+            predictor=config.predictor,
+            namespaces=[namespace],
+            lease={"enabled": False},
+            memory_store_configmap=f"wfsched-memory-{tag}",
+        )
+        daemon.start()
+    started = time.monotonic()
+
+    def show(progress: replay.ReplayProgress) -> None:
+        failed = progress.failed
+        print(
+            f"\r  {config.label:<36} {progress.succeeded:>5}/{progress.total} done, "
+            f"{failed} failed attempts, {time.monotonic() - started:6.1f}s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    error = ""
+    try:
+        with replay.memory_simulator(api, namespace):
+            progress = replay.Replayer(plan, api, namespace=namespace).run(
+                timeout_s=args.timeout, on_progress=show
+            )
+        makespan = progress.makespan_s or 0.0
+    except (TimeoutError, RuntimeError) as exc:
+        error = str(exc)
+        progress = replay.ReplayProgress(total=len(plan.tasks))
+        makespan = float("nan")
+    finally:
+        if daemon is not None:
+            daemon.stop()
+    print(file=sys.stderr)
+    stats = runstats.run_stats(
+        progress.attempts, makespan_s=makespan, time_scale=args.time_scale, cluster=shape
+    )
+    return {
+        "workflow": trace.name,
+        "config": config.label,
+        "policy": config.policy,
+        "predictor": config.predictor,
+        "error": error,
+        "stats": stats.to_json(),
+        "attempts": [report.attempt_json(a) for a in progress.attempts],
+    }
+
+
+def ratio_table(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
+    """Markdown: per workflow the makespan ratio to kube-scheduler, then the geometric mean."""
+    by_workflow: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        by_workflow.setdefault(row["workflow"], {})[row["config"]] = row
+    lines = [
+        "| workflow | kube-scheduler makespan (s) | "
+        + " | ".join(label for label in labels if label != KUBE)
+        + " |",
+        "|---|---:|" + "---:|" * (len(labels) - 1),
+    ]
+    ratios: dict[str, list[float]] = {label: [] for label in labels}
+    for workflow, cells in by_workflow.items():
+        base = cells.get(KUBE, {}).get("stats", {}).get("makespan_s", float("nan"))
+        parts = [workflow, f"{base:.1f}"]
+        for label in labels:
+            if label == KUBE:
+                continue
+            value = cells.get(label, {}).get("stats", {}).get("makespan_s", float("nan"))
+            ratio = value / base if base and base == base and value == value else float("nan")
+            if ratio == ratio:
+                ratios[label].append(ratio)
+            parts.append(f"{ratio:.2f}")
+        lines.append("| " + " | ".join(parts) + " |")
+    means = [f"{runstats.geometric_mean(ratios[label]):.2f}" for label in labels if label != KUBE]
+    lines.append("| **geometric mean** | | " + " | ".join(means) + " |")
+    return "\n".join(lines)
+
+
+def detail_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown: every run's figures."""
+    lines = [
+        "| workflow | scheduler | makespan (s) | allocated (GiBh) | wasted (GiBh) "
+        "| failed attempts | CPU util | memory util |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        s = row["stats"]
+        note = " (failed: see errors)" if row["error"] else ""
+        lines.append(
+            f"| {row['workflow']} | {row['config']}{note} | {s['makespan_s']:.1f} "
+            f"| {s['allocated_gibh']:.2f} | {s['wasted_gibh']:.2f} | {s['failed_attempts']} "
+            f"| {s['cpu_utilisation']:.0%} | {s['memory_utilisation']:.0%} |"
+        )
+    return "\n".join(lines)
+
+
+def _plan_runtimes(workflow: str, args: argparse.Namespace) -> dict[str, float]:
+    name, number = workflow.split("/")
+    plan = replay.ReplayPlan.from_trace(
+        nftrace.load_trace(args.data / name / f"{number}.csv"),
+        scheduler_name="-",
+        time_scale=args.time_scale,
+        min_runtime_s=args.min_runtime,
+    )
+    return {task.id: task.runtime_s for task in plan.tasks}
+
+
+def lag_table(rows: Sequence[dict[str, Any]], args: argparse.Namespace) -> str:
+    """Markdown: per run, the mean wait (pod created to bound) and the mean lag of a task
+    (bound to seen finished, minus its planned runtime: KWOK's start and the replay's polling),
+    against the mean planned runtime. The lag is the overhead every task pays."""
+    lines = [
+        "| workflow | scheduler | mean planned runtime (s) | mean wait (s) | mean lag (s) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    runtimes: dict[str, dict[str, float]] = {}
+    for row in rows:
+        if row["workflow"] not in runtimes:
+            runtimes[row["workflow"]] = _plan_runtimes(row["workflow"], args)
+        planned = runtimes[row["workflow"]]
+        done = [a for a in row["attempts"] if a["outcome"] == "succeeded"]
+        if not done:
+            continue
+        waits = [a["bound"] - a["created"] for a in done]
+        lags = [a["finished"] - a["bound"] - planned[a["task"]] for a in done]
+        mean_runtime = sum(planned[a["task"]] for a in done) / len(done)
+        lines.append(
+            f"| {row['workflow']} | {row['config']} | {mean_runtime:.2f} "
+            f"| {sum(waits) / len(waits):.2f} | {sum(lags) / len(lags):.2f} |"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("instances", nargs="*", type=Path)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--workflows", default=",".join(WORKFLOWS))
+    parser.add_argument("--trace", type=int, default=1, help="which trace-<N>.csv (default 1)")
     parser.add_argument("--time-scale", type=float, default=0.02)
-    parser.add_argument("--nodes", type=int, default=2)
-    parser.add_argument("--node-cpu", default="4")
-    parser.add_argument("--node-memory", default="16Gi")
-    parser.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
-    parser.add_argument("--max-work-s", type=float, default=600.0)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--min-runtime", type=float, default=1.0)
+    parser.add_argument("--nodes", type=int, default=8)
+    parser.add_argument("--node-cpu", default="32")
+    parser.add_argument("--node-memory", default="128Gi")
+    parser.add_argument("--rankings", default="fifo,rank_min,critical_path")
+    parser.add_argument("--assignment", default="roundrobin")
+    parser.add_argument("--best-predictor", default="envelope")
+    parser.add_argument("--max-retries", type=int, default=replay.NF_CORE_MAX_RETRIES)
+    parser.add_argument("--timeout", type=float, default=900.0, help="per run, seconds")
+    parser.add_argument("--json-out", type=Path, help="write every run (with attempts) here")
+    parser.add_argument("--report-dir", type=Path, help="one HTML comparison page per workflow")
+    parser.add_argument(
+        "--from-json", type=Path, help="print the tables (and reports) of an earlier --json-out"
+    )
     args = parser.parse_args(argv)
-    paths = args.instances or sorted(DATA.glob("*.json"))
-    instances = []
-    for path in paths:
-        instance = simulate.load_instance(path)
-        work = sum(max(1.0, t.runtime_s * args.time_scale) for t in instance.tasks)
-        if work <= args.max_work_s * int(args.node_cpu) * args.nodes:
-            instances.append(instance)
-        else:
-            print(f"skipping {instance.name}: {work:.0f} scaled task-seconds", file=sys.stderr)
-    strategies = [s for s in args.strategies.split(",") if s]
-    rows = []
+    shape = runstats.ClusterShape(
+        nodes=args.nodes,
+        cpu_millis=resources.cpu_millis(args.node_cpu),
+        memory_bytes=resources.integer_value(args.node_memory),
+    )
+    if args.from_json is not None:
+        earlier: list[dict[str, Any]] = json.loads(args.from_json.read_text(encoding="utf-8"))
+        print_tables(earlier, list(dict.fromkeys(row["config"] for row in earlier)))
+        print("\nSimulator against replay (wfsched rankings without prediction):\n")
+        complete, _ = complete_rows(earlier, list(dict.fromkeys(r["config"] for r in earlier)))
+        print(simulator_agreement(complete, args, shape))
+        print("\nWait and lag per task:\n")
+        print(lag_table(complete, args))
+        write_reports(earlier, args.report_dir, shape)
+        return 0
+    names = [w for w in args.workflows.split(",") if w]
+    traces = [nftrace.load_trace(args.data / name / f"trace-{args.trace}.csv") for name in names]
+    plan = configs([r for r in args.rankings.split(",") if r], args.assignment, args.best_predictor)
+    rows: list[dict[str, Any]] = []
+    began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="wfsched-makespan-") as scratch:
         workdir = Path(scratch)
         cluster = devcluster.DevCluster(
@@ -86,33 +289,140 @@ def main(argv: list[str] | None = None) -> int:
             from scheduler.kube import client
 
             api = client.KubeClient.connect(
-                str(cluster.kubeconfig), qps=100, burst=200, pool_size=4
+                str(cluster.kubeconfig), qps=200, burst=400, pool_size=4
             )
-            for instance in instances:
-                row = {"instance": instance.name, "tasks": len(instance.tasks)}
-                row["kube-scheduler"] = _replay(
-                    cluster, api, instance, "default-scheduler", args.time_scale
+            total = len(traces) * len(plan)
+            for w_index, trace in enumerate(traces):
+                print(
+                    f"[{w_index + 1}/{len(traces)}] {trace.name}: {len(trace.tasks)} tasks, "
+                    f"dependencies from {trace.dependency_source} "
+                    f"({time.monotonic() - began:.0f}s elapsed)",
+                    file=sys.stderr,
+                    flush=True,
                 )
-                for strategy in strategies:
-                    daemon = devcluster.LocalDaemon(
-                        cluster.kubeconfig, workdir, policy=strategy, lease={"enabled": False}
+                for config in plan:
+                    row = run_one(cluster, api, workdir, trace, config, args, shape)
+                    rows.append(row)
+                    if args.json_out is not None:  # after every run: a cut-short table keeps it
+                        args.json_out.write_text(json.dumps(rows), encoding="utf-8")
+                    s = row["stats"]
+                    print(
+                        f"  {config.label:<36} makespan {s['makespan_s']:7.1f}s  "
+                        f"waste {s['wasted_gibh']:7.2f} GiBh  failed {s['failed_attempts']}  "
+                        f"[{len(rows)}/{total}] {row['error']}",
+                        file=sys.stderr,
+                        flush=True,
                     )
-                    daemon.start()
-                    try:
-                        row[strategy] = _replay(
-                            cluster, api, instance, "workflow-scheduler", args.time_scale
-                        )
-                    finally:
-                        daemon.stop()
-                rows.append(row)
-                base = float(row["kube-scheduler"])
-                cells = "  ".join(f"{s}={float(row[s]) / base:.2f}" for s in strategies)
-                print(f"{instance.name:<45} kube={base:6.1f}s  {cells}", flush=True)
+                write_reports(
+                    [r for r in rows if r["workflow"] == trace.name], args.report_dir, shape
+                )
         finally:
             cluster.stop()
-    if args.json:
-        print(json.dumps(rows))
+    labels = [c.label for c in plan]
+    print(
+        f"time scale {args.time_scale:g}, floor {args.min_runtime:g}s, {args.nodes} nodes x "
+        f"{args.node_cpu} CPU x {args.node_memory}; whole table in "
+        f"{time.monotonic() - began:.0f}s\n"
+    )
+    print_tables(rows, labels)
+    print("\nSimulator against replay (wfsched rankings without prediction):\n")
+    print(simulator_agreement(rows, args, shape))
+    print("\nWait and lag per task:\n")
+    print(lag_table(rows, args))
     return 0
+
+
+def complete_rows(
+    rows: Sequence[dict[str, Any]], labels: Sequence[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of workflows that have a run of every label, and the names of the others."""
+    have: dict[str, set[str]] = {}
+    for row in rows:
+        have.setdefault(row["workflow"], set()).add(row["config"])
+    cut = [w for w, configs in have.items() if not set(labels) <= configs]
+    return [row for row in rows if row["workflow"] not in cut], cut
+
+
+def print_tables(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> None:
+    """Print the ratio table and every run's figures (Markdown), complete workflows only."""
+    rows, cut = complete_rows(rows, labels)
+    if cut:
+        print(f"Left out (not every run finished): {', '.join(cut)}\n")
+    print("Makespan / kube-scheduler:\n")
+    print(ratio_table(rows, labels))
+    print("\nEvery run:\n")
+    print(detail_table(rows))
+
+
+def simulator_agreement(
+    rows: Sequence[dict[str, Any]], args: argparse.Namespace, shape: runstats.ClusterShape
+) -> str:
+    """Markdown: per workflow, the replayed and the simulated makespans of the wfsched rankings
+    without prediction (the simulator runs the replay's own plan on the same cluster), the
+    order each gives, and the largest gap between the two makespan ratios to fifo."""
+    from scheduler import registry
+    from scheduler.devtools import simulate
+
+    spec = simulate.ClusterSpec(
+        nodes=shape.nodes, node_cpu_millis=shape.cpu_millis, node_memory_bytes=shape.memory_bytes
+    )
+    lines = [
+        "| workflow | replay (s) | simulated (s) | replay order | simulated order | same order "
+        "| largest ratio gap |",
+        "|---|---|---|---|---|---|---:|",
+    ]
+    for workflow in dict.fromkeys(row["workflow"] for row in rows):
+        replayed = {
+            row["policy"]: row["stats"]["makespan_s"]
+            for row in rows
+            if row["workflow"] == workflow and row["policy"] and not row["predictor"]
+        }
+        if not replayed or any(value != value for value in replayed.values()):
+            continue
+        name, number = workflow.split("/")
+        trace = nftrace.load_trace(args.data / name / f"{number}.csv")
+        plan = replay.ReplayPlan.from_trace(
+            trace,
+            scheduler_name="simulated",
+            time_scale=args.time_scale,
+            min_runtime_s=args.min_runtime,
+            max_cpu_millis=shape.cpu_millis,
+            max_memory_bytes=shape.memory_bytes,
+        )
+        instance = plan.to_instance(trace.name)
+        simulated = {
+            policy: simulate.simulate(
+                instance, strategy=registry.parse_strategy(policy), cluster_spec=spec
+            ).makespan_s
+            for policy in replayed
+        }
+        first = next(iter(replayed))
+
+        def order(values: dict[str, float]) -> str:
+            return " < ".join(p.split("-")[0] for p in sorted(values, key=values.__getitem__))
+
+        gap = max(
+            abs(replayed[p] / replayed[first] - simulated[p] / simulated[first]) for p in replayed
+        )
+        lines.append(
+            f"| {workflow} | {' / '.join(f'{replayed[p]:.1f}' for p in replayed)} "
+            f"| {' / '.join(f'{simulated[p]:.1f}' for p in replayed)} | {order(replayed)} "
+            f"| {order(simulated)} | {'yes' if order(replayed) == order(simulated) else 'no'} "
+            f"| {gap:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_reports(
+    rows: Sequence[dict[str, Any]], directory: Path | None, shape: runstats.ClusterShape
+) -> None:
+    """One HTML comparison page per workflow in ``directory`` (nothing when ``None``)."""
+    if directory is None:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    for workflow in dict.fromkeys(row["workflow"] for row in rows):
+        page = report.comparison_page([r for r in rows if r["workflow"] == workflow], shape=shape)
+        (directory / f"{workflow.replace('/', '-')}.html").write_text(page, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ one per observation. Maturity: stable.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +78,8 @@ def fit_asymmetric(
     # Solve in standardised coordinates z = (x - centre) / scale: the same model in exact
     # arithmetic, but well-conditioned even when the inputs differ only in their last digits.
     centre, scale = float(x.mean()), float(x.std())
+    if not (scale > 0 and math.isfinite(scale)):
+        return None  # distinct enough for OLS, but the spread underflows: no fit
     design = np.column_stack((np.ones_like(x), (x - centre) / scale))
     a, b = start if start is not None else ols
     beta = np.array([a + b * centre, b * scale], dtype=np.float64)

@@ -64,6 +64,7 @@ class Task:
         complete_ms: Completion time (ms).
         realtime_ms: Run time (ms, >= 0).
         container: Container image (Nextflow ``container`` column), ``""`` when unknown.
+        cpus: Requested CPUs (Nextflow ``cpus``), or ``None`` when not recorded.
     """
 
     order: int
@@ -77,6 +78,7 @@ class Task:
     complete_ms: float
     realtime_ms: float
     container: str = ""
+    cpus: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -229,6 +231,7 @@ def _nextflow_task(row: Mapping[str, str], *, request: str, index: int) -> Task:
         complete_ms=complete,
         realtime_ms=parse_duration(row["realtime"]) or 0.0,
         container=row.get("container", "-").strip().removeprefix("-"),
+        cpus=int(row["cpus"]) if row.get("cpus", "").strip().isdigit() else None,
     )
 
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Shared set-up for scripts/test.sh and scripts/demo.sh. Sourcing it defines two steps and runs
+# Shared set-up for scripts/test.sh and scripts/demo.sh. Sourcing it defines three steps and runs
 # neither; callers run the ones they need, when they need them:
 #   source scripts/bootstrap.sh
 #   bootstrap_python                         a project virtualenv with wfsched and its dev
 #                                            dependencies, put first on PATH
 #   bootstrap_control_plane [COMPONENT ...]  the Go-built control plane, cached outside the
 #                                            repo (no component: all of them)
+#   bootstrap_browser                        headless Chromium (apt-get, as root) for the
+#                                            report page test
 # With WFSCHED_DRY_RUN=1 nothing is installed or built: each step says what it would do, and the
 # component names are checked (`build.sh --dry-run`). Each step returns its failure's status
 # itself, so it stops at the first failure even where the caller's `set -e` does not apply.
@@ -42,4 +44,18 @@ bootstrap_control_plane() {
     echo "[bootstrap] control plane: building or reusing the cache (first build takes a while)" >&2
     bash "$build" "$@"
   fi
+}
+
+bootstrap_browser() {
+  # Headless Chromium from Debian's packages, for the test that renders the replay report page.
+  if command -v chromium >/dev/null 2>&1; then return 0; fi
+  if [[ "${WFSCHED_DRY_RUN:-0}" == 1 ]]; then
+    echo "[bootstrap] would install chromium (apt-get)" >&2; return 0
+  fi
+  if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "[bootstrap] chromium missing and not installable here: the report page test skips" >&2
+    return 0
+  fi
+  echo "[bootstrap] installing chromium (apt-get)" >&2
+  apt-get install -y chromium >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; }
 }

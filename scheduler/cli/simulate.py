@@ -30,7 +30,15 @@ def register(subparsers: Any) -> None:
             "tasks queue on every shared instance, so the ranking matters."
         ),
     )
-    parser.add_argument("instance", metavar="INSTANCE", help="WfFormat JSON file")
+    parser.add_argument(
+        "instance", metavar="INSTANCE", help="WfFormat JSON file or Nextflow trace file"
+    )
+    parser.add_argument(
+        "--time-scale", type=float, default=1.0, help="traces: runtime multiplier, as in replay"
+    )
+    parser.add_argument(
+        "--min-runtime", type=float, default=1.0, help="traces: shortest runtime, as in replay"
+    )
     parser.add_argument(
         "--strategy",
         default="fifo",
@@ -83,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
             spec = registry.PolicySpec(
                 ranking=spec.ranking, assignment=registry.assignment(args.assign).name
             )
-    instance = simulate.load_instance(args.instance)
+    instance = _load(args, cluster_spec)
     if not compare:
         result = simulate.simulate(
             instance, strategy=spec, cluster_spec=cluster_spec, seed=args.seed
@@ -103,6 +111,27 @@ def _run(args: argparse.Namespace) -> int:
     else:
         _print_table(rows, instance, args)
     return 0
+
+
+def _load(args: argparse.Namespace, spec: simulate.ClusterSpec) -> simulate.Instance:
+    """A WfFormat instance, or a Nextflow trace through the replay's own plan (same tasks)."""
+    from scheduler.devtools import nftrace, replay
+
+    if args.instance.lower().endswith(".json") or not nftrace.is_trace_file(args.instance):
+        return simulate.load_instance(args.instance)
+    try:
+        trace = nftrace.load_trace(args.instance)
+        plan = replay.ReplayPlan.from_trace(
+            trace,
+            scheduler_name="simulated",
+            time_scale=args.time_scale,
+            min_runtime_s=args.min_runtime,
+            max_cpu_millis=spec.node_cpu_millis,
+            max_memory_bytes=spec.node_memory_bytes,
+        )
+    except ValueError as exc:
+        raise simulate.InstanceError(str(exc)) from None
+    return plan.to_instance(trace.name)
 
 
 def _ratio(value: float, base: float) -> float:
