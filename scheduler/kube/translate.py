@@ -278,6 +278,7 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
         resource_version=str(meta.get("resourceVersion") or ""),
         container_names=tuple(str(c.get("name")) for c in containers),
         first_container_memory=first_memory,
+        first_container_image=str(containers[0].get("image") or "") if containers else "",
         memory_basis=basis,
         started=_timestamp(status.get("startTime")),
         finished_at=max(
@@ -451,7 +452,7 @@ _POD_SPEC = (
     "overhead",
     "resources",
 )
-_CONTAINER = ("name", "resources", "restartPolicy")
+_CONTAINER = ("name", "image", "resources", "restartPolicy")
 _CONTAINER_STATUS = ("name", "allocatedResources", "resources")
 _NODE_METADATA = (*_IDENTITY, "labels")
 _REQUIRED_AFFINITY = "requiredDuringSchedulingIgnoredDuringExecution"

@@ -471,6 +471,8 @@ class SchedulerState:
             )
         if self.memory is not None:
             self.memory.set_workflow(labels.run, labels.workflow_name)
+            image = facts.first_container_image
+            self.memory.set_image(self.memory.key(labels.run, labels.step), image)
             if len(facts.container_names) != 1 or facts.first_container_memory[0] <= 0:
                 self.memory.mark_unscalable(task.key)
         record = TrackedPod(facts=facts, phase=PodPhase.QUEUED, labels=labels, task=task)
@@ -1110,6 +1112,8 @@ class SchedulerState:
                     key, float(labels.input_size), float(facts.first_container_memory[1])
                 )
             return
+        if facts.runtime_s is not None:
+            self.memory.observe_runtime(key, facts.runtime_s)
         peak = self._peak_bytes(facts)
         if peak <= 0 or not self.memory.observe(key, float(labels.input_size), float(peak)):
             return
