@@ -116,11 +116,16 @@ class MemoryModel:
         """Return the model key of a step of a run."""
         return self._workflow_of_run.get(run, str(run)), step
 
-    def set_image(self, key: tuple[str, str], image: str) -> None:
-        """Record the container image the pods of a step run (what makes its tool key)."""
+    def set_image(self, key: tuple[str, str], image: str, tool_name: str = "") -> None:
+        """Record the image the pods of a step run and the tool's name (default: the step's).
+
+        The tool key is ``(short name, image without tag)``; the short name is the part of
+        ``tool_name`` (or the step name) after its last ``:``. Label values cannot hold ``:``,
+        so engines whose step labels lose it name the tool explicitly.
+        """
         if not image:
             return
-        tool = priors.tool_of(key[1], image)
+        tool = priors.tool_of(tool_name or key[1], image)
         self._tools[key] = tool
         self._tools.move_to_end(key)
         while len(self._tools) > self.max_steps:

@@ -471,8 +471,8 @@ class SchedulerState:
             )
         if self.memory is not None:
             self.memory.set_workflow(labels.run, labels.workflow_name)
-            image = facts.first_container_image
-            self.memory.set_image(self.memory.key(labels.run, labels.step), image)
+            key, tool = self.memory.key(labels.run, labels.step), keys.TOOL_ANNOTATION
+            self.memory.set_image(key, facts.first_container_image, facts.annotations.get(tool, ""))
             if len(facts.container_names) != 1 or facts.first_container_memory[0] <= 0:
                 self.memory.mark_unscalable(task.key)
         record = TrackedPod(facts=facts, phase=PodPhase.QUEUED, labels=labels, task=task)
