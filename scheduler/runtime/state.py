@@ -306,6 +306,8 @@ class SchedulerState:
         self.rng = rng if rng is not None else random.Random(settings.seed)
         self.cache = cluster.ClusterCache()
         self.registry = workflows.WorkflowRegistry()
+        if memory is not None:
+            self.registry.runtime_source = memory.runtime_priors
         cap = settings.unschedulable_backoff_s
         self.queue = SchedulingQueue(initial_backoff=min(1.0, cap), max_backoff=cap)
         self.stats = Stats()

@@ -8,7 +8,7 @@ from predictors import base
 from scheduler import registry
 from scheduler.core import resources, workflow
 from scheduler.kube import translate
-from scheduler.runtime import memory
+from scheduler.runtime import memory, workflows
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -215,3 +215,16 @@ def test_pod_facts_read_the_first_container_image_and_slim_pods_keep_it():
     assert slim["spec"]["containers"][0]["image"] == f"{SAMTOOLS}:1.17"
     assert translate.pod_facts(slim).first_container_image == f"{SAMTOOLS}:1.17"
     assert translate.pod_facts({**pod, "spec": {}}).first_container_image == ""
+
+
+def test_the_workflow_registry_hands_a_new_run_the_runtimes_of_earlier_runs():
+    model = _model("mean-offset=none")
+    registry_ = workflows.WorkflowRegistry()
+    assert registry_.expected_runtimes(workflow.RunId("ns/run-2")) == {}
+    registry_.runtime_source = model.runtime_priors
+    model.set_workflow(workflow.RunId("ns/run-1"), "rnaseq")
+    model.observe_runtime(model.key(workflow.RunId("ns/run-1"), "ALIGN"), 40.0)
+    model.observe_runtime(model.key(workflow.RunId("ns/run-1"), "QC"), 5.0)
+    model.set_workflow(workflow.RunId("ns/run-2"), "rnaseq")
+    assert registry_.expected_runtimes(workflow.RunId("ns/run-2")) == {"ALIGN": 40.0, "QC": 5.0}
+    assert registry_.expected_runtimes(workflow.RunId("ns/unrelated")) == {}
