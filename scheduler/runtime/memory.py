@@ -36,6 +36,7 @@ leader rebuilds identical models by replaying them in order. Owned by the loop t
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import OrderedDict, deque
@@ -126,6 +127,8 @@ class MemoryModel:
         if not image:
             return
         tool = priors.tool_of(tool_name or key[1], image)
+        if self._tools.get(key) != tool:
+            self._no_prior.pop(key, None)
         self._tools[key] = tool
         self._tools.move_to_end(key)
         while len(self._tools) > self.max_steps:
@@ -210,13 +213,14 @@ class MemoryModel:
         for other, model in reversed(self._models.items()):
             if other[0] == key[0]:
                 continue
-            peaks = [y for kind, _, y in reversed(model.history) if kind == 1]
-            if not peaks:
-                continue
             if other[1] == key[1]:
-                run_peaks.extend(peaks[: self.max_per_step - len(run_peaks)])
+                into = run_peaks
             elif tool is not None and model.tool == tool:
-                tool_peaks.extend(peaks[: self.max_per_step - len(tool_peaks)])
+                into = tool_peaks
+            else:
+                continue
+            peaks = (y for kind, _, y in reversed(model.history) if kind == 1)
+            into.extend(itertools.islice(peaks, self.max_per_step - len(into)))
         found: list[base.Prior] = []
         if tool_peaks:
             found.append(base.Prior(source=base.PriorSource.TOOL, peaks=tuple(tool_peaks)))

@@ -228,3 +228,13 @@ def test_the_workflow_registry_hands_a_new_run_the_runtimes_of_earlier_runs():
     model.set_workflow(workflow.RunId("ns/run-2"), "rnaseq")
     assert registry_.expected_runtimes(workflow.RunId("ns/run-2")) == {"ALIGN": 40.0, "QC": 5.0}
     assert registry_.expected_runtimes(workflow.RunId("ns/unrelated")) == {}
+
+
+def test_an_image_learned_after_a_fruitless_lookup_is_used_at_once():
+    model = _model()
+    _learn(model, "ns/sarek", "NFCORE_SAREK:SAMTOOLS_SORT", f"{SAMTOOLS}:1.17", [200])
+    model.set_workflow(workflow.RunId("ns/rnaseq"), "rnaseq")
+    task = _task("NFCORE_RNASEQ:SAMTOOLS_SORT", run="ns/rnaseq")
+    assert model.plan(task) is None  # no image yet: no tool key
+    model.set_image(model.key(task.run, task.step), f"{SAMTOOLS}:1.17")
+    assert model.plan(task) is not None
