@@ -435,7 +435,8 @@ def usage_from_metrics(item: Mapping[str, Any]) -> resources.Resources | None:
 # --- what the informers keep -----------------------------------------------------------------
 #
 # Informers hold every pod and node of the cluster. They keep only what ``pod_facts`` and
-# ``node_info`` read (no managedFields, env, volumes, images, messages), and of a finished pod
+# ``node_info`` read (no managedFields, env, volumes, node images, messages; a container keeps
+# its image, the tool key of memory priors), and of a finished pod
 # only its identity: the loop has handled its finish, and the relist diff needs no more to
 # emit its deletion. Values are copied as received, malformed ones included, so translating the
 # trimmed object gives the same facts and the same problems as translating the original.
