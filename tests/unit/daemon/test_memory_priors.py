@@ -238,3 +238,18 @@ def test_an_image_learned_after_a_fruitless_lookup_is_used_at_once():
     assert model.plan(task) is None  # no image yet: no tool key
     model.set_image(model.key(task.run, task.step), f"{SAMTOOLS}:1.17")
     assert model.plan(task) is not None
+
+
+@pytest.mark.parametrize(
+    ("process", "image", "want"),
+    [
+        ("A:B:SAMTOOLS_SORT", f"{SAMTOOLS}:1.17--h00", ("SAMTOOLS_SORT", SAMTOOLS)),
+        ("SORT", "registry:5000/samtools", ("SORT", "registry:5000/samtools")),
+        ("SORT", "registry:5000/samtools@sha256:ab", ("SORT", "registry:5000/samtools")),
+        ("SORT", "samtools:1.2@sha256:ab", ("SORT", "samtools")),
+    ],
+)
+def test_tool_keys_drop_tag_and_digest_but_keep_a_registry_port(process, image, want):
+    from predictors import priors
+
+    assert priors.tool_of(process, image) == want
