@@ -355,12 +355,12 @@ class MemoryModel:
         """Serialise the stored observations as JSON of at most ``max_bytes``.
 
         Each step carries its tool key, the priors it was seeded with and its recent runtimes.
-        When everything does not fit, each step keeps only its newest observations and prior
-        peaks (the same number for every step), so what a restart loses is the oldest history.
+        When everything does not fit, each step keeps only its newest observations, prior peaks
+        and runtimes (the same number for every step), so a restart loses the oldest history.
         """
         keep = max(
             (
-                max([len(m.history), *(len(p.peaks) for p in m.priors)])
+                max([len(m.history), len(m.runtimes), *(len(p.peaks) for p in m.priors)])
                 for m in self._models.values()
             ),
             default=0,
@@ -387,8 +387,8 @@ class MemoryModel:
         entry["priors"] = [
             {"source": p.source.value, "peaks": list(p.peaks[:keep])} for p in model.priors if keep
         ]
-        if model.runtimes:
-            entry["runtimes"] = list(model.runtimes)
+        if model.runtimes and keep:
+            entry["runtimes"] = [round(v, 3) for v in list(model.runtimes)[-keep:]]
         return entry
 
     def restore(self, text: str) -> int:
