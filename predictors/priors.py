@@ -24,8 +24,13 @@ from predictors import base, traces
 
 def tool_key(task: traces.Task) -> tuple[str, str]:
     """Return (process short name, container image without tag) for a task."""
-    short = task.process.rsplit(":", 1)[-1]
-    image = task.container
+    return tool_of(task.process, task.container)
+
+
+def tool_of(process: str, image: str) -> tuple[str, str]:
+    """Return (short name, image without tag or digest) for a process name and an image."""
+    short = process.rsplit(":", 1)[-1]
+    image = image.split("@", 1)[0]
     slash = image.rfind("/")
     colon = image.rfind(":")
     if colon > slash:

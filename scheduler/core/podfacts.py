@@ -58,6 +58,8 @@ class PodFacts:
     container_names: tuple[str, ...] = ()
     first_container_memory: tuple[int, int] = (0, 0)
     """Container 0's memory (request, limit) in bytes; 0 when unset."""
+    first_container_image: str = ""
+    """Container 0's ``image`` (``""`` when unset): with the step, the tool key of priors."""
     memory_basis: podrequest.MemoryBasis | None = None
     """How ``request``'s memory follows container 0's memory request (``None``: no container)."""
     started: float = 0.0

@@ -278,6 +278,7 @@ def pod_facts(pod: Mapping[str, Any]) -> PodFacts:
         resource_version=str(meta.get("resourceVersion") or ""),
         container_names=tuple(str(c.get("name")) for c in containers),
         first_container_memory=first_memory,
+        first_container_image=str(containers[0].get("image") or "") if containers else "",
         memory_basis=basis,
         started=_timestamp(status.get("startTime")),
         finished_at=max(
@@ -434,7 +435,8 @@ def usage_from_metrics(item: Mapping[str, Any]) -> resources.Resources | None:
 # --- what the informers keep -----------------------------------------------------------------
 #
 # Informers hold every pod and node of the cluster. They keep only what ``pod_facts`` and
-# ``node_info`` read (no managedFields, env, volumes, images, messages), and of a finished pod
+# ``node_info`` read (no managedFields, env, volumes, node images, messages; a container keeps
+# its image, the tool key of memory priors), and of a finished pod
 # only its identity: the loop has handled its finish, and the relist diff needs no more to
 # emit its deletion. Values are copied as received, malformed ones included, so translating the
 # trimmed object gives the same facts and the same problems as translating the original.
@@ -451,7 +453,7 @@ _POD_SPEC = (
     "overhead",
     "resources",
 )
-_CONTAINER = ("name", "resources", "restartPolicy")
+_CONTAINER = ("name", "image", "resources", "restartPolicy")
 _CONTAINER_STATUS = ("name", "allocatedResources", "resources")
 _NODE_METADATA = (*_IDENTITY, "labels")
 _REQUIRED_AFFINITY = "requiredDuringSchedulingIgnoredDuringExecution"

@@ -224,6 +224,7 @@ class Daemon:
             spec,
             floor_bytes=settings.min_memory_bytes,
             cap_bytes=settings.max_memory_bytes or None,
+            use_priors=settings.memory_priors,
         )
         try:
             stored = self.kube.get_configmap(

@@ -11,6 +11,22 @@ It implements ``scheduler.core.interfaces.MemoryPlanner``: ``plan(task)`` return
 memory in bytes (floor, cap, round up to MiB, never above the task's own request) or ``None``.
 Tasks the loop marks unscalable (more than one container, a refused resize) are never planned.
 
+Cold starts (``priors``, on by default): a step the model has never seen is seeded, when its
+predictor is created, with the peaks the model already holds for
+
+- the same tool in other workflows: the step's short name (last ``:``-separated part) and its
+  pod's first container image without tag (``predictors.priors.tool_of``), learned through
+  ``set_image``; a ``base.PriorSource.TOOL`` prior;
+- the same step (full name) under another workflow key, e.g. runs of the same pipeline without
+  a ``wfsched.io/workflow`` name; a ``base.PriorSource.RUN`` prior. Earlier runs of the same
+  named workflow need no prior: they share the model itself (the key is the workflow name).
+
+Predictors without a ``seed`` hook ignore priors. The priors a model was seeded with are part of
+its stored state, so a new leader restores the very same seeds rather than recomputing them.
+
+Step runtimes across runs: ``observe_runtime`` keeps the last ``max_runtimes`` successful
+runtimes of each (workflow, step) in the same store; ``runtime_estimate`` is their median.
+
 Per-task and per-run state is dropped by ``retain`` once tasks and runs are gone.
 Observations are bounded (``max_per_step`` newest per step, ``max_steps`` steps; a predictor
 is refitted on them once it holds twice that many) and
@@ -20,6 +36,7 @@ leader rebuilds identical models by replaying them in order. Owned by the loop t
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import OrderedDict, deque
@@ -27,11 +44,12 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from predictors import allocation, base
+from predictors import allocation, base, priors
 from scheduler import registry
 from scheduler.core import workflow
 
 STORE_FORMAT = 1
+"""Version of the store; ``tool``, ``priors`` and ``runtimes`` per step are optional fields."""
 STORE_KEY = "observations.json"
 """Key of the exported observations in the daemon's ConfigMap."""
 MAX_STORE_BYTES = 900_000
@@ -45,6 +63,12 @@ class _StepModel:
     """(kind, input bytes, peak or failed allocation); kind 1 = peak, 0 = failure."""
     fed: int = 0
     """Observations the predictor holds (it keeps every sample it is given)."""
+    tool: tuple[str, str] | None = None
+    """(short name, image without tag) of the step, once a pod told its image."""
+    priors: tuple[base.Prior, ...] = ()
+    """The priors the predictor was seeded with when it was created (replayed on refits)."""
+    runtimes: deque[float] = field(default_factory=deque)
+    """Runtimes in seconds of the last successful tasks, oldest first."""
 
 
 class MemoryModel:
@@ -58,12 +82,20 @@ class MemoryModel:
         cap_bytes: int | None = None,
         max_per_step: int = 500,
         max_steps: int = 2000,
+        use_priors: bool = True,
+        max_runtimes: int = 20,
     ) -> None:
         self.spec = spec
         self.policy = allocation.AllocationPolicy(floor_bytes=floor_bytes, cap_bytes=cap_bytes)
         self.max_per_step = max_per_step
         self.max_steps = max_steps
+        self.use_priors = use_priors
+        self.max_runtimes = max_runtimes
         self._models: OrderedDict[tuple[str, str], _StepModel] = OrderedDict()
+        self._tools: OrderedDict[tuple[str, str], tuple[str, str]] = OrderedDict()
+        """Tool of each model key whose pods were seen (bounded by ``max_steps``)."""
+        self._no_prior: dict[tuple[str, str], int] = {}
+        """Keys found without any prior, with the ``version`` they were looked up at."""
         self._workflow_of_run: dict[workflow.RunId, str] = {}
         self._unscalable: set[workflow.TaskKey] = set()
         self.version = 0
@@ -84,6 +116,31 @@ class MemoryModel:
     def key(self, run: workflow.RunId, step: str) -> tuple[str, str]:
         """Return the model key of a step of a run."""
         return self._workflow_of_run.get(run, str(run)), step
+
+    def set_image(self, key: tuple[str, str], image: str, tool_name: str = "") -> None:
+        """Record the image the pods of a step run and the tool's name (default: the step's).
+
+        The tool key is ``(short name, image without tag)``; the short name is the part of
+        ``tool_name`` (or the step name) after its last ``:``. Label values cannot hold ``:``,
+        so engines whose step labels lose it name the tool explicitly.
+        """
+        if not image:
+            return
+        tool = priors.tool_of(tool_name or key[1], image)
+        if self._tools.get(key) != tool:
+            self._no_prior.pop(key, None)
+        self._tools[key] = tool
+        self._tools.move_to_end(key)
+        while len(self._tools) > self.max_steps:
+            self._tools.popitem(last=False)
+        model = self._models.get(key)
+        if model is not None and model.tool != tool:
+            model.tool = tool
+            self.version += 1
+
+    def tool(self, key: tuple[str, str]) -> tuple[str, str] | None:
+        """The tool key of a step, if known."""
+        return self._tools.get(key)
 
     def mark_unscalable(self, task: workflow.TaskKey) -> None:
         """Never plan this task (multi-container pod, refused resize, ...)."""
@@ -120,13 +177,56 @@ class MemoryModel:
     def _model(self, key: tuple[str, str]) -> _StepModel:
         model = self._models.get(key)
         if model is None:
-            model = _StepModel(predictor=self.spec.make())
-            self._models[key] = model
-            while len(self._models) > self.max_steps:
-                self._models.popitem(last=False)
+            found = self.priors_for(key) if self.use_priors else ()
+            model = self._create(key, self._tools.get(key), found)
         else:
             self._models.move_to_end(key)
         return model
+
+    def _create(
+        self, key: tuple[str, str], tool: tuple[str, str] | None, seeds: tuple[base.Prior, ...]
+    ) -> _StepModel:
+        model = _StepModel(predictor=self._seeded(seeds), tool=tool, priors=seeds)
+        self._models[key] = model
+        self._no_prior.pop(key, None)
+        while len(self._models) > self.max_steps:
+            self._models.popitem(last=False)
+        self.version += 1
+        return model
+
+    def _seeded(self, seeds: tuple[base.Prior, ...]) -> base.MemoryPredictor:
+        predictor = self.spec.make()
+        if isinstance(predictor, base.SeedablePredictor):
+            for prior in seeds:
+                predictor.seed(prior)
+        return predictor
+
+    def priors_for(self, key: tuple[str, str]) -> tuple[base.Prior, ...]:
+        """Priors for a step from what the model holds for other workflows (tool, then run).
+
+        Peaks come from the stored observations of other workflow keys, most recently used
+        steps first, at most ``max_per_step`` per source. Empty when nothing matches.
+        """
+        tool = self._tools.get(key)
+        tool_peaks: list[float] = []
+        run_peaks: list[float] = []
+        for other, model in reversed(self._models.items()):
+            if other[0] == key[0]:
+                continue
+            if other[1] == key[1]:
+                into = run_peaks
+            elif tool is not None and model.tool == tool:
+                into = tool_peaks
+            else:
+                continue
+            peaks = (y for kind, _, y in reversed(model.history) if kind == 1)
+            into.extend(itertools.islice(peaks, self.max_per_step - len(into)))
+        found: list[base.Prior] = []
+        if tool_peaks:
+            found.append(base.Prior(source=base.PriorSource.TOOL, peaks=tuple(tool_peaks)))
+        if run_peaks:
+            found.append(base.Prior(source=base.PriorSource.RUN, peaks=tuple(run_peaks)))
+        return tuple(found)
 
     def observe(self, key: tuple[str, str], input_bytes: float, peak_bytes: float) -> bool:
         """Store a successful task's peak; returns False for an invalid observation."""
@@ -164,7 +264,7 @@ class MemoryModel:
         bounds them at ``2 * max_per_step`` samples for a replay of ``max_per_step`` every
         ``max_per_step`` observations, and gives the model a restart from ``export`` would.
         """
-        model.predictor = self.spec.make()
+        model.predictor = self._seeded(model.priors)
         for kind, x, y in model.history:
             if kind == 1:
                 model.predictor.observe(x, y)
@@ -177,11 +277,63 @@ class MemoryModel:
         """Stored observations over all steps."""
         return sum(len(m.history) for m in self._models.values())
 
+    def observe_runtime(self, key: tuple[str, str], seconds: float) -> bool:
+        """Store a successful task's runtime; returns False for an invalid one."""
+        if not (math.isfinite(seconds) and seconds >= 0):
+            return False
+        model = self._model(key)
+        model.runtimes.append(float(seconds))
+        while len(model.runtimes) > self.max_runtimes:
+            model.runtimes.popleft()
+        self.version += 1
+        return True
+
+    def runtime_estimate(self, key: tuple[str, str]) -> float | None:
+        """Median runtime in seconds of the step's last ``max_runtimes`` tasks (``None``: none)."""
+        model = self._models.get(key)
+        if model is None or not model.runtimes:
+            return None
+        ordered = sorted(model.runtimes)
+        middle = len(ordered) // 2
+        if len(ordered) % 2:
+            return ordered[middle]
+        return (ordered[middle - 1] + ordered[middle]) / 2
+
+    def runtime_priors(self, run: workflow.RunId) -> dict[str, float]:
+        """Runtime estimates of the steps of ``run`` learned so far, by step name.
+
+        Shared by every run of the same ``wfsched.io/workflow`` name (``set_workflow``), so a
+        new run of a workflow that ran before knows its step runtimes before its first task ends.
+        """
+        return self.runtime_estimates(self._workflow_of_run.get(run, str(run)))
+
+    def runtime_estimates(self, workflow_key: str) -> dict[str, float]:
+        """Runtime estimates of every step known under ``workflow_key`` (see ``key``)."""
+        found: dict[str, float] = {}
+        for (name, step), model in self._models.items():
+            if name == workflow_key and model.runtimes:
+                estimate = self.runtime_estimate((name, step))
+                if estimate is not None:
+                    found[step] = estimate
+        return found
+
     # --- planning ---------------------------------------------------------------------------
 
     def predict(self, key: tuple[str, str], input_bytes: float) -> float | None:
-        """The raw prediction for a step (``None``: no opinion)."""
+        """The raw prediction for a step (``None``: no opinion).
+
+        A step never seen before gets its model here when priors exist for it, so its first
+        task is planned from them; lookups that find none are cached until the next change.
+        """
         model = self._models.get(key)
+        if model is None and self.use_priors and self._no_prior.get(key) != self.version:
+            found = self.priors_for(key)
+            if found:
+                model = self._create(key, self._tools.get(key), found)
+            else:
+                if len(self._no_prior) >= self.max_steps:
+                    self._no_prior.clear()
+                self._no_prior[key] = self.version
         return None if model is None else model.predictor.predict(input_bytes)
 
     def plan(self, task: workflow.Task) -> int | None:
@@ -202,19 +354,19 @@ class MemoryModel:
     def export(self, max_bytes: int = MAX_STORE_BYTES) -> str:
         """Serialise the stored observations as JSON of at most ``max_bytes``.
 
-        When everything does not fit, each step keeps only its newest observations (the same
-        number for every step), so what a restart loses is the oldest history.
+        Each step carries its tool key, the priors it was seeded with and its recent runtimes.
+        When everything does not fit, each step keeps only its newest observations, prior peaks
+        and runtimes (the same number for every step), so a restart loses the oldest history.
         """
-        keep = max((len(m.history) for m in self._models.values()), default=0)
+        keep = max(
+            (
+                max([len(m.history), len(m.runtimes), *(len(p.peaks) for p in m.priors)])
+                for m in self._models.values()
+            ),
+            default=0,
+        )
         while True:
-            steps = [
-                {
-                    "workflow": key[0],
-                    "step": key[1],
-                    "history": [list(h) for h in list(model.history)[-keep:]] if keep else [],
-                }
-                for key, model in self._models.items()
-            ]
+            steps = [self._export_step(key, model, keep) for key, model in self._models.items()]
             text = json.dumps(
                 {"format": STORE_FORMAT, "predictor": self.spec.text, "steps": steps},
                 separators=(",", ":"),
@@ -223,26 +375,86 @@ class MemoryModel:
                 return text
             keep //= 2
 
+    @staticmethod
+    def _export_step(key: tuple[str, str], model: _StepModel, keep: int) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "workflow": key[0],
+            "step": key[1],
+            "history": [list(h) for h in list(model.history)[-keep:]] if keep else [],
+        }
+        if model.tool is not None:
+            entry["tool"] = list(model.tool)
+        entry["priors"] = [
+            {"source": p.source.value, "peaks": list(p.peaks[:keep])} for p in model.priors if keep
+        ]
+        if model.runtimes and keep:
+            entry["runtimes"] = [round(v, 3) for v in list(model.runtimes)[-keep:]]
+        return entry
+
     def restore(self, text: str) -> int:
         """Replay observations exported earlier; returns how many were restored.
 
         Malformed content restores nothing and raises ``ValueError``. Observations stored for a
-        different predictor spec are still valid samples and are replayed into this one.
+        different predictor spec are still valid samples and are replayed into this one. Steps
+        stored with their priors are seeded with exactly those (a store without them is seeded
+        from what was restored before it).
         """
-        parsed: list[tuple[tuple[str, str], list[tuple[int, float, float]]]] = []
+        parsed: list[_StoredStep] = []
         try:
             doc: Any = json.loads(text)
             if not isinstance(doc, dict) or doc.get("format") != STORE_FORMAT:
                 raise ValueError("not a wfsched observation store of a known format")
             for entry in doc.get("steps", []):
-                key = (str(entry["workflow"]), str(entry["step"]))
-                history = [(int(k), float(x), float(y)) for k, x, y in entry["history"]]
-                parsed.append((key, history))
+                parsed.append(_parse_step(entry))
         except (KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise ValueError(f"malformed observation store: {exc!r}") from None
         restored = 0
-        for key, history in parsed:
-            for kind, x, y in history:
+        for stored in parsed:
+            key = stored.key
+            if stored.tool is not None:
+                self._tools[key] = stored.tool
+            if stored.priors is not None and key not in self._models:
+                self._create(key, stored.tool, stored.priors)
+            for kind, x, y in stored.history:
                 ok = self.observe(key, x, y) if kind == 1 else self.observe_failure(key, x, y)
                 restored += int(ok)
+            for seconds in stored.runtimes:
+                self.observe_runtime(key, seconds)
+        while len(self._tools) > self.max_steps:
+            self._tools.popitem(last=False)
         return restored
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredStep:
+    key: tuple[str, str]
+    history: list[tuple[int, float, float]]
+    tool: tuple[str, str] | None
+    priors: tuple[base.Prior, ...] | None
+    runtimes: list[float]
+
+
+def _parse_step(entry: Any) -> _StoredStep:
+    """Read one stored step; raises KeyError/TypeError/ValueError on malformed content."""
+    tool_raw = entry.get("tool")
+    tool = (str(tool_raw[0]), str(tool_raw[1])) if tool_raw is not None else None
+    priors_raw = entry.get("priors")
+    seeds = (
+        tuple(
+            base.Prior(
+                source=base.PriorSource(str(p["source"])),
+                peaks=tuple(float(v) for v in p["peaks"]),
+            )
+            for p in priors_raw
+            if p["peaks"]
+        )
+        if priors_raw is not None
+        else None
+    )
+    return _StoredStep(
+        key=(str(entry["workflow"]), str(entry["step"])),
+        history=[(int(k), float(x), float(y)) for k, x, y in entry["history"]],
+        tool=tool,
+        priors=seeds,
+        runtimes=[float(v) for v in entry.get("runtimes", [])],
+    )

@@ -94,6 +94,11 @@ class Settings:
     """Grows per task at most; then its limit stays (the engine retries an OOM kill)."""
     grow_max_memory_bytes: int = 0
     """No grow raises a limit above this; 0: only the node's free memory limits it."""
+    memory_priors: bool = True
+    """Seed a step never seen before from the peaks held for the same tool (step short name and
+    container image) in other workflows and for the same step under other workflow names, so
+    its first tasks are right-sized too (docs/memory-prediction.md). False: cold starts keep
+    the full request until a task of the step finished."""
     memory_store_configmap: str = "wfsched-memory"
     """ConfigMap (in the lease namespace) that keeps memory observations across restarts."""
     memory_save_interval_s: float = 30.0

@@ -307,6 +307,8 @@ class SchedulerState:
         self.rng = rng if rng is not None else random.Random(settings.seed)
         self.cache = cluster.ClusterCache()
         self.registry = workflows.WorkflowRegistry()
+        if memory is not None:
+            self.registry.runtime_source = memory.runtime_priors
         cap = settings.unschedulable_backoff_s
         self.queue = SchedulingQueue(initial_backoff=min(1.0, cap), max_backoff=cap)
         self.cycles = incremental.IncrementalScheduler()
@@ -474,6 +476,8 @@ class SchedulerState:
             )
         if self.memory is not None:
             self.memory.set_workflow(labels.run, labels.workflow_name)
+            key, tool = self.memory.key(labels.run, labels.step), keys.TOOL_ANNOTATION
+            self.memory.set_image(key, facts.first_container_image, facts.annotations.get(tool, ""))
             if len(facts.container_names) != 1 or facts.first_container_memory[0] <= 0:
                 self.memory.mark_unscalable(task.key)
         record = TrackedPod(facts=facts, phase=PodPhase.QUEUED, labels=labels, task=task)
@@ -1125,6 +1129,8 @@ class SchedulerState:
                     key, float(labels.input_size), float(facts.first_container_memory[1])
                 )
             return
+        if facts.runtime_s is not None:
+            self.memory.observe_runtime(key, facts.runtime_s)
         peak = self._peak_bytes(facts)
         if peak <= 0 or not self.memory.observe(key, float(labels.input_size), float(peak)):
             return

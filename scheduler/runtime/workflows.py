@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -325,6 +325,16 @@ class WorkflowRegistry:
         self._dags_view = MappingProxyType(self._dags)
         self._learned: OrderedDict[str, set[tuple[str, str]]] = OrderedDict()
         self._submission = 0
+        self.runtime_source: Callable[[workflow.RunId], Mapping[str, float]] | None = None
+        """Step runtimes learned in earlier runs (``MemoryModel.runtime_priors``), if any."""
+
+    def expected_runtimes(self, run: workflow.RunId) -> Mapping[str, float]:
+        """Seconds a task of each step of ``run`` is expected to take, from earlier runs.
+
+        What rankings that weigh steps by runtime (``critical_path``) can use for steps of the
+        run that have not finished a task yet; empty when nothing was learned.
+        """
+        return {} if self.runtime_source is None else self.runtime_source(run)
 
     @property
     def dags(self) -> Mapping[workflow.RunId, workflow.WorkflowDag]:

@@ -31,6 +31,7 @@ RENDERED_SETTINGS = {
     "predictor",
     "min_memory_bytes",
     "max_memory_bytes",
+    "memory_priors",
     "memory_store_configmap",
     "memory_save_interval_s",
     "grow_in_place",
@@ -687,3 +688,9 @@ def test_every_default_value_is_described_by_the_schema() -> None:
 
     walk(values, schema, "")
     assert schema["additionalProperties"] is False
+
+
+def test_memory_priors_are_on_by_default_and_can_be_turned_off(helm: Path, tmp_path: Path) -> None:
+    assert _settings(render(helm), tmp_path).memory_priors is True
+    off = render(helm, {"policies": {"memoryPriors": False}})
+    assert _settings(off, tmp_path).memory_priors is False

@@ -148,3 +148,90 @@ def test_next_task_of_a_step_is_resized_before_binding(
         assert resources["limits"]["memory"] == "250Mi"
     finally:
         restarted.stop()
+
+
+def _tool_task(name: str, workflow: str, step: str, image: str, *, peak_mib: int | None) -> dict:
+    annotations = {"wfsched.io/input-size": "1000", "wfsched.io/tool": "SAMTOOLS_SORT"}
+    if peak_mib is not None:
+        annotations["wfsched.io/peak-memory-bytes"] = str(peak_mib * MIB)
+    pod = make_pod(
+        name,
+        cpu="100m",
+        memory="4Gi",
+        limits={"memory": "4Gi"},
+        runtime="1s",
+        labels={
+            "wfsched.io/run-id": f"{workflow}-1",
+            "wfsched.io/workflow": workflow,
+            "wfsched.io/step": step,
+        },
+        annotations=annotations,
+    )
+    pod["spec"]["containers"][0]["image"] = image
+    return pod
+
+
+def test_a_new_workflow_plans_its_first_task_from_the_same_tool_elsewhere(
+    core_v1, namespace, kwok_nodes, tmp_path, dev_cluster
+) -> None:
+    from scheduler import registry
+    from scheduler.runtime import memory
+
+    kwok_nodes(1, cpu="4", memory="16Gi")
+    settings = {
+        "namespaces": [namespace],
+        "predictor": "steady",
+        "memory_save_interval_s": 1,
+        "lease": {"enabled": False, "namespace": namespace},
+    }
+    samtools = "quay.io/biocontainers/samtools"
+    daemon = DaemonProcess(str(dev_cluster.kubeconfig), tmp_path, **settings).start()
+    try:
+        for name, peak in (("sarek-a", 200), ("sarek-b", 220)):
+            pod = _tool_task(name, "sarek", "sarek-sort", f"{samtools}:1.17", peak_mib=peak)
+            core_v1.create_namespaced_pod(namespace, pod)
+            wait_for(lambda n=name: _succeeded(core_v1, namespace, n), what=f"{name} done")
+        time.sleep(0.5)
+        # Another pipeline, same tool (name and image, other tag): planned on its first task.
+        first = _tool_task("rnaseq-a", "rnaseq", "rnaseq-sort", f"{samtools}:1.18", peak_mib=None)
+        core_v1.create_namespaced_pod(namespace, first)
+        # Same pipeline shape, other image: no prior, the request stays.
+        other = _tool_task("other-a", "other", "other-sort", "quay.io/x/bwa:1", peak_mib=None)
+        core_v1.create_namespaced_pod(namespace, other)
+        for name in ("rnaseq-a", "other-a"):
+            wait_for(lambda n=name: _succeeded(core_v1, namespace, n), what=f"{name} done")
+        planned = read_pod(core_v1, namespace, "rnaseq-a")
+        limits = planned["spec"]["containers"][0]["resources"]["limits"]
+        kept = read_pod(core_v1, namespace, "other-a")["spec"]["containers"][0]["resources"]
+
+        # The plan a model holding the same two peaks computes offline.
+        expected = memory.MemoryModel(registry.parse_predictor("steady"))
+        sarek = ("sarek", "sarek-sort")
+        expected.set_image(sarek, f"{samtools}:1.17", "SAMTOOLS_SORT")
+        for peak in (200, 220):
+            expected.observe(sarek, 1000, peak * MIB)
+        expected.set_image(("rnaseq", "rnaseq-sort"), f"{samtools}:1.18", "SAMTOOLS_SORT")
+        prediction = expected.predict(("rnaseq", "rnaseq-sort"), 1000)
+        assert prediction is not None
+        want = expected.policy.allocate(prediction, request_bytes=4 * GIB)
+        assert want < 4 * GIB
+        assert limits["memory"] == f"{want // MIB}Mi"
+        assert planned["metadata"]["labels"]["commonworkflowscheduler/memoryscaled"] == "true"
+        assert kept["limits"]["memory"] == "4Gi"
+
+        # The store carries the tool key, the seed and the runtimes a new leader needs.
+        def stored_steps() -> dict:
+            try:
+                cm = core_v1.read_namespaced_config_map("wfsched-memory", namespace)
+            except client.ApiException:
+                return {}
+            doc = json.loads((cm.data or {}).get("observations.json", "{}"))
+            return {(s["workflow"], s["step"]): s for s in doc.get("steps", [])}
+
+        wait_for(lambda: ("rnaseq", "rnaseq-sort") in stored_steps(), timeout_s=15, what="stored")
+        steps = stored_steps()
+        assert steps[("rnaseq", "rnaseq-sort")]["tool"] == ["SAMTOOLS_SORT", samtools]
+        assert steps[("rnaseq", "rnaseq-sort")]["priors"][0]["source"] == "tool"
+        assert len(steps[sarek]["runtimes"]) == 2
+    finally:
+        daemon.stop()

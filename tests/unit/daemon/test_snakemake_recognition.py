@@ -104,7 +104,8 @@ def test_slim_pod_keeps_what_the_recognition_reads() -> None:
     pod = _job_pod("snakejob-6666", "split")
     slim = translate.slim_pod(pod)
     assert translate.pod_facts(slim) == translate.pod_facts(pod)
-    assert "image" not in slim["spec"]["containers"][0]
+    # The image stays: memory priors key tools by it.
+    assert slim["spec"]["containers"][0]["image"] == "snakemake/snakemake:v9.27.1"
     plain = translate.slim_pod(_job_pod("render-7777", "split"))
     assert "args" not in plain["spec"]["containers"][0]
 
