@@ -209,6 +209,9 @@ class WorkflowDag:
         self._edge_ids: dict[Hashable, tuple[VertexId, VertexId]] = {}
         self._tasks: nx.DiGraph = nx.DiGraph()
         self._stats: dict[str, StepStats] = {}
+        self.prior_runtimes: Mapping[str, float] = {}
+        """Seconds per step learned in earlier runs of the same workflow, set once when the run
+        is created (before any cycle sees it); used for a step until it has a runtime of its own."""
         self.version = 0
         self.stats_version = 0
         self._ranks: dict[StepName, int] | None = None
@@ -480,14 +483,22 @@ class WorkflowDag:
         return 0 if stats is None else stats.finished
 
     def mean_runtime(self, step: str) -> float | None:
-        """Return the mean runtime of ``step`` in seconds, or ``None`` before any observation."""
+        """Mean runtime of ``step`` in seconds, else its prior runtime, else ``None``.
+
+        The prior (``prior_runtimes``, from earlier runs) serves until a task of the step ends.
+        """
         stats = self._stats.get(step)
-        return None if stats is None else stats.mean_runtime
+        own = None if stats is None else stats.mean_runtime
+        return own if own is not None else self.prior_runtimes.get(step)
 
     def runtime_estimate(self, step: str, input_size: int) -> float | None:
-        """Return ``StepStats.runtime_estimate`` for ``step``, or ``None`` before any."""
+        """``StepStats.runtime_estimate`` for ``step``, else its prior runtime, else ``None``.
+
+        The prior (``prior_runtimes``, from earlier runs) serves until a task of the step ends.
+        """
         stats = self._stats.get(step)
-        return None if stats is None else stats.runtime_estimate(input_size)
+        own = None if stats is None else stats.runtime_estimate(input_size)
+        return own if own is not None else self.prior_runtimes.get(step)
 
 
 def _find_cycle(graph: nx.DiGraph, new: Sequence[tuple[VertexId, VertexId]]) -> list[str]:

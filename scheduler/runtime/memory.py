@@ -299,14 +299,6 @@ class MemoryModel:
             return ordered[middle]
         return (ordered[middle - 1] + ordered[middle]) / 2
 
-    def runtime_priors(self, run: workflow.RunId) -> dict[str, float]:
-        """Runtime estimates of the steps of ``run`` learned so far, by step name.
-
-        Shared by every run of the same ``wfsched.io/workflow`` name (``set_workflow``), so a
-        new run of a workflow that ran before knows its step runtimes before its first task ends.
-        """
-        return self.runtime_estimates(self._workflow_of_run.get(run, str(run)))
-
     def runtime_estimates(self, workflow_key: str) -> dict[str, float]:
         """Runtime estimates of every step known under ``workflow_key`` (see ``key``)."""
         found: dict[str, float] = {}

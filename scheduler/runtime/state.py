@@ -308,7 +308,7 @@ class SchedulerState:
         self.cache = cluster.ClusterCache()
         self.registry = workflows.WorkflowRegistry()
         if memory is not None:
-            self.registry.runtime_source = memory.runtime_priors
+            self.registry.runtime_source = memory.runtime_estimates
         cap = settings.unschedulable_backoff_s
         self.queue = SchedulingQueue(initial_backoff=min(1.0, cap), max_backoff=cap)
         self.cycles = incremental.IncrementalScheduler()

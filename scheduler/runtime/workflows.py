@@ -325,8 +325,9 @@ class WorkflowRegistry:
         self._dags_view = MappingProxyType(self._dags)
         self._learned: OrderedDict[str, set[tuple[str, str]]] = OrderedDict()
         self._submission = 0
-        self.runtime_source: Callable[[workflow.RunId], Mapping[str, float]] | None = None
-        """Step runtimes learned in earlier runs (``MemoryModel.runtime_priors``), if any."""
+        self.runtime_source: Callable[[str], Mapping[str, float]] | None = None
+        """Step runtimes learned in earlier runs by workflow key (the ``wfsched.io/workflow``
+        name, else the run id: ``MemoryModel.runtime_estimates``), if any."""
 
     def expected_runtimes(self, run: workflow.RunId) -> Mapping[str, float]:
         """Seconds a task of each step of ``run`` is expected to take, from earlier runs.
@@ -334,7 +335,13 @@ class WorkflowRegistry:
         What rankings that weigh steps by runtime (``critical_path``) can use for steps of the
         run that have not finished a task yet; empty when nothing was learned.
         """
-        return {} if self.runtime_source is None else self.runtime_source(run)
+        state = self._runs.get(run)
+        return self._runtimes_for(run, state.workflow_name if state is not None else "")
+
+    def _runtimes_for(self, run: workflow.RunId, workflow_name: str) -> Mapping[str, float]:
+        if self.runtime_source is None:
+            return {}
+        return dict(self.runtime_source(workflow_name or str(run)))
 
     @property
     def dags(self) -> Mapping[workflow.RunId, workflow.WorkflowDag]:
@@ -374,6 +381,7 @@ class WorkflowRegistry:
         state = self._runs.get(run)
         if state is None:
             state = _RunState(dag=workflow.WorkflowDag(run), workflow_name=workflow_name)
+            state.dag.prior_runtimes = self._runtimes_for(run, workflow_name)
             self._runs[run] = state
             self._dags[run] = state.dag
             learned = self._learned.get(workflow_name) if workflow_name else None

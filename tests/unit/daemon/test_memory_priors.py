@@ -221,13 +221,28 @@ def test_the_workflow_registry_hands_a_new_run_the_runtimes_of_earlier_runs():
     model = _model("mean-offset=none")
     registry_ = workflows.WorkflowRegistry()
     assert registry_.expected_runtimes(workflow.RunId("ns/run-2")) == {}
-    registry_.runtime_source = model.runtime_priors
+    registry_.runtime_source = model.runtime_estimates
     model.set_workflow(workflow.RunId("ns/run-1"), "rnaseq")
     model.observe_runtime(model.key(workflow.RunId("ns/run-1"), "ALIGN"), 40.0)
     model.observe_runtime(model.key(workflow.RunId("ns/run-1"), "QC"), 5.0)
-    model.set_workflow(workflow.RunId("ns/run-2"), "rnaseq")
+
+    def labels(run, name, task, step):
+        return workflows.TaskLabels(
+            run=workflow.RunId(run), workflow_name=name, engine="wfsched", step=step, task_id=task
+        )
+
+    registry_.observe_task(labels("ns/run-2", "rnaseq", "t1", "QC"))
+    registry_.observe_task(labels("ns/unrelated", "other", "t1", "QC"))
     assert registry_.expected_runtimes(workflow.RunId("ns/run-2")) == {"ALIGN": 40.0, "QC": 5.0}
     assert registry_.expected_runtimes(workflow.RunId("ns/unrelated")) == {}
+    # The new run's DAG falls back to the learned runtimes until its own tasks finish.
+    dag = registry_.dag(workflow.RunId("ns/run-2"))
+    assert dag is not None
+    assert dag.mean_runtime("ALIGN") == 40.0
+    assert dag.runtime_estimate("ALIGN", 10) == 40.0
+    dag.record_finished("ALIGN", success=True, runtime_s=12.0, input_size=10)
+    assert dag.mean_runtime("ALIGN") == 12.0
+    assert registry_.dag(workflow.RunId("ns/unrelated")).mean_runtime("ALIGN") is None
 
 
 def test_an_image_learned_after_a_fruitless_lookup_is_used_at_once():
