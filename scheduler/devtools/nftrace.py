@@ -57,6 +57,8 @@ class TraceTask:
     memory_bytes: int
     peak_bytes: int | None
     input_size: int
+    image: str = ""
+    """The container image the trace recorded (``container``), ``""`` when unknown."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +149,7 @@ def build_workflow(
             memory_bytes=task.request_bytes or 0,
             peak_bytes=task.peak_bytes,
             input_size=task.input_bytes or 0,
+            image=task.container,
         )
         for index, task in enumerate(ordered)
     )

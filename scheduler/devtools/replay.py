@@ -66,6 +66,9 @@ class ReplayTask:
     memory_bytes: int
     input_size: int
     peak_bytes: int | None = None
+    image: str = ""
+    """The task's container image on fake nodes (with the step's tool it keys wfsched's memory
+    priors); ``""``: a plain busybox image."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,6 +175,7 @@ class ReplayPlan:
                 memory_bytes=_capped(task.memory_bytes, max_memory_bytes),
                 input_size=task.input_size,
                 peak_bytes=task.peak_bytes,
+                image=task.image,
             )
             for task in trace.tasks
         )
@@ -252,8 +256,11 @@ class ReplayPlan:
             "image": "busybox:1.36",
             "resources": resources_,
         }
+        if ":" in task.step:  # an nf-core process: its tool, which label values cannot carry
+            annotations[keys.TOOL_ANNOTATION] = task.step.rsplit(":", 1)[-1]
         if self.fake_nodes:
             annotations[devcluster.RUNTIME_ANNOTATION] = f"{task.runtime_s:g}s"
+            container["image"] = task.image or container["image"]  # nothing runs it
         else:
             container["command"] = ["sleep", f"{task.runtime_s:g}"]
         return {

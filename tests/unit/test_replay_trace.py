@@ -161,6 +161,21 @@ def test_plan_scales_runtimes_with_a_floor_and_caps_retry_requests(tmp_path: Pat
         plan_of(tmp_path, max_retries=-1)
 
 
+def test_plan_names_the_tool_and_the_traced_image_for_memory_priors(tmp_path: Path) -> None:
+    header = HEADER + ";container"
+    lines = trace_text(ROWS).splitlines()
+    images = ["quay.io/biocontainers/samtools:1.17", "-", "-", "-", "-"]
+    path = tmp_path / "trace-1.csv"
+    rows = [f"{row};{image}" for row, image in zip(lines[1:], images, strict=True)]
+    path.write_text("\n".join([header, *rows]) + "\n")
+    plan = replay.ReplayPlan.from_trace(nftrace.load_trace(path), scheduler_name="s")
+    a, b = plan.tasks[:2]
+    manifest = plan.manifest(a)
+    assert manifest["metadata"]["annotations"][keys.TOOL_ANNOTATION] == "A"
+    assert manifest["spec"]["containers"][0]["image"] == "quay.io/biocontainers/samtools:1.17"
+    assert plan.manifest(b)["spec"]["containers"][0]["image"] == "busybox:1.36"
+
+
 class FakeCluster:
     """Pods bound at once by a pretend scheduler that sets memory to ``memory_of(attempt)``,
     then ended as memsim would: OOM-killed when the limit is below the simulated peak."""
