@@ -41,6 +41,7 @@ import argparse
 import gc
 import json
 import math
+import os
 import tempfile
 import threading
 import time
@@ -338,7 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--arrival-schedulers",
         default="kube-scheduler,wfsched",
-        help="tail mode: which, in order (wfsched:N runs wfsched with N bind workers)",
+        help=(
+            "tail mode: which, in order (wfsched:N runs wfsched with N bind workers; "
+            "wfsched@DIR runs the wfsched source tree in DIR, e.g. an export of an older "
+            "commit, so two versions are compared in one run)"
+        ),
     )
     args = parser.parse_args(argv)
     # The observer's own collections would delay its stamps (seen up to a second on a busy
@@ -524,16 +529,19 @@ def _arrival_one(
         finally:
             cluster.stop_component("kube-scheduler")
         return row
+    name, _, source = label.partition("@")
     daemon = devcluster.LocalDaemon(
         cluster.kubeconfig,
         workdir,
         policy=args.strategy,
         qps=args.qps,
         burst=args.burst,
-        bind_workers=int(label.partition(":")[2] or args.bind_workers),
+        bind_workers=int(name.partition(":")[2] or args.bind_workers),
         lease={"enabled": False},
         log_level="warning",
     )
+    if source:
+        daemon.env = source_tree_environment(source)
     try:
         daemon.start(wait_ready_s=120)  # a loaded machine and a long first LIST
         row["latencies"] = arrival_run(cluster, kube, "workflow-scheduler", args.arrival_pods, rate)
@@ -547,6 +555,21 @@ def _arrival_one(
     ).items():
         row["daemon_stages"][f"gc pause gen{generation}"] = q
     return row
+
+
+def source_tree_environment(source: str) -> dict[str, str]:
+    """The daemon's environment when it should import ``scheduler`` from the tree ``source``.
+
+    ``python -m`` puts the working directory first on ``sys.path``; ``PYTHONSAFEPATH`` turns
+    that off, so ``PYTHONPATH`` decides which tree runs.
+    """
+    root = Path(source).resolve()
+    if not (root / "scheduler" / "__init__.py").is_file():
+        raise SystemExit(f"--arrival-schedulers: {root} holds no scheduler package")
+    env = devcluster.daemon_environment()
+    env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONSAFEPATH"] = "1"
+    return env
 
 
 def _room(args: argparse.Namespace) -> tuple[int, int]:

@@ -30,8 +30,8 @@ reason); every other call takes a token from the shared bucket (``qps``/``burst`
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime
+import json
 import logging
 import os
 import threading
@@ -53,6 +53,21 @@ RESOURCES = resources.RESOURCES
 Resource = resources.Resource
 WatchStream = watchstream.WatchStream
 METRICS_API_PATH = resources.METRICS_API_PATH
+
+
+def binding_body(namespace: str, name: str, uid: str, node: str) -> bytes:
+    """The JSON of a ``v1`` Binding of pod ``namespace/name`` (uid precondition if set) to ``node``.
+
+    Built from a template (names JSON-escaped), not through dicts and ``json.dumps``: it is
+    sent once per bound pod.
+    """
+    dumps = json.dumps
+    uid_part = f',"uid":{dumps(uid)}' if uid else ""
+    return (
+        '{"apiVersion":"v1","kind":"Binding","metadata":{"name":'
+        f'{dumps(name)},"namespace":{dumps(namespace)}{uid_part}}},'
+        f'"target":{{"apiVersion":"v1","kind":"Node","name":{dumps(node)}}}}}'
+    ).encode()
 
 
 class KubeClient:
@@ -346,24 +361,12 @@ class KubeClient:
             errors.ApiError: any other failure, classified.
         """
         res = resources.RESOURCES["pods"]
-        metadata = {"name": name, "namespace": namespace}
-        if uid:
-            metadata["uid"] = uid
-        body = {
-            "apiVersion": "v1",
-            "kind": "Binding",
-            "metadata": metadata,
-            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-        }
-        response = self._t.send(
+        self._t.send_prepared(
             "POST",
             res.path(namespace=namespace, name=name, subresource="binding"),
-            body=body,
+            binding_body(namespace, name, uid, node),
             guard=self.write_guard,
         )
-        with contextlib.suppress(Exception):
-            response.drain_conn()
-            response.release_conn()
 
     def set_pod_condition(self, namespace: str, name: str, condition: Mapping[str, Any]) -> None:
         """Merge one condition into ``status.conditions`` (strategic merge on ``pods/status``).

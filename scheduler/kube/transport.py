@@ -204,6 +204,62 @@ class Transport:
                 response.release_conn()
         raise errors.from_response(status, data, dict(response.headers))
 
+    def send_prepared(
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        *,
+        timeout: Timeout | None = None,
+        guard: Callable[[], bool] | None = None,
+    ) -> None:
+        """Send a pre-serialised JSON ``body`` and discard the 2xx response (never retried).
+
+        The hot write path (one Binding per pod): the request goes straight to urllib3's pool
+        with the client's auth headers, skipping ``param_serialize``'s sanitising and
+        ``call_api``'s re-serialising of the body. Same rate limiting, ``guard`` and errors as
+        :meth:`send`.
+
+        Raises:
+            errors.NotSentError: ``guard`` refused the request.
+            errors.ApiError: non-2xx status or transport failure, classified.
+        """
+        self.limiter.acquire()
+        if guard is not None and not guard():
+            raise errors.NotSentError(f"{method} {path}: refused by its guard, not sent")
+        headers: dict[str, str] = {**self.api_client.default_headers}
+        headers["Accept"] = JSON
+        headers["Content-Type"] = JSON
+        with self._lock:
+            self.requests_total += 1
+        connect, read = timeout or self.request_timeout
+        try:
+            self.api_client.update_params_for_auth(
+                headers, None, ["BearerToken"], path, method, None
+            )
+            response: urllib3.BaseHTTPResponse = self.api_client.rest_client.pool_manager.request(
+                method,
+                self.api_client.configuration.host + path,
+                body=body,
+                headers=headers,
+                timeout=urllib3.Timeout(connect=connect, read=read),
+                preload_content=False,
+            )
+        except Exception as exc:
+            raise errors.from_exception(exc) from exc
+        status = int(response.status)
+        try:
+            data = response.data if not 200 <= status <= 299 else b""
+            if not data:
+                response.drain_conn()
+        except Exception:
+            data = b""
+        finally:
+            with contextlib.suppress(Exception):
+                response.release_conn()
+        if not 200 <= status <= 299:
+            raise errors.from_response(status, data, dict(response.headers))
+
     def request_json(
         self,
         method: str,

@@ -7,6 +7,10 @@ within seconds of what it reports or dropped and counted, never written minutes 
 * ``Warning`` Events (bad input, unschedulable pods) wait in their own queue, are sent first
   and are dropped only when that queue is full too;
 * an Event identical to one still waiting (same object, reason and note) is coalesced;
+* ``Normal`` Events (one ``Scheduled`` per bound pod) are sent by at most ``normal_workers``
+  threads at a time (default one, like kube-scheduler's single event sink): at hundreds of pods
+  a second they take one thread's share of the process's CPU, not one per worker, and leave the
+  rest to the decision thread and the bind workers;
 * nothing here ever raises into the caller or blocks it.
 """
 
@@ -65,7 +69,9 @@ class EventRecorder:
 
     ``emit`` sends each Event (see :class:`EventSender`). ``on_outcome(event_type, outcome)`` is
     called once per recorded Event with the outcome of ``emit``, or with ``queue_full`` /
-    ``coalesced`` / ``closed`` when the Event never reached ``emit``.
+    ``coalesced`` / ``closed`` when the Event never reached ``emit``. At most
+    ``normal_workers`` of the ``workers`` send ``Normal`` Events at a time; any may send a
+    ``Warning``.
     """
 
     def __init__(
@@ -75,9 +81,12 @@ class EventRecorder:
         workers: int = 4,
         max_queued: int = 1000,
         max_queued_warnings: int = 5000,
+        normal_workers: int = 1,
         on_outcome: Callable[[str, str], None] | None = None,
     ) -> None:
         self._emit = emit
+        self._normal_workers = max(1, normal_workers)
+        self._normal_busy = 0
         self._max = {WARNING: max_queued_warnings, "Normal": max_queued}
         self._queues: dict[str, collections.deque[_Queued]] = {
             WARNING: collections.deque(),
@@ -148,11 +157,16 @@ class EventRecorder:
             while True:
                 if self._closed:
                     return None
-                for lane in (WARNING, "Normal"):
+                lanes = [WARNING]
+                if self._normal_busy < self._normal_workers:
+                    lanes.append("Normal")
+                for lane in lanes:
                     if self._queues[lane]:
                         event = self._queues[lane].popleft()
                         self._waiting.discard(event)
                         self._busy += 1
+                        if lane == "Normal":
+                            self._normal_busy += 1
                         return event
                 self._cond.wait()
 
@@ -167,6 +181,8 @@ class EventRecorder:
             finally:
                 with self._cond:
                     self._busy -= 1
+                    if event["event_type"] != WARNING:
+                        self._normal_busy -= 1
                     self._cond.notify_all()
             self._report(event["event_type"], outcome)
 

@@ -8,9 +8,13 @@ back from an API call waits for the GIL while another one computes (up to the sw
 workers hand the interpreter over within a millisecond, and times every collection into
 ``wfsched_gc_pause_seconds{generation}``. :func:`freeze` (once the informers' initial LISTs are
 cached) moves everything alive into the permanent generation, so later full collections stop
-walking the start-up heap (modules, caches) again. The collection thresholds
-stay the interpreter's: measured on a replay, collections after start-up were rare and short
-(14 in 40 s, 8 ms in all), and a larger young generation made each one longer under load.
+walking the start-up heap (modules, caches) again. The young generations keep the
+interpreter's thresholds (measured on a replay, a larger young generation made each young
+collection longer under load); full collections are made rarer: CPython starts one after
+``threshold2`` middle-generation collections once the heap grew by a quarter, and while the
+pod cache grows from nothing that was every few seconds at 200 pods/s, each one stopping every
+thread for 0.3 to 1 s on a loaded machine. :data:`FULL_COLLECTION_EVERY` raises ``threshold2``:
+a full collection still comes (cyclic garbage is freed), after at least that many middle ones.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ if TYPE_CHECKING:
 SWITCH_INTERVAL_S = 0.001
 """How long a thread may hold the GIL while another one waits for it."""
 
+FULL_COLLECTION_EVERY = 100
+"""Middle-generation collections between two full ones, at least (the interpreter's is 10)."""
+
 
 def tune(metrics: metrics_mod.Metrics | None = None) -> None:
     """Apply the process-wide settings and, with ``metrics``, time every collection.
@@ -33,6 +40,8 @@ def tune(metrics: metrics_mod.Metrics | None = None) -> None:
     Idempotent per ``metrics`` object: calling it again does not add a second callback.
     """
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
     if metrics is None or any(getattr(cb, "metrics", None) is metrics for cb in gc.callbacks):
         return
     gc.callbacks.append(_PauseTimer(metrics))

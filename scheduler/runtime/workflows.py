@@ -323,6 +323,8 @@ class WorkflowRegistry:
         self._runs: dict[workflow.RunId, _RunState] = {}
         self._dags: dict[workflow.RunId, workflow.WorkflowDag] = {}
         self._dags_view = MappingProxyType(self._dags)
+        self._unloaded_refs: dict[workflow.RunId, tuple[str, str]] = {}
+        """Runs whose DAG ConfigMap is referenced and not loaded yet, in insertion order."""
         self._learned: OrderedDict[str, set[tuple[str, str]]] = OrderedDict()
         self._submission = 0
         self.runtime_source: Callable[[str], Mapping[str, float]] | None = None
@@ -412,6 +414,8 @@ class WorkflowRegistry:
         dag = state.dag
         if labels.dag_ref and state.dag_ref is None:
             state.dag_ref = labels.dag_ref
+            if not state.dag_loaded:
+                self._unloaded_refs[labels.run] = labels.dag_ref
         if labels.engine in INFERRED_ORDER_ENGINES:
             self._infer_step_order(state, labels.step)
         dag.add_task(labels.task_id, labels.step)
@@ -448,12 +452,12 @@ class WorkflowRegistry:
             self._learned_edges_of(state.workflow_name).add((parent, step))
 
     def pending_dag_refs(self) -> list[tuple[workflow.RunId, tuple[str, str]]]:
-        """Runs whose DAG ConfigMap is referenced but not loaded yet."""
-        return [
-            (run, state.dag_ref)
-            for run, state in self._runs.items()
-            if state.dag_ref is not None and not state.dag_loaded
-        ]
+        """Runs whose DAG ConfigMap is referenced but not loaded yet.
+
+        Kept as an index updated by ``observe_task``, ``apply_dag_document`` and
+        ``forget_run``: the cost is the number of such runs, not the number of runs.
+        """
+        return list(self._unloaded_refs.items())
 
     def apply_dag_document(self, run: workflow.RunId, text: str | None) -> str | None:
         """Merge a run's DAG document; return an error message when it was refused.
@@ -465,6 +469,7 @@ class WorkflowRegistry:
         if state is None:
             return None
         state.dag_loaded = True
+        self._unloaded_refs.pop(run, None)
         where = "/".join(state.dag_ref or ())
         if text is None:
             return f"DAG ConfigMap {where} or its {keys.DAG_CONFIGMAP_KEY} not found"
@@ -512,6 +517,7 @@ class WorkflowRegistry:
     def forget_run(self, run: workflow.RunId) -> bool:
         """Drop one run and its DAG; returns False when it was not known."""
         self._dags.pop(run, None)
+        self._unloaded_refs.pop(run, None)
         return self._runs.pop(run, None) is not None
 
     def evict_idle(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, exposition
@@ -74,3 +76,13 @@ def test_histogram_quantiles_interpolate_within_buckets() -> None:
     assert rows["x"]["p50"] == pytest.approx(0.1 + 0.9 / 3)  # one of three in (0.1, 1]
     assert rows["x"]["p100"] == pytest.approx(1.0)
     assert math.isnan(rows["empty"]["p50"])
+
+
+def test_a_source_tree_label_runs_that_tree_first_on_the_path(tmp_path: Path) -> None:
+    (tmp_path / "scheduler").mkdir()
+    (tmp_path / "scheduler" / "__init__.py").write_text("")
+    env = lb.source_tree_environment(str(tmp_path))
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path.resolve())
+    assert env["PYTHONSAFEPATH"] == "1"
+    with pytest.raises(SystemExit, match="no scheduler package"):
+        lb.source_tree_environment(str(tmp_path / "scheduler"))

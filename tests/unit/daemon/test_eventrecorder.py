@@ -115,3 +115,57 @@ def test_close_sends_what_is_queued_then_refuses_new_events() -> None:
     assert len(emit.calls) == 20
     assert not recorder.record(**event("late"))
     assert outcomes.count("sent") == 20 and outcomes.count("closed") == 1
+
+
+class ConcurrencyProbe:
+    """Blocks every Normal Event until ``gate`` is set; counts how many are in emit at once."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.lock = threading.Lock()
+        self.in_emit: Counter[str] = Counter()
+        self.max_in_emit: Counter[str] = Counter()
+        self.warning_sent = threading.Event()
+
+    def __call__(self, **kwargs: Any) -> str:
+        kind = kwargs["event_type"]
+        with self.lock:
+            self.in_emit[kind] += 1
+            self.max_in_emit[kind] = max(self.max_in_emit[kind], self.in_emit[kind])
+        if kind == "Normal":
+            self.gate.wait(10)
+        else:
+            self.warning_sent.set()
+        with self.lock:
+            self.in_emit[kind] -= 1
+        return "sent"
+
+
+def test_normal_events_use_at_most_normal_workers_and_never_hold_up_warnings() -> None:
+    probe = ConcurrencyProbe()
+    recorder = EventRecorder(probe, workers=4, normal_workers=1)
+    try:
+        for i in range(6):
+            assert recorder.record(**event(f"p{i}"))
+        # Three workers stay free for Warnings while the one Normal sender is blocked.
+        assert recorder.record(**event("bad", "Warning"))
+        assert probe.warning_sent.wait(5)
+        assert recorder.backlog == 5
+        probe.gate.set()
+        assert recorder.flush(5)
+        assert probe.max_in_emit["Normal"] == 1
+    finally:
+        recorder.close()
+
+
+def test_normal_workers_bounds_normal_senders_above_one() -> None:
+    probe = ConcurrencyProbe()
+    recorder = EventRecorder(probe, workers=4, normal_workers=2)
+    try:
+        for i in range(8):
+            assert recorder.record(**event(f"p{i}"))
+        threading.Timer(0.3, probe.gate.set).start()
+        assert recorder.flush(5)
+        assert probe.max_in_emit["Normal"] == 2
+    finally:
+        recorder.close()

@@ -107,6 +107,7 @@ def test_tune_sets_the_process_and_times_collections(restored_gc: None) -> None:
     pauses.tune(m)
     pauses.tune(m)  # once per Metrics object
     assert sys.getswitchinterval() == pytest.approx(pauses.SWITCH_INTERVAL_S)
+    assert gc.get_threshold()[2] == pauses.FULL_COLLECTION_EVERY
     assert sum(1 for cb in gc.callbacks if getattr(cb, "metrics", None) is m) == 1
     gc.collect()
     assert m.gc_pause.labels(generation="2")._sum.get() > 0

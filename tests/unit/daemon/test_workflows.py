@@ -1,4 +1,5 @@
 import json
+import random
 
 import pytest
 
@@ -203,3 +204,51 @@ def test_cyclic_document_changes_nothing() -> None:
     assert error is not None and "cycle" in error
     assert reg.dag("ns/r").steps() == ("a",)
     assert "not found" in (reg.apply_dag_document("ns/r", None) or "")
+
+
+def _ref_labels(run: str, dag_ref: tuple[str, str] | None) -> workflows.TaskLabels:
+    return workflows.TaskLabels(
+        run=run, workflow_name="", engine="wfsched", step="s", task_id=f"{run}-t", dag_ref=dag_ref
+    )
+
+
+def test_pending_dag_refs_index_follows_load_forget_and_eviction() -> None:
+    reg = workflows.WorkflowRegistry()
+    reg.observe_task(_ref_labels("ns/a", ("ns", "dag-a")))
+    reg.observe_task(_ref_labels("ns/b", None))
+    reg.observe_task(_ref_labels("ns/c", ("ns", "dag-c")))
+    assert reg.pending_dag_refs() == [("ns/a", ("ns", "dag-a")), ("ns/c", ("ns", "dag-c"))]
+    # A missing ConfigMap counts as loaded: the run is not asked for again.
+    assert reg.apply_dag_document("ns/a", None) is not None
+    reg.observe_task(_ref_labels("ns/a", ("ns", "dag-a")))
+    assert reg.pending_dag_refs() == [("ns/c", ("ns", "dag-c"))]
+    assert reg.forget_run("ns/c")
+    assert reg.pending_dag_refs() == []
+    # A run dropped as idle leaves the index too, and comes back with a fresh ref.
+    reg.observe_task(_ref_labels("ns/d", ("ns", "dag-d")))
+    reg.evict_idle(active=(), now=0.0, idle_s=1.0)
+    assert reg.evict_idle(active=(), now=2.0, idle_s=1.0) == ["ns/a", "ns/b", "ns/d"]
+    assert reg.pending_dag_refs() == []
+    reg.observe_task(_ref_labels("ns/d", ("ns", "dag-d")))
+    assert reg.pending_dag_refs() == [("ns/d", ("ns", "dag-d"))]
+
+
+def test_pending_dag_refs_matches_a_full_scan_over_random_operations() -> None:
+    rng = random.Random(7)
+    reg = workflows.WorkflowRegistry()
+    for _ in range(1000):
+        run = f"ns/r{rng.randrange(20)}"
+        op = rng.random()
+        if op < 0.5:
+            ref = ("ns", f"dag-{run}") if rng.random() < 0.7 else None
+            reg.observe_task(_ref_labels(run, ref))
+        elif op < 0.8:
+            reg.apply_dag_document(run, None)
+        else:
+            reg.forget_run(run)
+        full_scan = {
+            run: state.dag_ref
+            for run, state in reg._runs.items()
+            if state.dag_ref is not None and not state.dag_loaded
+        }
+        assert dict(reg.pending_dag_refs()) == full_scan

@@ -1,7 +1,8 @@
 """KubeClient transport rules without a server: retries, no-retry for writes, watch parsing.
 
-A fake stands in for ``kubernetes.client.ApiClient`` at the two methods KubeClient uses
-(``param_serialize`` and ``call_api``), returning canned urllib3-like responses.
+A fake stands in for ``kubernetes.client.ApiClient`` at what KubeClient uses (``param_serialize``
+and ``call_api``; for pre-serialised bodies ``update_params_for_auth`` and the urllib3 pool
+manager), returning canned urllib3-like responses.
 """
 
 from __future__ import annotations
@@ -57,11 +58,41 @@ class _Rest:
     def __init__(self, response: FakeResponse) -> None:
         self.response = response
 
+    def _response(self) -> FakeResponse:
+        return self.response
+
+
+class _Configuration:
+    host = "https://h"
+
+
+class _PoolManager:
+    def __init__(self, api: FakeApi) -> None:
+        self.api = api
+
+    def request(self, method: str, url: str, *, body: bytes, headers: dict, **_: Any) -> Any:
+        self.api.headers.append(headers)
+        return self.api.call_api(method, url, headers, json.loads(body), [])._response()
+
+
+class _RestClient:
+    def __init__(self, api: FakeApi) -> None:
+        self.pool_manager = _PoolManager(api)
+
 
 class FakeApi:
     def __init__(self, responses: list[FakeResponse | BaseException]) -> None:
         self.responses = responses
         self.requests: list[tuple[str, str, Any]] = []
+        self.headers: list[dict] = []
+        self.configuration = _Configuration()
+        self.default_headers = {"User-Agent": "test"}
+        self.rest_client = _RestClient(self)
+
+    def update_params_for_auth(
+        self, headers: dict, queries: Any, auth: list, path: str, method: str, body: Any
+    ) -> None:
+        headers["authorization"] = "Bearer t"
 
     def param_serialize(
         self,
@@ -145,6 +176,35 @@ def test_bind_sends_uid_precondition_and_accepts_201_status() -> None:
     assert (method, url) == ("POST", "https://h/api/v1/namespaces/ns/pods/p/binding")
     assert body["metadata"] == {"name": "p", "namespace": "ns", "uid": "uid-1"}
     assert body["target"] == {"apiVersion": "v1", "kind": "Node", "name": "node-1"}
+    assert body["apiVersion"] == "v1" and body["kind"] == "Binding"
+    assert api.headers[0]["authorization"] == "Bearer t"
+    assert api.headers[0]["Content-Type"] == "application/json"
+
+
+def test_binding_body_escapes_names_and_leaves_out_an_empty_uid() -> None:
+    body = json.loads(kube_client.binding_body('n"s', "p\\1", "", "nöde"))
+    assert body == {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": "p\\1", "namespace": 'n"s'},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "nöde"},
+    }
+
+
+def test_a_refused_bind_is_classified_and_its_connection_released() -> None:
+    refused = FakeResponse(409, {"kind": "Status", "code": 409, "reason": "Conflict"})
+    client, _, _ = make_client([refused])
+    with pytest.raises(errors.ConflictError):
+        client.bind("ns", "p", "uid-1", "node-1")
+    assert refused.released
+
+
+def test_a_bind_refused_by_the_write_guard_is_not_sent() -> None:
+    client, api, _ = make_client([])
+    client.write_guard = lambda: False
+    with pytest.raises(errors.NotSentError):
+        client.bind("ns", "p", "uid-1", "node-1")
+    assert api.requests == []
 
 
 def test_transport_errors_are_classified() -> None:
