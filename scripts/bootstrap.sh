@@ -6,8 +6,8 @@
 #                                            dependencies, put first on PATH
 #   bootstrap_control_plane [COMPONENT ...]  the Go-built control plane, cached outside the
 #                                            repo (no component: all of them)
-#   bootstrap_browser                        headless Chromium (apt-get, as root) for the
-#                                            report page test
+#   bootstrap_system_packages                headless Chromium (the report page test) and rsync
+#                                            (Snakemake's file storage), apt-get as root
 # With WFSCHED_DRY_RUN=1 nothing is installed or built: each step says what it would do, and the
 # component names are checked (`build.sh --dry-run`). Each step returns its failure's status
 # itself, so it stops at the first failure even where the caller's `set -e` does not apply.
@@ -46,16 +46,22 @@ bootstrap_control_plane() {
   fi
 }
 
-bootstrap_browser() {
-  # Headless Chromium from Debian's packages, for the test that renders the replay report page.
-  if command -v chromium >/dev/null 2>&1; then return 0; fi
+bootstrap_system_packages() {
+  # From Debian's packages: headless Chromium renders the replay report page in its test, and
+  # Snakemake's file storage plugin copies with rsync in the Snakemake test.
+  local missing=() package
+  for package in chromium rsync; do
+    command -v "$package" >/dev/null 2>&1 || missing+=("$package")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
   if [[ "${WFSCHED_DRY_RUN:-0}" == 1 ]]; then
-    echo "[bootstrap] would install chromium (apt-get)" >&2; return 0
+    echo "[bootstrap] would install ${missing[*]} (apt-get)" >&2; return 0
   fi
   if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "[bootstrap] chromium missing and not installable here: the report page test skips" >&2
+    echo "[bootstrap] ${missing[*]} missing and not installable here: the tests that need them skip" >&2
     return 0
   fi
-  echo "[bootstrap] installing chromium (apt-get)" >&2
-  apt-get install -y chromium >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; }
+  echo "[bootstrap] installing ${missing[*]} (apt-get)" >&2
+  apt-get install -y "${missing[@]}" >/dev/null ||
+    { apt-get update >/dev/null && apt-get install -y "${missing[@]}" >/dev/null; }
 }

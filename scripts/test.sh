@@ -173,7 +173,7 @@ grep -qE 'integration/test_(controller_manager|snakemake|kueue)' <<<"$selected" 
 grep -q 'integration/test_kueue' <<<"$selected" && optional+=(kueue)
 [[ ${#optional[@]} -eq 0 ]] ||
   timed "optional control-plane components" bootstrap_control_plane "${optional[@]}"
-timed "headless browser" bootstrap_browser
+timed "system packages (chromium, rsync)" bootstrap_system_packages
 timed "integration, chart and reliability tests" \
   python -m pytest "${pytest_args[@]}" "${stage2_only[@]}"
 say "stage 2 passed in $((SECONDS - stage_started)) s"
