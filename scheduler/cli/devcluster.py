@@ -90,8 +90,8 @@ def _up(args: argparse.Namespace) -> int:
         print("wfsched: --nodes must be >= 0", file=sys.stderr)
         return 2
     workdir.mkdir(parents=True, exist_ok=True)
-    options = devcluster.ClusterOptions(
-        metrics_server=not args.no_metrics_server, kube_scheduler=args.kube_scheduler
+    options = devcluster.ClusterOptions.for_nodes(
+        args.nodes, metrics_server=not args.no_metrics_server, kube_scheduler=args.kube_scheduler
     )
     cluster = devcluster.DevCluster(workdir, options)
     try:
