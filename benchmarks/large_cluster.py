@@ -160,8 +160,11 @@ def create_pods(core: client.CoreV1Api, namespace: str, scheduler: str, pods: in
                 last_print = now
                 print(f"    created {created}/{pods} ({created / (now - began):.0f}/s)", flush=True)
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
+    pool = ThreadPoolExecutor(max_workers=16)
+    try:
         list(pool.map(create, workload(pods, scheduler)))
+    finally:  # on Ctrl-C, drop the creations not started yet
+        pool.shutdown(wait=True, cancel_futures=True)
     print(f"    created {pods} pods in {time.monotonic() - began:.1f}s", flush=True)
 
 

@@ -199,8 +199,11 @@ class ClusterOptions:
 
     @classmethod
     def for_nodes(cls, nodes: int, **overrides: Any) -> ClusterOptions:
-        """Options sized for ``nodes`` fake nodes: from 1,000 nodes on, node Leases off and
-        16 KWOK workers per player (docs/control-plane.md, "Large clusters")."""
+        """Options sized for ``nodes`` fake nodes, ``overrides`` taking precedence.
+
+        From ``LARGE_CLUSTER_NODES`` on: node Leases off and 16 KWOK workers per player
+        (docs/control-plane.md, "Large clusters").
+        """
         sized: dict[str, Any] = {}
         if nodes >= LARGE_CLUSTER_NODES:
             sized = {"node_lease_duration_s": 0, "kwok_parallelism": 16}
