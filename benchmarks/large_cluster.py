@@ -25,6 +25,7 @@ pods) that runs in a few minutes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -81,6 +82,7 @@ class RunFigures:
     rss_bytes: int
     peak_rss_bytes: int
     apiserver_cpu_s: float
+    watch_restarts: int
 
 
 def workload(pods: int, scheduler: str) -> Iterator[dict[str, Any]]:
@@ -171,34 +173,72 @@ def create_pods(core: client.CoreV1Api, namespace: str, scheduler: str, pods: in
 class BindWatch:
     """Watches a namespace's bound pods (``spec.nodeName!=``) and records when each was first
     seen bound, on this process's monotonic clock. JSON lines are decoded without the client's
-    models, so the observer costs little CPU beside the schedulers."""
+    models, so the observer costs little CPU beside the schedulers. When the API server ends
+    the watch (it drops watchers that fall behind), the bound pods are listed (those not seen
+    yet are recorded at that moment) and the watch resumes from the list; ``restarts`` counts
+    how often."""
 
     def __init__(self, core: client.CoreV1Api, namespace: str, expected: int) -> None:
         self.bound: dict[str, float] = {}
         self.done = threading.Event()
+        self.restarts = 0
+        self.error: Exception | None = None
+        self._core = core
+        self._namespace = namespace
         self._expected = expected
         self._stopped = False
-        self.error: Exception | None = None
-        listing = core.list_namespaced_pod(namespace, limit=1, _preload_content=False)
-        version = json.loads(listing.data)["metadata"]["resourceVersion"]
-        self._response = core.list_namespaced_pod(
-            namespace,
+        self._response = self._open(self._list_bound())
+        self._thread = threading.Thread(target=self._observe, daemon=True)
+        self._thread.start()
+
+    def _list_bound(self) -> str:
+        """Record the bound pods not seen yet; return the list's resource version."""
+        listing = self._core.list_namespaced_pod(
+            self._namespace, field_selector="spec.nodeName!=", _preload_content=False
+        )
+        body = json.loads(listing.data)
+        now = time.monotonic()
+        for pod in body["items"]:
+            self._record(pod["metadata"]["name"], now)
+        return str(body["metadata"]["resourceVersion"])
+
+    def _open(self, version: str) -> Any:
+        return self._core.list_namespaced_pod(
+            self._namespace,
             watch=True,
             field_selector="spec.nodeName!=",
             resource_version=version,
             timeout_seconds=3600,
             _preload_content=False,
         )
-        self._thread = threading.Thread(target=self._observe, daemon=True)
-        self._thread.start()
+
+    def _record(self, name: str, when: float) -> None:
+        if name not in self.bound:
+            self.bound[name] = when
+            if len(self.bound) >= self._expected:
+                self.done.set()
 
     def _observe(self) -> None:
-        try:
-            self._read_events()
-        except Exception as exc:  # the watch was closed by stop(), or broke: report it
-            if not self._stopped:
-                self.error = exc
-                self.done.set()
+        failures = 0
+        while not self.done.is_set() and not self._stopped:
+            try:
+                self._read_events()
+                if self.done.is_set() or self._stopped:
+                    return
+                self.restarts += 1
+                self._response = self._open(self._list_bound())
+                failures = 0
+            except Exception as exc:  # closed by stop(), or broken: retry a few times
+                if self._stopped:
+                    return
+                failures += 1
+                if failures > 10:
+                    self.error = exc
+                    self.done.set()
+                    return
+                time.sleep(1)
+                with contextlib.suppress(Exception):
+                    self._response = self._open(self._list_bound())
 
     def _read_events(self) -> None:
         buffer = b""
@@ -210,13 +250,10 @@ class BindWatch:
                     continue
                 event = json.loads(line)
                 if event.get("type") == "ERROR":
-                    raise RuntimeError(f"bind watch failed: {event.get('object')}")
-                name = event["object"]["metadata"]["name"]
-                if name not in self.bound:
-                    self.bound[name] = time.monotonic()
-                    if len(self.bound) >= self._expected:
-                        self.done.set()
-                        return
+                    return  # e.g. 410 Gone: list again and resume
+                self._record(event["object"]["metadata"]["name"], time.monotonic())
+                if self.done.is_set():
+                    return
 
     def stop(self) -> None:
         """Close the watch."""
@@ -310,13 +347,14 @@ def run_once(
         rss_bytes=rss,
         peak_rss_bytes=peak,
         apiserver_cpu_s=apiserver_cpu,
+        watch_restarts=watch.restarts,
     )
     print(
         f"round {round_no} {contender.label:<15} {figures.pods_per_s:7.1f} pods/s, "
         f"last bind {figures.start_to_last_bind_s:6.1f}s after start, "
         f"{figures.cpu_s_per_1000_binds:5.2f} CPU-s/1000 binds, "
         f"RSS {rss / 2**20:6.1f} MiB (peak {peak / 2**20:6.1f}), "
-        f"apiserver {apiserver_cpu:6.1f} CPU-s",
+        f"apiserver {apiserver_cpu:6.1f} CPU-s, watch restarts {watch.restarts}",
         flush=True,
     )
     return figures
@@ -515,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.nodes < 1 or args.pods < 1 or args.rounds < 1:
         parser.error("--nodes, --pods and --rounds must be at least 1")
     size = Size(args.nodes, args.pods, args.rounds, args.qps, args.burst, args.policy)
+    # A benchmark started in the background ignores SIGINT: SIGTERM stops it cleanly instead.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="wfsched-large-") as scratch:
         workdir = Path(scratch)
