@@ -381,7 +381,8 @@ def profile_summary(collapsed: list[Path], top: int = 15) -> dict[str, list[tupl
     (``inclusive``, each function counted once per sample)."""
     own: Counter[str] = Counter()
     under: Counter[str] = Counter()
-    total = 0
+    busy_under: Counter[str] = Counter()
+    total = busy = 0
     lines = [line for path in collapsed for line in path.read_text().splitlines()]
     for line in lines:
         stack, _, count_text = line.rpartition(" ")
@@ -390,16 +391,30 @@ def profile_summary(collapsed: list[Path], top: int = 15) -> dict[str, list[tupl
         count = int(count_text)
         total += count
         frames = [_frame_name(f) for f in stack.split(";")]
-        if frames:
-            own[frames[-1]] += count
+        own[frames[-1]] += count
         for frame in set(frames):
             under[frame] += count
-    share = max(total, 1)
+        if not frames[-1].startswith(_WAITING_FRAMES):
+            busy += count
+            for frame in set(frames):
+                busy_under[frame] += count
     return {
-        "self": [(f, n / share) for f, n in own.most_common(top)],
-        "inclusive": [(f, n / share) for f, n in under.most_common(top * 3)],
-        "samples": [("all", float(total))],
+        "self": [(f, n / max(total, 1)) for f, n in own.most_common(top)],
+        "inclusive": [(f, n / max(total, 1)) for f, n in under.most_common(top * 3)],
+        "busy_inclusive": [(f, n / max(busy, 1)) for f, n in busy_under.most_common(top * 3)],
+        "samples": [("all", float(total)), ("busy", float(busy))],
     }
+
+
+_WAITING_FRAMES = (
+    "SSLSocket.read",
+    "SSLSocket.recv_into",
+    "SSLSocket.send",
+    "Condition.wait",
+    "poll_wait_for_socket",
+)
+"""Innermost frames of a thread waiting on a socket or a lock, not computing: left out of
+``busy_inclusive``."""
 
 
 def _frame_name(frame: str) -> str:
@@ -529,6 +544,9 @@ def print_table(summary: dict[str, Any]) -> None:
             print(f"  {share:6.1%}  {frame}")
         print("frames the time is spent under:")
         for frame, share in profile["inclusive"]:
+            print(f"  {share:6.1%}  {frame}")
+        print(f"the same over the {profile['samples'][1][1]:.0f} samples not waiting on I/O:")
+        for frame, share in profile["busy_inclusive"]:
             print(f"  {share:6.1%}  {frame}")
 
 

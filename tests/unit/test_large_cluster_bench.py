@@ -55,16 +55,21 @@ def test_profile_summary_counts_innermost_and_enclosing_frames(tmp_path: Path) -
         "run (loop.py:10);cycle (loop.py:40);rank (policies/rank.py:7) 6\n"
         "run (loop.py:10);bind (kube/client.py:99) 3\n"
         "run (loop.py:11) 1\n"
+        "run (loop.py:10);bind (kube/client.py:99);SSLSocket.read (ssl.py:1) 10\n"
     )
     summary = large_cluster.profile_summary([collapsed])
     own = dict(summary["self"])
     under = dict(summary["inclusive"])
-    assert summary["samples"] == [("all", 10.0)]
-    assert own["rank (policies/rank.py)"] == 0.6
-    assert own["bind (kube/client.py)"] == 0.3
-    assert own["run (loop.py)"] == 0.1
+    busy = dict(summary["busy_inclusive"])
+    assert summary["samples"] == [("all", 20.0), ("busy", 10.0)]
+    assert own["rank (policies/rank.py)"] == 0.3
+    assert own["SSLSocket.read (ssl.py)"] == 0.5
+    assert own["run (loop.py)"] == 0.05
     assert under["run (loop.py)"] == 1.0  # lines 10 and 11 merge, each sample counted once
-    assert under["cycle (loop.py)"] == 0.6
+    assert under["bind (kube/client.py)"] == 0.65
+    # Without the samples waiting on the socket:
+    assert busy["cycle (loop.py)"] == 0.6
+    assert busy["bind (kube/client.py)"] == 0.3
 
 
 def test_process_cpu_seconds_reads_this_process() -> None:
