@@ -335,7 +335,8 @@ def run_once(
                 last_print = now
                 print(
                     f"    {contender.label}: {len(watch.bound)}/{pods} bound after "
-                    f"{now - started:.0f}s",
+                    f"{now - started:.0f}s, RSS "
+                    f"{devcluster.process_memory_bytes(pid) / 2**20:.0f} MiB",
                     flush=True,
                 )
         cpu = process_cpu_s(pid)
