@@ -108,7 +108,8 @@ def _up(args: argparse.Namespace) -> int:
         print("wfsched: --nodes must be >= 0", file=sys.stderr)
         return 2
     workdir.mkdir(parents=True, exist_ok=True)
-    options = devcluster.ClusterOptions(
+    options = devcluster.ClusterOptions.for_nodes(
+        args.nodes,
         metrics_server=not args.no_metrics_server,
         kube_scheduler=args.kube_scheduler,
         # Kueue admits Jobs; without the Job controller an admitted Job never makes a pod.

@@ -190,6 +190,10 @@ def locate_binaries(components: Iterable[str], *, build_missing: bool) -> dict[s
     return found
 
 
+LARGE_CLUSTER_NODES = 1000
+"""From this many fake nodes on, ``ClusterOptions.for_nodes`` picks the large-cluster settings."""
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -220,6 +224,26 @@ class ClusterOptions:
     """Start kube-controller-manager (``CONTROLLER_MANAGER_CONTROLLERS``: Jobs make pods)."""
     kueue: bool = False
     """Start Kueue's manager, with its CRDs and webhooks (see ``scheduler.devtools.kueue``)."""
+    node_lease_duration_s: int = 40
+    """KWOK's node Lease duration; it renews each Lease every quarter of it. 0 turns node
+    Leases off (KWOK then manages every node without one): at 5,000 nodes the 40 s default
+    costs 500 Lease updates a second, and nothing here (no node lifecycle controller) reads
+    them."""
+    kwok_parallelism: int = 4
+    """Workers of each KWOK stage player (pods, nodes) and of its Lease renewal (KWOK's
+    default is 4)."""
+
+    @classmethod
+    def for_nodes(cls, nodes: int, **overrides: Any) -> ClusterOptions:
+        """Options sized for ``nodes`` fake nodes, ``overrides`` taking precedence.
+
+        From ``LARGE_CLUSTER_NODES`` on: node Leases off and 16 KWOK workers per player
+        (docs/control-plane.md, "Large clusters").
+        """
+        sized: dict[str, Any] = {}
+        if nodes >= LARGE_CLUSTER_NODES:
+            sized = {"node_lease_duration_s": 0, "kwok_parallelism": 16}
+        return cls(**{**sized, **overrides})
 
 
 GANG_APISERVER_FLAGS: tuple[str, ...] = (
@@ -515,6 +539,9 @@ class DevCluster:
     ) -> list[str]:
         """Create ``count`` fake nodes managed by KWOK and wait until all are Ready.
 
+        Nodes are created by up to 32 threads; the wait is at least ``wait_ready_s`` and
+        grows by 50 ms a node (5,000 nodes: 310 s) for a loaded machine.
+
         Returns:
             The node names, ``<prefix>0`` .. ``<prefix><count-1>``.
         """
@@ -525,9 +552,9 @@ class DevCluster:
             body = fake_node(name, cpu=cpu, memory=memory, pods=pods, labels=labels, taints=taints)
             admin.apply("/api/v1/nodes", body)
 
-        with ThreadPoolExecutor(max_workers=8) as pool:
+        with ThreadPoolExecutor(max_workers=min(32, max(8, count // 100))) as pool:
             list(pool.map(create, names))
-        self.wait_nodes_ready(names, timeout_s=wait_ready_s)
+        self.wait_nodes_ready(names, timeout_s=max(wait_ready_s, 60 + count * 0.05))
         return names
 
     def wait_nodes_ready(self, names: Iterable[str], *, timeout_s: float = 60) -> None:
@@ -551,7 +578,7 @@ class DevCluster:
                 return
             if time.monotonic() > deadline:
                 raise DevClusterError(f"nodes not Ready in time: {sorted(wanted - ready)[:10]}")
-            time.sleep(0.5)
+            time.sleep(0.5 if len(wanted) < LARGE_CLUSTER_NODES else 2.0)
 
     # --- internals -----------------------------------------------------------------------
 
@@ -635,7 +662,7 @@ class DevCluster:
                 "--node-name=localhost",
                 f"--node-port={ports['kwok']}",
                 f"--server-address=127.0.0.1:{ports['kwok']}",
-                "--node-lease-duration-seconds=40",
+                f"--node-lease-duration-seconds={self.options.node_lease_duration_s}",
                 "--v=WARN",
             ], lambda: _http_ok(f"http://127.0.0.1:{ports['kwok']}/healthz")
         if name == "metrics-server":
@@ -905,6 +932,21 @@ class DevCluster:
         kustomize = self._binaries["kwok:root"] / "kustomize"
         documents = [(kustomize / rel).read_text() for rel in _UPSTREAM_KWOK_CONFIG]
         documents.append(KWOK_STAGES.read_text())
+        workers = self.options.kwok_parallelism
+        options = {
+            "podPlayStageParallelism": workers,
+            "nodePlayStageParallelism": workers,
+            "nodeLeaseParallelism": workers,
+        }
+        documents.append(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+                    "kind": "KwokConfiguration",
+                    "options": options,
+                }
+            )
+        )
         (self.workdir / "kwok.yaml").write_text("\n---\n".join(documents))
 
     def _save_state(self) -> None:
