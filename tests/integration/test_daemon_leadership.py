@@ -122,16 +122,18 @@ class SendLog:
     def __init__(self, kube: kube_client.KubeClient) -> None:
         self.sent_at: list[float] = []
         self._lock = threading.Lock()
-        api_client = kube._t.api_client
-        call_api = api_client.call_api
+        # urllib3's pool is where every request leaves, whichever path built it (the
+        # kubernetes client's call_api, or the prepared Binding bodies of Transport).
+        pool = kube._t.api_client.rest_client.pool_manager
+        request = pool.request
 
-        def recording_call_api(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        def recording_request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
             if url.endswith("/binding"):
                 with self._lock:
                     self.sent_at.append(time.monotonic())
-            return call_api(method, url, *args, **kwargs)
+            return request(method, url, *args, **kwargs)
 
-        api_client.call_api = recording_call_api
+        pool.request = recording_request
 
 
 def test_a_leader_whose_lease_is_taken_sends_no_more_bindings(
