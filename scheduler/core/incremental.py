@@ -176,7 +176,7 @@ class IncrementalScheduler:
             self.reset()
             self._queue, self._ranking, self._assignment = queue, ranking, policies.assignment
             queue.track_changes()
-            self._load(queue)
+            self._load_ranked(queue, ranking, view, dags)
         self._cycles += 1
         self._rerank(ranking, view, dags)
         self._wake_due(queue, ctx.now)
@@ -196,6 +196,48 @@ class IncrementalScheduler:
             item.arrival = position
             if binding:
                 item.place, item.tail = _TAIL, (0, position)
+        queue.drain_changes()
+
+    def _load_ranked(
+        self,
+        queue: SchedulingQueue,
+        ranking: interfaces.IncrementalRanking,
+        view: workflow.WorkflowView,
+        dags: Mapping[workflow.RunId, workflow.WorkflowDag],
+    ) -> None:
+        """Cold start in one pass: the state ``_load`` then ``_rerank`` would leave.
+
+        Every task not being bound is keyed once and stamped in queue order (the stamps
+        ``_rerank`` gives new tasks), the order is one sort, and the walk list is a copy of
+        it (nothing is parked yet); tasks being bound go to the tail as in ``_load``. No task
+        is left dirty and every run's fingerprint is recorded, so the ``_rerank`` that follows
+        only does per-run checks.
+        """
+        items, runs, extended = self._items, self._runs, self._extended
+        sort_key = ranking.sort_key
+        slots: list[_Slot] = []
+        stamp = self._high
+        for position, (task, serial, binding) in enumerate(queue.states()):
+            key = task.key
+            item = _Item(task=task, serial=serial, binding=binding, arrival=position)
+            items[key] = item
+            runs[task.run].add(key)
+            if task.request.extended:
+                extended.update(name for name, _ in task.request.extended)
+            if binding:
+                item.place, item.tail = _TAIL, (0, position)
+                continue
+            item.place, item.stale, item.active, item.stamp = _RANKED, False, True, stamp
+            item.key = item.next_key = sort_key(task, view)
+            stamp += 1
+            slots.append((item.key, item.stamp, key))
+        self._high = stamp
+        depends = ranking.key_dependencies
+        for run in runs:
+            self._prints[run] = _fingerprint(dags.get(run), depends)
+        slots.sort()
+        self._ranked = slots
+        self._active = list(slots)
         queue.drain_changes()
 
     def _add_item(self, task: workflow.Task, serial: int, binding: bool) -> _Item:

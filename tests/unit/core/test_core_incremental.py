@@ -2,10 +2,11 @@
 
 Two schedulers live side by side through the same events (tasks added, replaced, removed;
 steps finishing; DAG edges added; binds confirmed, failed or abandoned; pods finishing; nodes
-added, cordoned, removed; time passing): one runs ``cycle.run_cycle`` (a full re-rank and a
-walk over the whole queue), the other ``incremental.IncrementalScheduler``. After every cycle
-the queue order, the binds and the resizes must be identical, for every registered ranking and
-assignment, with and without a memory planner.
+added, cordoned, removed; time passing; the incremental state reset, so a cold cycle starts
+over a queue with a persistent order and tasks being bound): one runs ``cycle.run_cycle`` (a
+full re-rank and a walk over the whole queue), the other ``incremental.IncrementalScheduler``.
+After every cycle the queue order, the binds and the resizes must be identical, for every
+registered ranking and assignment, with and without a memory planner.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ EVENTS = (
     + ["bind_ok"] * 3
     + ["bind_failed", "bind_abandoned"]
     + ["pod_done"] * 3
-    + ["node", "usage", "time"]
+    + ["node", "usage", "time", "restart"]
     + ["cycle"] * 5
 )
 NODE_EVENTS = ["node_add", "node_change", "node_remove"]
@@ -244,6 +245,8 @@ def drive(
                 w.cache.upsert_node(dataclasses.replace(node, usage=usage))
         elif event == "time":
             now += data.draw(st.sampled_from([0.5, 1.0, 5.0]))
+        elif event == "restart":  # the next cycle is cold over tasks being bound and an order
+            inc.reset()
         elif event == "cycle":
             cycle_id += 1
             max_binds = data.draw(st.sampled_from([None, None, 1, 3]))
