@@ -185,19 +185,6 @@ class IncrementalScheduler:
 
     # -- keeping the order -------------------------------------------------------------------
 
-    def _load(self, queue: SchedulingQueue) -> None:
-        """Cold start: every queued task, in the queue's persistent order.
-
-        Non-binding tasks get increasing serials in that order (their stamps follow it);
-        tasks being bound go to the tail in that order, like ``queue.reorder`` puts them.
-        """
-        for position, (task, serial, binding) in enumerate(queue.states()):
-            item = self._add_item(task, serial, binding)
-            item.arrival = position
-            if binding:
-                item.place, item.tail = _TAIL, (0, position)
-        queue.drain_changes()
-
     def _load_ranked(
         self,
         queue: SchedulingQueue,
@@ -205,11 +192,12 @@ class IncrementalScheduler:
         view: workflow.WorkflowView,
         dags: Mapping[workflow.RunId, workflow.WorkflowDag],
     ) -> None:
-        """Cold start in one pass: the state ``_load`` then ``_rerank`` would leave.
+        """Cold start in one pass: every queued task, in the queue's persistent order.
 
         Every task not being bound is keyed once and stamped in queue order (the stamps
         ``_rerank`` gives new tasks), the order is one sort, and the walk list is a copy of
-        it (nothing is parked yet); tasks being bound go to the tail as in ``_load``. No task
+        it (nothing is parked yet); tasks being bound go to the tail in queue order, like
+        ``queue.reorder`` puts them. No task
         is left dirty and every run's fingerprint is recorded, so the ``_rerank`` that follows
         only does per-run checks.
         """
