@@ -487,6 +487,21 @@ class IncrementalScheduler:
             if grown is None or nodes.fits_any(*self._classes[klass], grown)
         ]
 
+    def _keep_woken(self, failed: set[_ClassKey]) -> None:
+        """The walk stopped at ``max_binds``: woken classes it did not settle stay awake.
+
+        Their members were not all tried against the room that woke them, and that room
+        will not show as grown next cycle; so they leave their class for the walk.
+        """
+        self._batch = []
+        for klass in self._woken:
+            if klass in failed:
+                continue
+            for slot in list(self._parked.get(klass, ())):
+                self._activate(self._items[slot[2]])
+        batch, self._batch = self._batch, None
+        _insert_all(self._active, batch)
+
     # -- placement ---------------------------------------------------------------------------
 
     def _stream(self, failed: set[_ClassKey]) -> Iterator[_Slot]:
@@ -524,6 +539,7 @@ class IncrementalScheduler:
         max_binds = ctx.settings.max_binds
         planner = policies.memory_planner
         bound = tried = 0
+        stopped = False
         for slot in self._stream(failed):
             item = items[slot[2]]
             task = item.task
@@ -537,6 +553,7 @@ class IncrementalScheduler:
                 heapq.heappush(self._waiting, (queue.not_before(task.key), item.serial, task.key))
                 continue
             if max_binds is not None and bound >= max_binds:
+                stopped = True
                 break
             tried += 1
             failure = cycle._place(task, nodes=nodes, policies=policies, ctx=ctx, out=out)
@@ -575,6 +592,8 @@ class IncrementalScheduler:
             self._unpark(item)
             if not item.binding:
                 self._activate(item)
+        if stopped:
+            self._keep_woken(failed)
         for task, failure in unplaced:
             reason, code = failure if isinstance(failure, tuple) else nodes.explain(failure)
             out.append(

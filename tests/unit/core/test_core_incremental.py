@@ -279,3 +279,31 @@ def run_one(w: World, cycle_id: int, now: float, max_binds: int | None) -> decis
 
 def _resizes(result: decisions.CycleResult) -> list[decisions.Decision]:
     return [d for d in result.decisions if isinstance(d, decisions.Resize)]
+
+
+def test_classes_woken_by_a_new_node_stay_awake_when_max_binds_stops_the_walk() -> None:
+    """Tasks parked on an empty cluster, a node added, a cycle stopped after one bind: the
+    next cycle still tries the rest of the class (found by the property test)."""
+    spec = registry.parse_strategy("rank_min-roundrobin")
+    inc = incremental.IncrementalScheduler()
+    worlds = (
+        World(run=cycle.run_cycle, policies=spec.build()),
+        World(run=inc.run_cycle, policies=spec.build()),
+    )
+    tasks = [
+        b.task(f"t{n}", run=RUNS[0], step="s0", submission=n, cpu="0m", memory=0) for n in range(5)
+    ]
+    node = b.node("n0", cpu="2", memory="4Gi", pods=4)
+    for w in worlds:
+        w.dags[RUNS[0]] = workflow.WorkflowDag(RUNS[0])
+        for task in tasks:
+            w.queue.add(task)
+    assert [run_one(w, 1, 0.0, None).binds for w in worlds] == [(), ()]
+    for w in worlds:
+        w.cache.upsert_node(node)
+    first = [run_one(w, 2, 0.0, 1) for w in worlds]
+    assert len(first[0].binds) == 1 and first[1].binds == first[0].binds
+    second = [run_one(w, 3, 0.0, None) for w in worlds]
+    assert len(second[0].binds) == 3  # pods=4: the rest of the room
+    assert second[1].binds == second[0].binds
+    assert second[1].order == second[0].order
