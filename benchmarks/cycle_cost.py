@@ -246,7 +246,13 @@ class Cell:
 
 
 def time_cell(
-    tasks: int, nodes: int, strategy: str, repeats: int, rounds: int, n_events: int
+    tasks: int,
+    nodes: int,
+    strategy: str,
+    repeats: int,
+    rounds: int,
+    n_events: int,
+    freeze_gc: bool = False,
 ) -> Cell:
     incremental_scheduler = incremental.IncrementalScheduler()
     worlds = {
@@ -279,6 +285,8 @@ def time_cell(
     for world in worlds.values():  # settle: the cold binds are confirmed, one cycle absorbs it
         events(world, len(world.binding), -1, serial=0)
         world.cycle()
+    if freeze_gc:
+        gc.freeze()  # what survived so far is left out of later full collections
     steady: dict[str, list[float]] = {name: [] for name in worlds}
     steady_gc: dict[str, list[float]] = {name: [] for name in worlds}
     steady_binds: list[int] = []
@@ -310,6 +318,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="cold: best of N (default 2)")
     parser.add_argument("--rounds", type=int, default=5, help="steady rounds (default 5)")
     parser.add_argument("--events", type=int, default=5, help="events of each kind per round")
+    parser.add_argument(
+        "--freeze-gc", action="store_true", help="gc.freeze() before the steady rounds"
+    )
     parser.add_argument("--tasks", help="comma-separated queue sizes (default 2500,10000,30000)")
     parser.add_argument("--nodes", help="comma-separated node counts (default 1000,5000)")
     args = parser.parse_args()
@@ -327,7 +338,15 @@ def main() -> None:
     fits: dict[str, list[tuple[int, int, float]]] = {}
     for tasks in task_grid:
         for nodes in node_grid:
-            cell = time_cell(tasks, nodes, args.strategy, args.repeats, args.rounds, args.events)
+            cell = time_cell(
+                tasks,
+                nodes,
+                args.strategy,
+                args.repeats,
+                args.rounds,
+                args.events,
+                freeze_gc=args.freeze_gc,
+            )
             print(f"{tasks:>6d} tasks x {nodes:>5d} nodes", flush=True)
             for name in ("full", "incremental"):
                 rounds = " ".join(f"{t * 1000:.1f}" for t in cell.steady[name])
