@@ -19,7 +19,8 @@ queue of pending tasks from 20 workflow runs of 8 chained steps, with 8 request 
 Times are the process's CPU time (``time.process_time``): the cycle is single-threaded Python
 and numpy, and CPU time leaves out the waiting for a core that other work on a shared machine
 adds to wall time.
-Prints milliseconds per cycle (binds, tasks tried by the incremental cycle) and the growth
+Prints milliseconds per cycle (binds, tasks tried by the incremental cycle, the CPU time of
+full garbage collections inside each steady round) and the growth
 exponents from a least-squares fit of log(time) = c + a*log(tasks) + b*log(nodes).
 
     .venv/bin/python benchmarks/cycle_cost.py            # 3 x 2 grid up to 30k x 5k, minutes
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import math
 import random
 import statistics
@@ -119,6 +121,26 @@ def make_queue(
     return pending, dags
 
 
+class GcClock:
+    """CPU seconds spent in the garbage collector's full (generation 2) passes, as they happen."""
+
+    def __init__(self) -> None:
+        self.spent = 0.0
+        self._start = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._start = time.process_time()
+        else:
+            self.spent += time.process_time() - self._start
+
+
+GC = GcClock()
+
+
 @dataclasses.dataclass
 class World:
     """One scheduler's state; ``run`` is ``cycle.run_cycle`` or an incremental scheduler's."""
@@ -132,9 +154,15 @@ class World:
     binding: list[decisions.Bind] = dataclasses.field(default_factory=list)
     cycle_id: int = 0
 
+    gc_spent: float = 0.0
+
     def cycle(self) -> tuple[float, decisions.CycleResult]:
-        """Run and apply one cycle; return its CPU time in seconds and its result."""
+        """Run and apply one cycle; return its CPU time in seconds and its result.
+
+        ``gc_spent`` is set to the part of that time spent in full garbage collections.
+        """
         self.cycle_id += 1
+        gc_before = GC.spent
         ctx = context.CycleContext(cycle_id=self.cycle_id, now=0.0, rng=random.Random(1))
         start = time.process_time()
         result = self.run(
@@ -146,6 +174,7 @@ class World:
         )
         self.queue.apply(result)
         elapsed = time.process_time() - start
+        self.gc_spent = GC.spent - gc_before
         for bind in result.binds:
             self.cache.assume(
                 cluster.PodInfo(uid=str(bind.task), node_name=bind.node, request=bind.request)
@@ -210,13 +239,20 @@ class Cell:
     nodes: int
     cold: dict[str, float]
     steady: dict[str, list[float]]
+    steady_gc: dict[str, list[float]]
     cold_binds: int
     steady_binds: list[int]
     tried: list[int]
 
 
 def time_cell(
-    tasks: int, nodes: int, strategy: str, repeats: int, rounds: int, n_events: int
+    tasks: int,
+    nodes: int,
+    strategy: str,
+    repeats: int,
+    rounds: int,
+    n_events: int,
+    freeze_gc: bool = False,
 ) -> Cell:
     incremental_scheduler = incremental.IncrementalScheduler()
     worlds = {
@@ -249,7 +285,10 @@ def time_cell(
     for world in worlds.values():  # settle: the cold binds are confirmed, one cycle absorbs it
         events(world, len(world.binding), -1, serial=0)
         world.cycle()
+    if freeze_gc:
+        gc.freeze()  # what survived so far is left out of later full collections
     steady: dict[str, list[float]] = {name: [] for name in worlds}
+    steady_gc: dict[str, list[float]] = {name: [] for name in worlds}
     steady_binds: list[int] = []
     tried: list[int] = []
     for round_ in range(rounds):
@@ -258,10 +297,11 @@ def time_cell(
             events(world, n_events, round_, serial=round_ + 1)
             elapsed, result = world.cycle()
             steady[name].append(elapsed)
+            steady_gc[name].append(world.gc_spent)
             binds_this_round.add(len(result.binds))
         tried.append(incremental_scheduler.last_tried)
         steady_binds.append(max(binds_this_round))
-    return Cell(tasks, nodes, cold, steady, binds, steady_binds, tried)
+    return Cell(tasks, nodes, cold, steady, steady_gc, binds, steady_binds, tried)
 
 
 def fit_exponents(cells: list[tuple[int, int, float]]) -> tuple[float, float]:
@@ -278,6 +318,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="cold: best of N (default 2)")
     parser.add_argument("--rounds", type=int, default=5, help="steady rounds (default 5)")
     parser.add_argument("--events", type=int, default=5, help="events of each kind per round")
+    parser.add_argument(
+        "--freeze-gc", action="store_true", help="gc.freeze() before the steady rounds"
+    )
     parser.add_argument("--tasks", help="comma-separated queue sizes (default 2500,10000,30000)")
     parser.add_argument("--nodes", help="comma-separated node counts (default 1000,5000)")
     args = parser.parse_args()
@@ -295,14 +338,24 @@ def main() -> None:
     fits: dict[str, list[tuple[int, int, float]]] = {}
     for tasks in task_grid:
         for nodes in node_grid:
-            cell = time_cell(tasks, nodes, args.strategy, args.repeats, args.rounds, args.events)
+            cell = time_cell(
+                tasks,
+                nodes,
+                args.strategy,
+                args.repeats,
+                args.rounds,
+                args.events,
+                freeze_gc=args.freeze_gc,
+            )
             print(f"{tasks:>6d} tasks x {nodes:>5d} nodes", flush=True)
             for name in ("full", "incremental"):
                 rounds = " ".join(f"{t * 1000:.1f}" for t in cell.steady[name])
+                in_gc = " ".join(f"{t * 1000:.1f}" for t in cell.steady_gc[name])
                 median = statistics.median(cell.steady[name])
                 print(
                     f"  {name:<12s} cold {cell.cold[name] * 1000:8.1f} ms ({cell.cold_binds} binds)"
-                    f"   steady median {median * 1000:7.1f} ms, rounds: {rounds}",
+                    f"   steady median {median * 1000:7.1f} ms, rounds: {rounds}"
+                    f" (of which full GC passes: {in_gc})",
                     flush=True,
                 )
                 fits.setdefault(f"{name} cold", []).append((tasks, nodes, cell.cold[name]))

@@ -176,7 +176,7 @@ class IncrementalScheduler:
             self.reset()
             self._queue, self._ranking, self._assignment = queue, ranking, policies.assignment
             queue.track_changes()
-            self._load(queue)
+            self._load_ranked(queue, ranking, view, dags)
         self._cycles += 1
         self._rerank(ranking, view, dags)
         self._wake_due(queue, ctx.now)
@@ -185,17 +185,47 @@ class IncrementalScheduler:
 
     # -- keeping the order -------------------------------------------------------------------
 
-    def _load(self, queue: SchedulingQueue) -> None:
-        """Cold start: every queued task, in the queue's persistent order.
+    def _load_ranked(
+        self,
+        queue: SchedulingQueue,
+        ranking: interfaces.IncrementalRanking,
+        view: workflow.WorkflowView,
+        dags: Mapping[workflow.RunId, workflow.WorkflowDag],
+    ) -> None:
+        """Cold start in one pass: every queued task, in the queue's persistent order.
 
-        Non-binding tasks get increasing serials in that order (their stamps follow it);
-        tasks being bound go to the tail in that order, like ``queue.reorder`` puts them.
+        Every task not being bound is keyed once and stamped in queue order (the stamps
+        ``_rerank`` gives new tasks), the order is one sort, and the walk list is a copy of
+        it (nothing is parked yet); tasks being bound go to the tail in queue order, like
+        ``queue.reorder`` puts them. No task
+        is left dirty and every run's fingerprint is recorded, so the ``_rerank`` that follows
+        only does per-run checks.
         """
+        items, runs, extended = self._items, self._runs, self._extended
+        sort_key = ranking.sort_key
+        slots: list[_Slot] = []
+        stamp = self._high
         for position, (task, serial, binding) in enumerate(queue.states()):
-            item = self._add_item(task, serial, binding)
-            item.arrival = position
+            key = task.key
+            item = _Item(task=task, serial=serial, binding=binding, arrival=position)
+            items[key] = item
+            runs[task.run].add(key)
+            if task.request.extended:
+                extended.update(name for name, _ in task.request.extended)
             if binding:
                 item.place, item.tail = _TAIL, (0, position)
+                continue
+            item.place, item.stale, item.active, item.stamp = _RANKED, False, True, stamp
+            item.key = item.next_key = sort_key(task, view)
+            stamp += 1
+            slots.append((item.key, item.stamp, key))
+        self._high = stamp
+        depends = ranking.key_dependencies
+        for run in runs:
+            self._prints[run] = _fingerprint(dags.get(run), depends)
+        slots.sort()
+        self._ranked = slots
+        self._active = list(slots)
         queue.drain_changes()
 
     def _add_item(self, task: workflow.Task, serial: int, binding: bool) -> _Item:
@@ -457,6 +487,21 @@ class IncrementalScheduler:
             if grown is None or nodes.fits_any(*self._classes[klass], grown)
         ]
 
+    def _keep_woken(self, failed: set[_ClassKey]) -> None:
+        """The walk stopped at ``max_binds``: woken classes it did not settle stay awake.
+
+        Their members were not all tried against the room that woke them, and that room
+        will not show as grown next cycle; so they leave their class for the walk.
+        """
+        self._batch = []
+        for klass in self._woken:
+            if klass in failed:
+                continue
+            for slot in list(self._parked.get(klass, ())):
+                self._activate(self._items[slot[2]])
+        batch, self._batch = self._batch, None
+        _insert_all(self._active, batch)
+
     # -- placement ---------------------------------------------------------------------------
 
     def _stream(self, failed: set[_ClassKey]) -> Iterator[_Slot]:
@@ -494,6 +539,7 @@ class IncrementalScheduler:
         max_binds = ctx.settings.max_binds
         planner = policies.memory_planner
         bound = tried = 0
+        stopped = False
         for slot in self._stream(failed):
             item = items[slot[2]]
             task = item.task
@@ -507,6 +553,7 @@ class IncrementalScheduler:
                 heapq.heappush(self._waiting, (queue.not_before(task.key), item.serial, task.key))
                 continue
             if max_binds is not None and bound >= max_binds:
+                stopped = True
                 break
             tried += 1
             failure = cycle._place(task, nodes=nodes, policies=policies, ctx=ctx, out=out)
@@ -545,6 +592,8 @@ class IncrementalScheduler:
             self._unpark(item)
             if not item.binding:
                 self._activate(item)
+        if stopped:
+            self._keep_woken(failed)
         for task, failure in unplaced:
             reason, code = failure if isinstance(failure, tuple) else nodes.explain(failure)
             out.append(

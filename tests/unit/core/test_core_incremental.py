@@ -2,10 +2,11 @@
 
 Two schedulers live side by side through the same events (tasks added, replaced, removed;
 steps finishing; DAG edges added; binds confirmed, failed or abandoned; pods finishing; nodes
-added, cordoned, removed; time passing): one runs ``cycle.run_cycle`` (a full re-rank and a
-walk over the whole queue), the other ``incremental.IncrementalScheduler``. After every cycle
-the queue order, the binds and the resizes must be identical, for every registered ranking and
-assignment, with and without a memory planner.
+added, cordoned, removed; time passing; the incremental state reset, so a cold cycle starts
+over a queue with a persistent order and tasks being bound): one runs ``cycle.run_cycle`` (a
+full re-rank and a walk over the whole queue), the other ``incremental.IncrementalScheduler``.
+After every cycle the queue order, the binds and the resizes must be identical, for every
+registered ranking and assignment, with and without a memory planner.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ EVENTS = (
     + ["bind_ok"] * 3
     + ["bind_failed", "bind_abandoned"]
     + ["pod_done"] * 3
-    + ["node", "usage", "time"]
+    + ["node", "usage", "time", "restart"]
     + ["cycle"] * 5
 )
 NODE_EVENTS = ["node_add", "node_change", "node_remove"]
@@ -244,6 +245,8 @@ def drive(
                 w.cache.upsert_node(dataclasses.replace(node, usage=usage))
         elif event == "time":
             now += data.draw(st.sampled_from([0.5, 1.0, 5.0]))
+        elif event == "restart":  # the next cycle is cold over tasks being bound and an order
+            inc.reset()
         elif event == "cycle":
             cycle_id += 1
             max_binds = data.draw(st.sampled_from([None, None, 1, 3]))
@@ -276,3 +279,31 @@ def run_one(w: World, cycle_id: int, now: float, max_binds: int | None) -> decis
 
 def _resizes(result: decisions.CycleResult) -> list[decisions.Decision]:
     return [d for d in result.decisions if isinstance(d, decisions.Resize)]
+
+
+def test_classes_woken_by_a_new_node_stay_awake_when_max_binds_stops_the_walk() -> None:
+    """Tasks parked on an empty cluster, a node added, a cycle stopped after one bind: the
+    next cycle still tries the rest of the class (found by the property test)."""
+    spec = registry.parse_strategy("rank_min-roundrobin")
+    inc = incremental.IncrementalScheduler()
+    worlds = (
+        World(run=cycle.run_cycle, policies=spec.build()),
+        World(run=inc.run_cycle, policies=spec.build()),
+    )
+    tasks = [
+        b.task(f"t{n}", run=RUNS[0], step="s0", submission=n, cpu="0m", memory=0) for n in range(5)
+    ]
+    node = b.node("n0", cpu="2", memory="4Gi", pods=4)
+    for w in worlds:
+        w.dags[RUNS[0]] = workflow.WorkflowDag(RUNS[0])
+        for task in tasks:
+            w.queue.add(task)
+    assert [run_one(w, 1, 0.0, None).binds for w in worlds] == [(), ()]
+    for w in worlds:
+        w.cache.upsert_node(node)
+    first = [run_one(w, 2, 0.0, 1) for w in worlds]
+    assert len(first[0].binds) == 1 and first[1].binds == first[0].binds
+    second = [run_one(w, 3, 0.0, None) for w in worlds]
+    assert len(second[0].binds) == 3  # pods=4: the rest of the room
+    assert second[1].binds == second[0].binds
+    assert second[1].order == second[0].order
