@@ -307,3 +307,41 @@ def test_classes_woken_by_a_new_node_stay_awake_when_max_binds_stops_the_walk() 
     assert len(second[0].binds) == 3  # pods=4: the rest of the room
     assert second[1].binds == second[0].binds
     assert second[1].order == second[0].order
+
+
+def test_walk_cut_short_by_max_binds_leaves_no_woken_task_parked() -> None:
+    """Regression (issue 18): t1, t2 park on an empty cluster; a node wakes their class; a
+    cycle with ``max_binds=1`` binds t1 and stops before t2. Nothing grows afterwards (t1's
+    bind only shrinks the node), so t2 must still be tried: it binds before t3."""
+    spec = registry.parse_strategy("critical_path-balanced")
+    inc = incremental.IncrementalScheduler()
+    worlds = [World(run=run, policies=spec.build()) for run in (cycle.run_cycle, inc.run_cycle)]
+    for w in worlds:
+        w.dags[RUNS[0]] = workflow.WorkflowDag(RUNS[0])
+
+    def add(n: int) -> None:
+        task = b.task(f"t{n}", run="ra", step="s0", submission=n, cpu="0m", memory=0)
+        for w in worlds:
+            w.queue.add(task)
+
+    def cycle_both(cycle_id: int, max_binds: int | None) -> list[decisions.Bind]:
+        full, fast = (run_one(w, cycle_id, 0.0, max_binds) for w in worlds)
+        assert fast.order == full.order
+        assert fast.binds == full.binds
+        return list(fast.binds)
+
+    add(1)
+    add(2)
+    assert cycle_both(1, None) == []
+    add(3)
+    add(4)
+    node = b.node("n0", cpu="2", memory="4Gi", pods=4, labels={"zone": "a"})
+    for w in worlds:
+        w.cache.upsert_node(node)
+    assert [bind.task.task for bind in cycle_both(2, 1)] == ["t1"]
+    for w in worlds:
+        bind = w.binding.pop(workflow.TaskKey(RUNS[0], "t1"))
+        w.queue.bind_succeeded(bind.task)
+        w.cache.upsert_pod(cluster.PodInfo(uid="pod-t1", node_name="n0", request=bind.request))
+    add(5)
+    assert [bind.task.task for bind in cycle_both(3, None)][:1] == ["t2"]
