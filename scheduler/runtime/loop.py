@@ -73,7 +73,7 @@ class _Wake:
 _WAKE = _Wake()
 
 
-class KubeActions(Protocol):
+class KubeActions(growshell.Resizer, Protocol):
     """The API calls the loop makes (implemented by ``scheduler.kube.client.KubeClient``)."""
 
     def bind(self, namespace: str, name: str, uid: str, node: str) -> None:
@@ -87,19 +87,6 @@ class KubeActions(Protocol):
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         """Return a ConfigMap, or ``None`` when it does not exist."""
-
-    def resize_pod(self, namespace: str, name: str, containers: list[dict[str, Any]]) -> Any:
-        """PATCH ``pods/resize`` with the given container resources."""
-
-    def patch_pod_metadata(
-        self,
-        namespace: str,
-        name: str,
-        *,
-        labels: Mapping[str, str | None] | None = None,
-        annotations: Mapping[str, str | None] | None = None,
-    ) -> Any:
-        """Merge labels and annotations into a pod (``None`` removes a key)."""
 
     def put_configmap(
         self, namespace: str, name: str, data: Mapping[str, str], *, labels: Mapping[str, str]
