@@ -35,6 +35,20 @@ PONDER_MARGIN_BYTES = 128 * MIB
 """Ponder's minimum margin M (134 217 728 bytes), also the default allocation floor."""
 
 
+def parenthesised_numbers(suffix: str) -> list[float] | None:
+    """The finite numbers of a spec suffix ``(a)`` or ``(a,b,...)``, else ``None``.
+
+    Used by the models whose names take arguments, e.g. ``envelope(1.5)`` or ``steady(3,1)``.
+    """
+    if not (suffix.startswith("(") and suffix.endswith(")")):
+        return None
+    try:
+        values = [float(part) for part in suffix[1:-1].split(",")]
+    except ValueError:
+        return None
+    return values if all(math.isfinite(v) for v in values) else None
+
+
 @runtime_checkable
 class MemoryPredictor(Protocol):
     """An online predictor of a task's peak memory from its input size, for one process.

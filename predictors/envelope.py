@@ -61,13 +61,10 @@ def parse_args(suffix: str) -> Args | None:
     """Return the arguments for ``envelope`` or ``envelope(K)`` (K a number >= 0), else None."""
     if suffix == "":
         return Args()
-    if not (suffix.startswith("(") and suffix.endswith(")")):
+    values = base.parenthesised_numbers(suffix)
+    if values is None or len(values) != 1 or values[0] < 0:
         return None
-    try:
-        headroom = float(suffix[1:-1])
-    except ValueError:
-        return None
-    return Args(headroom=headroom) if math.isfinite(headroom) and headroom >= 0 else None
+    return Args(headroom=values[0])
 
 
 class EnvelopeModel(base.Model):

@@ -85,16 +85,8 @@ def parse_args(suffix: str) -> Args | None:
     """Return the arguments for ``steady``, ``steady(K)`` or ``steady(K,C)``, else ``None``."""
     if suffix == "":
         return Args()
-    if not (suffix.startswith("(") and suffix.endswith(")")):
-        return None
-    parts = suffix[1:-1].split(",")
-    if len(parts) > 2:
-        return None
-    try:
-        values = [float(part) for part in parts]
-    except ValueError:
-        return None
-    if not all(math.isfinite(v) for v in values) or values[0] < 0:
+    values = base.parenthesised_numbers(suffix)
+    if values is None or len(values) > 2 or values[0] < 0:
         return None
     if len(values) == 2:
         return Args(headroom=values[0], prior_spread=values[1]) if values[1] > 0 else None

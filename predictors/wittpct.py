@@ -40,13 +40,10 @@ def parse_args(suffix: str) -> Args | None:
     """Return the arguments for ``wittpct`` or ``wittpct(P)`` (0 <= P <= 100), else ``None``."""
     if suffix == "":
         return Args()
-    if not (suffix.startswith("(") and suffix.endswith(")")):
+    values = base.parenthesised_numbers(suffix)
+    if values is None or len(values) != 1 or not 0 <= values[0] <= 100:
         return None
-    try:
-        value = float(suffix[1:-1])
-    except ValueError:
-        return None
-    return Args(percentile=value) if math.isfinite(value) and 0 <= value <= 100 else None
+    return Args(percentile=values[0])
 
 
 class PercentileModel(base.Model):

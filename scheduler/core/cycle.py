@@ -71,6 +71,29 @@ def _check_permutation(
         )
 
 
+def unplaced_decisions(
+    unplaced: Sequence[tuple[workflow.Task, nodetable.Candidates | _Refusal]],
+    nodes: nodetable.WorkingNodes,
+    queue: SchedulingQueue,
+    ctx: context.CycleContext,
+) -> list[decisions.Decision]:
+    """A ``Reject`` per task that found no node, and a ``MarkUnschedulable`` per new reason.
+
+    The second is emitted only where the reason differs from the one last reported for the task.
+    """
+    out: list[decisions.Decision] = []
+    for task, failure in unplaced:
+        reason, code = failure if isinstance(failure, tuple) else nodes.explain(failure)
+        out.append(decisions.Reject(cycle_id=ctx.cycle_id, task=task.key, code=code, reason=reason))
+        if queue.reported_reason(task.key) != reason:
+            out.append(
+                decisions.MarkUnschedulable(
+                    cycle_id=ctx.cycle_id, task=task.key, pod=task.pod, reason=reason
+                )
+            )
+    return out
+
+
 def run_cycle(
     *,
     snapshot: cluster.ClusterSnapshot,
@@ -145,15 +168,7 @@ def run_cycle(
     # Explanations are computed once per request class against the final working state:
     # free resources only shrink during a cycle, so a task that did not fit when its turn came
     # still does not fit, and the reasons describe the cluster as the next cycle will find it.
-    for task, failure in unplaced:
-        reason, code = failure if isinstance(failure, tuple) else nodes.explain(failure)
-        out.append(decisions.Reject(cycle_id=ctx.cycle_id, task=task.key, code=code, reason=reason))
-        if queue.reported_reason(task.key) != reason:
-            out.append(
-                decisions.MarkUnschedulable(
-                    cycle_id=ctx.cycle_id, task=task.key, pod=task.pod, reason=reason
-                )
-            )
+    out.extend(unplaced_decisions(unplaced, nodes, queue, ctx))
     return decisions.CycleResult(
         cycle_id=ctx.cycle_id,
         order=plan.expand(ranked),

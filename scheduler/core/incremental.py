@@ -594,17 +594,7 @@ class IncrementalScheduler:
                 self._activate(item)
         if stopped:
             self._keep_woken(failed)
-        for task, failure in unplaced:
-            reason, code = failure if isinstance(failure, tuple) else nodes.explain(failure)
-            out.append(
-                decisions.Reject(cycle_id=ctx.cycle_id, task=task.key, code=code, reason=reason)
-            )
-            if queue.reported_reason(task.key) != reason:
-                out.append(
-                    decisions.MarkUnschedulable(
-                        cycle_id=ctx.cycle_id, task=task.key, pod=task.pod, reason=reason
-                    )
-                )
+        out.extend(cycle.unplaced_decisions(unplaced, nodes, queue, ctx))
         return decisions.CycleResult(
             cycle_id=ctx.cycle_id,
             order=tuple([slot[2] for slot in self._ranked]),
