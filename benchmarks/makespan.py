@@ -125,7 +125,7 @@ def run_one(
 
     error = ""
     try:
-        with replay.memory_simulator(api, namespace):
+        with replay.memory_simulator(api, namespace, report_usage=False):  # no metrics-server
             progress = replay.Replayer(plan, api, namespace=namespace).run(
                 timeout_s=args.timeout, on_progress=show
             )
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", type=int, default=1, help="which trace-<N>.csv (default 1)")
     parser.add_argument("--time-scale", type=float, default=0.02)
     parser.add_argument("--min-runtime", type=float, default=1.0)
-    parser.add_argument("--nodes", type=int, default=8)
+    parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--node-cpu", default="32")
     parser.add_argument("--node-memory", default="128Gi")
     parser.add_argument("--rankings", default="fifo,rank_min,critical_path")

@@ -244,7 +244,8 @@ class MemorySimulator:
     Args:
         kube: wfsched's API client, or the path of a kubeconfig (a client is made and closed).
         namespace: Only pods of this namespace; ``None`` watches all namespaces.
-        usage_interval_s: At most one usage patch per pod per this many seconds.
+        usage_interval_s: At most one usage patch per pod per this many seconds; infinite:
+            none (OOM kills only).
         clock: Unix time source (the container start times are wall-clock times).
     """
 
@@ -410,7 +411,7 @@ class MemorySimulator:
                 next_wake = min(next_wake, crossing - elapsed)
             usage = profile.usage_at(elapsed)
             since_patch = now - item.last_patch_at
-            if usage != item.last_usage:
+            if usage != item.last_usage and math.isfinite(self.usage_interval_s):
                 if since_patch >= self.usage_interval_s:
                     self._patch_usage(item, usage, now)
                     if elapsed < profile.peak_s:

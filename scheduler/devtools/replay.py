@@ -6,7 +6,8 @@ task attempt, with the wfsched workflow labels (run id, workflow name, step, tas
 depends-on, input size), the task's CPU and memory requests and its runtime (scaled by
 ``time_scale``, at least ``min_runtime_s``) as a KWOK duration annotation, or a sleeping
 container for real nodes. ``Replayer`` drives it against an API server: it creates ready pods,
-polls them, and creates children when all parents have succeeded, as workflow engines do.
+follows them (a LIST and WATCH of the run's pods when the client can watch, else polling), and
+creates children when all parents have succeeded, as workflow engines do.
 
 Engine behaviour for traces (Nextflow with nf-core's ``conf/base.config``):
 
@@ -28,18 +29,22 @@ Engine behaviour for traces (Nextflow with nf-core's ``conf/base.config``):
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from scheduler.core import resources
 from scheduler.devtools import devcluster, memsim, nftrace, simulate
+from scheduler.kube import errors as kube_errors
 from scheduler.kube import keys
 
+log = logging.getLogger(__name__)
 _DNS_UNSAFE = re.compile(r"[^a-z0-9-]+")
 NF_CORE_MAX_RETRIES = 1
 """``maxRetries`` of nf-core's ``conf/base.config``."""
@@ -303,13 +308,134 @@ class PodApi(Protocol):
         """List pods as plain dicts."""
 
 
-def memory_simulator(kube: Any, namespace: str) -> memsim.MemorySimulator:
+@runtime_checkable
+class WatchingPodApi(PodApi, Protocol):
+    """A client that can also LIST and WATCH (``scheduler.kube.client.KubeClient``).
+
+    The replay then follows its pods by watching them instead of polling.
+    """
+
+    def list_objects(
+        self, kind: str, *, namespace: str | None = None, label_selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """LIST objects; return them and the list's resourceVersion."""
+
+    def open_watch(
+        self,
+        kind: str,
+        *,
+        resource_version: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> Any:
+        """Open a WATCH stream (iterable of events, with ``close()``)."""
+
+
+class PodFeed:
+    """The newest state of the pods matching a selector, kept by one LIST-then-WATCH thread.
+
+    :meth:`changed` blocks until a pod changed (or a timeout) and returns the newest object of
+    each pod that changed since the previous call, so a reader sees a pod's end as soon as the
+    API server reports it, at the cost of one event per change instead of one LIST of every
+    pod of the run per poll. After a watch error the thread lists again: every listed pod
+    counts as changed (readers must treat a repeated state as a no-op). Deletions are not
+    reported.
+    """
+
+    def __init__(self, api: WatchingPodApi, *, namespace: str, label_selector: str) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self._changed: dict[str, dict[str, Any]] = {}
+        self._cond = threading.Condition()
+        self._stopping = threading.Event()
+        self._stream: Any = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="replay-pod-feed", daemon=True)
+
+    def start(self, timeout_s: float = 30.0) -> PodFeed:
+        """Start the thread; return once its first LIST is done (pods created after are seen).
+
+        Raises:
+            TimeoutError: the first LIST did not succeed within ``timeout_s``.
+        """
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            self.stop()
+            raise TimeoutError(f"listing the replay's pods took over {timeout_s:.0f}s")
+        return self
+
+    def stop(self) -> None:
+        """Stop the thread (closes an open watch)."""
+        self._stopping.set()
+        stream = self._stream
+        if stream is not None:
+            stream.close()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=10)
+
+    def changed(self, timeout_s: float) -> list[dict[str, Any]]:
+        """Pods changed since the last call, waiting up to ``timeout_s`` for the first."""
+        with self._cond:
+            if not self._changed:
+                self._cond.wait(timeout_s)
+            pods, self._changed = list(self._changed.values()), {}
+        return pods
+
+    def _offer(self, pod: dict[str, Any]) -> None:
+        name = str((pod.get("metadata") or {}).get("name") or "")
+        if name:
+            with self._cond:
+                self._changed[name] = pod
+                self._cond.notify_all()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                pods, version = self.api.list_objects(
+                    "pods", namespace=self.namespace, label_selector=self.label_selector
+                )
+                for pod in pods:
+                    self._offer(pod)
+                self._ready.set()
+                while not self._stopping.is_set():
+                    self._stream = self.api.open_watch(
+                        "pods",
+                        namespace=self.namespace,
+                        label_selector=self.label_selector,
+                        resource_version=version,
+                        timeout_seconds=60,
+                    )
+                    for event in self._stream:
+                        pod = event.get("object") or {}
+                        version = (pod.get("metadata") or {}).get("resourceVersion") or version
+                        if event.get("type") in ("ADDED", "MODIFIED"):
+                            self._offer(pod)
+                    self._stream.close()
+            except kube_errors.GoneError:
+                continue
+            except kube_errors.ApiError as exc:
+                if self._stopping.is_set():
+                    return
+                log.warning("replay watch failed, listing again: %s", exc)
+                self._stopping.wait(1.0)
+
+
+def memory_simulator(
+    kube: Any, namespace: str, *, report_usage: bool = True
+) -> memsim.MemorySimulator:
     """The fake kubelet memory model for a replay's namespace (start it before the replay).
 
     ``kube`` is a ``scheduler.kube.client.KubeClient``; without the model running, no attempt
-    on fake nodes is ever OOM-killed.
+    on fake nodes is ever OOM-killed. ``report_usage=False`` keeps the OOM kills but sends no
+    usage annotations: only metrics-server reads them, and on a cluster without it they are
+    API writes (and KWOK stage re-evaluations) that change nothing.
     """
-    return memsim.MemorySimulator(kube, namespace=namespace)
+    return memsim.MemorySimulator(
+        kube, namespace=namespace, usage_interval_s=2.0 if report_usage else math.inf
+    )
 
 
 @dataclass(slots=True, kw_only=True)
@@ -375,7 +501,14 @@ def _terminated_reason(pod: Mapping[str, Any]) -> str:
 
 
 class Replayer:
-    """Drive a ``ReplayPlan`` against an API server by polling pod state."""
+    """Drive a ``ReplayPlan`` against an API server.
+
+    Pods are followed by watching them (a :class:`WatchingPodApi`) or by listing them every
+    ``poll_s``.
+    Times are taken when a pod's change is processed; with a watch that is as the API server
+    reports it, with polling up to ``poll_s`` later. Progress is reported at most every
+    ``poll_s``.
+    """
 
     def __init__(
         self,
@@ -444,20 +577,36 @@ class Replayer:
                 created.add(task.id)
                 progress.created = len(created)
 
-        create(t for t in self.plan.tasks if not t.parents)
-        while len(done) < len(self.plan.tasks):
-            if self.clock() - start > timeout_s:
-                raise TimeoutError(f"workflow not finished after {timeout_s:.0f}s")
-            time.sleep(self.poll_s)
-            now = self.clock() - start
-            for pod in self.api.list_pods(self.namespace, selector):
-                record = live.get(pod["metadata"]["name"])
-                if record is not None:
-                    self._observe(pod, record, now, progress, done, live, launch, create)
-            progress.bound = len(progress.bind_times)
-            progress.succeeded = len(done)
-            if on_progress is not None:
-                on_progress(progress)
+        feed = (
+            PodFeed(self.api, namespace=self.namespace, label_selector=selector).start()
+            if isinstance(self.api, WatchingPodApi)
+            else None
+        )
+        shown = -math.inf
+        try:
+            create(t for t in self.plan.tasks if not t.parents)
+            while len(done) < len(self.plan.tasks):
+                if self.clock() - start > timeout_s:
+                    raise TimeoutError(f"workflow not finished after {timeout_s:.0f}s")
+                if feed is not None:
+                    pods = feed.changed(self.poll_s)
+                else:
+                    time.sleep(self.poll_s)
+                    pods = self.api.list_pods(self.namespace, selector)
+                now = self.clock() - start
+                for pod in pods:
+                    record = live.get(pod["metadata"]["name"])
+                    if record is not None:
+                        self._observe(pod, record, now, progress, done, live, launch, create)
+                progress.bound = len(progress.bind_times)
+                progress.succeeded = len(done)
+                finished = len(done) == len(self.plan.tasks)
+                if on_progress is not None and (finished or now - shown >= self.poll_s):
+                    shown = now
+                    on_progress(progress)
+        finally:
+            if feed is not None:
+                feed.stop()
         progress.makespan_s = self.clock() - start
         return progress
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -153,6 +154,25 @@ def test_tick_throttles_usage_patches_and_kills_at_the_crossing(
     now[0] += 10
     sim.tick()
     assert len(kube.patches) == patches  # a killed pod is left alone
+
+
+def test_without_usage_reports_only_the_kill_is_patched(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memsim.kube_client, "KubeClient", _FakeKube)
+    now = [START + 10.0]
+    kube = _FakeKube()
+    sim = memsim.MemorySimulator(
+        kube,  # type: ignore[arg-type]
+        usage_interval_s=math.inf,
+        clock=lambda: now[0],
+    )
+    sim._observe("ADDED", _pod())  # crossing at ~24.2 s, as above
+    for t in (10.0, 12.5, 20.0, 24.0):
+        now[0] = START + t
+        sim.tick()
+    assert kube.patches == []
+    now[0] = START + 24.3
+    sim.tick()
+    assert len(kube.patches) == 1 and memsim.OOM_KILL_ANNOTATION in kube.patches[0][1]
 
 
 def test_a_resize_the_node_reports_moves_the_crossing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+import queue
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +231,59 @@ def test_replayer_oom_kills_an_undersized_attempt_and_retries_with_twice_the_req
         ("4", 1, "succeeded"),
     ]
     assert progress.failed == 2 and progress.succeeded == 4
+
+
+class _Stream:
+    """A watch stream fed by a queue; ``close()`` ends the iteration."""
+
+    def __init__(self, events: queue.Queue[dict[str, Any] | None]) -> None:
+        self.events = events
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while (event := self.events.get()) is not None:
+            yield event
+
+    def close(self) -> None:
+        self.events.put(None)
+
+
+class WatchingFakeCluster(FakeCluster):
+    """``FakeCluster`` that reports every pod change as a watch event instead of on a poll."""
+
+    def __init__(self, memory_of: Mapping[int, int]) -> None:
+        super().__init__(memory_of)
+        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.lists = 0
+
+    def create_pod(self, namespace: str, manifest: Mapping[str, Any]) -> object:
+        pod = super().create_pod(namespace, manifest)
+        self.events.put({"type": "ADDED", "object": copy.deepcopy(pod)})
+        for _ in range(2):  # bound, then ended
+            super().list_pods(namespace, "")
+            self.events.put({"type": "MODIFIED", "object": copy.deepcopy(pod)})
+        self.polls = 0
+        return pod
+
+    def list_objects(
+        self, kind: str, *, namespace: str | None = None, label_selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        self.lists += 1
+        return [], "1"
+
+    def open_watch(self, kind: str, **_: Any) -> _Stream:
+        return _Stream(self.events)
+
+
+def test_replayer_follows_a_watching_client_by_its_events_without_polling(
+    tmp_path: Path,
+) -> None:
+    plan = plan_of(tmp_path)
+    api = WatchingFakeCluster({0: int(1.5 * GIB), 2: 48 * GIB})
+    progress = replay.Replayer(plan, api, namespace="ns", poll_s=5).run(timeout_s=10)
+    outcomes = sorted((a.task_id, a.attempt, a.outcome) for a in progress.attempts)
+    assert [o for o in outcomes if o[2] == "oom"] == [("2", 1, "oom"), ("3", 1, "oom")]
+    assert progress.succeeded == 4 and api.polls == 0 and api.lists == 1
+    assert progress.makespan_s is not None and progress.makespan_s < 5  # never waited a poll
 
 
 def test_replayer_gives_up_when_the_retries_are_spent(tmp_path: Path) -> None:
