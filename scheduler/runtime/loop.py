@@ -60,6 +60,10 @@ _MAX_EVENTS_PER_TURN = 5000
 _EVENTS_BETWEEN_COMMANDS = 64
 _IDLE_WAIT_S = 0.5
 """Longest block on the events queue, so ticks still happen on time."""
+QUEUE_METRICS_INTERVAL_S = 1.0
+"""The pending-task gauges take a pass over the queue and the tracked pods, so they are
+refreshed at most this often (a scrape every 15 s or more sees no difference), and within
+``_IDLE_WAIT_S`` of the interval's end once something changed."""
 
 BindOutcome = state_mod.BindOutcome
 DagLoaded = state_mod.DagLoaded
@@ -177,6 +181,8 @@ class SchedulerLoop:
             rng=random.Random(settings.seed),
         )
         self.stats = LoopStats(state=self.state.stats)
+        self._queue_metrics_at = -math.inf
+        self._queue_metrics_stale = True
         self._stage_children: dict[str, Any] = {}
         self._node_raw: dict[str, Mapping[str, Any]] = {}
         self._usage: dict[str, resources.Resources] = {}
@@ -280,6 +286,7 @@ class SchedulerLoop:
             self._execute(self.state.tick(now=self.clock(), leading=leading))
             if self.state.cycle_due(now=self.clock(), leading=leading):
                 self._guarded_cycle()
+            self._refresh_queue_metrics()
         self.shutdown()
 
     def _guarded_cycle(self) -> None:
@@ -308,8 +315,20 @@ class SchedulerLoop:
             for _bind in result.binds:
                 self._stage("cycle", elapsed)
         self._execute(instructions)
-        self.state.update_queue_metrics(now=self.clock(), wall_now=self.wall_clock())
+        self._queue_metrics_stale = True
+        self._refresh_queue_metrics()
         return result
+
+    def _refresh_queue_metrics(self) -> None:
+        """Refresh the pending-task gauges if something changed and the interval passed.
+
+        At most once per :data:`QUEUE_METRICS_INTERVAL_S` of the loop's clock.
+        """
+        now = self.clock()
+        if self._queue_metrics_stale and now - self._queue_metrics_at >= QUEUE_METRICS_INTERVAL_S:
+            self._queue_metrics_at = now
+            self._queue_metrics_stale = False
+            self.state.update_queue_metrics(now=now, wall_now=self.wall_clock())
 
     def submit_command(self, command: LoopCommand) -> None:
         """Hand ``command`` to the loop thread; it runs ahead of queued watch events.
@@ -366,6 +385,7 @@ class SchedulerLoop:
         try:
             if item is _WAKE:
                 return
+            self._queue_metrics_stale = True
             now = self.clock()
             if isinstance(item, BindOutcome):
                 if item.reported_at == item.reported_at:  # not NaN

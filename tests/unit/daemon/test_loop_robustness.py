@@ -331,3 +331,30 @@ def test_a_defect_escaping_the_state_machine_does_not_end_the_loop():
         stop.set()
         thread.join(timeout=10)
     assert loop.stats.handler_errors >= 1
+
+
+def test_pending_gauges_are_refreshed_once_per_interval_and_after_a_change():
+    """The gauges cost a pass over the queue: not on every cycle, yet never left stale."""
+    clock = ManualClock()
+    loop = make_loop(FakeKube(), clock=clock)
+    refreshed: list[float] = []
+    loop.state.update_queue_metrics = lambda *, now, wall_now: refreshed.append(now)
+    loop._handle(("pods", "ADDED", pod("p0", cpu="1")))  # no node: stays pending
+    loop.run_one_cycle()
+    for _ in range(5):  # more cycles within the interval: no pass over the queue
+        clock.now += 0.1
+        loop._handle(("pods", "ADDED", pod(f"p{len(refreshed)}-{clock.now}", cpu="1")))
+        loop.run_one_cycle()
+    assert refreshed == [1000.0]
+    clock.now = 1000.0 + loop_mod.QUEUE_METRICS_INTERVAL_S
+    loop._refresh_queue_metrics()  # what every turn of run() does
+    assert refreshed == [1000.0, clock.now]
+    clock.now += 5 * loop_mod.QUEUE_METRICS_INTERVAL_S
+    loop._refresh_queue_metrics()  # nothing changed since: no refresh
+    assert len(refreshed) == 2
+    del loop.state.update_queue_metrics  # the real one again
+    loop._handle(("pods", "ADDED", pod("p-last", cpu="1")))
+    loop._refresh_queue_metrics()
+    queued = {"active", "backoff", "unschedulable", "gated"}
+    samples = loop.metrics.pending_tasks.collect()[0].samples
+    assert sum(s.value for s in samples if s.labels["queue"] in queued) == 7
