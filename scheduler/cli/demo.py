@@ -191,7 +191,7 @@ def _run_both(
         )
         plan = _plan(args, scheduler_name, namespace)
         print(f"replaying {args.trace} under {config} ...", flush=True)
-        with replay.memory_simulator(api, namespace):
+        with replay.memory_simulator(api, namespace, report_usage=False):  # no metrics-server
             progress = replay_cli.run_replay(
                 plan, api, namespace=namespace, timeout_s=1800, quiet=False
             )
