@@ -29,10 +29,9 @@ Engine behaviour for traces (Nextflow with nf-core's ``conf/base.config``):
 
 from __future__ import annotations
 
-import logging
 import math
+import queue
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -41,10 +40,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from scheduler.core import resources
 from scheduler.devtools import devcluster, memsim, nftrace, simulate
-from scheduler.kube import errors as kube_errors
-from scheduler.kube import keys
+from scheduler.kube import informer, keys
 
-log = logging.getLogger(__name__)
 _DNS_UNSAFE = re.compile(r"[^a-z0-9-]+")
 NF_CORE_MAX_RETRIES = 1
 """``maxRetries`` of nf-core's ``conf/base.config``."""
@@ -309,118 +306,64 @@ class PodApi(Protocol):
 
 
 @runtime_checkable
-class WatchingPodApi(PodApi, Protocol):
+class WatchingPodApi(PodApi, informer.WatchSource, Protocol):
     """A client that can also LIST and WATCH (``scheduler.kube.client.KubeClient``).
 
     The replay then follows its pods by watching them instead of polling.
     """
 
-    def list_objects(
-        self, kind: str, *, namespace: str | None = None, label_selector: str | None = None
-    ) -> tuple[list[dict[str, Any]], str]:
-        """LIST objects; return them and the list's resourceVersion."""
-
-    def open_watch(
-        self,
-        kind: str,
-        *,
-        resource_version: str,
-        namespace: str | None = None,
-        label_selector: str | None = None,
-        timeout_seconds: int = 300,
-    ) -> Any:
-        """Open a WATCH stream (iterable of events, with ``close()``)."""
-
 
 class PodFeed:
-    """The newest state of the pods matching a selector, kept by one LIST-then-WATCH thread.
+    """The newest state of the pods matching a selector, kept by an informer (LIST, then WATCH).
 
     :meth:`changed` blocks until a pod changed (or a timeout) and returns the newest object of
     each pod that changed since the previous call, so a reader sees a pod's end as soon as the
     API server reports it, at the cost of one event per change instead of one LIST of every
-    pod of the run per poll. After a watch error the thread lists again: every listed pod
-    counts as changed (readers must treat a repeated state as a no-op). Deletions are not
-    reported.
+    pod of the run per poll. The informer re-lists after a failed watch; a pod it reports again
+    unchanged must be a no-op for the reader. Deletions are not reported.
     """
 
     def __init__(self, api: WatchingPodApi, *, namespace: str, label_selector: str) -> None:
-        self.api = api
-        self.namespace = namespace
-        self.label_selector = label_selector
-        self._changed: dict[str, dict[str, Any]] = {}
-        self._cond = threading.Condition()
-        self._stopping = threading.Event()
-        self._stream: Any = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="replay-pod-feed", daemon=True)
+        self._events: queue.Queue[Any] = queue.Queue()
+        self._informer = informer.Informer(
+            api,
+            informer.WatchSpec(
+                name="replay-pods", kind="pods", namespace=namespace, label_selector=label_selector
+            ),
+            self._events,
+            watch_timeout_s=60,
+        )
 
     def start(self, timeout_s: float = 30.0) -> PodFeed:
-        """Start the thread; return once its first LIST is done (pods created after are seen).
+        """Start the informer; return once its first LIST is done (pods created after are seen).
 
         Raises:
             TimeoutError: the first LIST did not succeed within ``timeout_s``.
         """
-        self._thread.start()
-        if not self._ready.wait(timeout_s):
+        self._informer.start()
+        if not self._informer.has_synced.wait(timeout_s):
             self.stop()
             raise TimeoutError(f"listing the replay's pods took over {timeout_s:.0f}s")
         return self
 
     def stop(self) -> None:
-        """Stop the thread (closes an open watch)."""
-        self._stopping.set()
-        stream = self._stream
-        if stream is not None:
-            stream.close()
-        with self._cond:
-            self._cond.notify_all()
-        self._thread.join(timeout=10)
+        """Stop the informer (closes an open watch)."""
+        self._informer.stop(timeout=10)
 
     def changed(self, timeout_s: float) -> list[dict[str, Any]]:
         """Pods changed since the last call, waiting up to ``timeout_s`` for the first."""
-        with self._cond:
-            if not self._changed:
-                self._cond.wait(timeout_s)
-            pods, self._changed = list(self._changed.values()), {}
-        return pods
-
-    def _offer(self, pod: dict[str, Any]) -> None:
-        name = str((pod.get("metadata") or {}).get("name") or "")
-        if name:
-            with self._cond:
-                self._changed[name] = pod
-                self._cond.notify_all()
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                pods, version = self.api.list_objects(
-                    "pods", namespace=self.namespace, label_selector=self.label_selector
-                )
-                for pod in pods:
-                    self._offer(pod)
-                self._ready.set()
-                while not self._stopping.is_set():
-                    self._stream = self.api.open_watch(
-                        "pods",
-                        namespace=self.namespace,
-                        label_selector=self.label_selector,
-                        resource_version=version,
-                        timeout_seconds=60,
-                    )
-                    for event in self._stream:
-                        pod = event.get("object") or {}
-                        version = (pod.get("metadata") or {}).get("resourceVersion") or version
-                        if event.get("type") in ("ADDED", "MODIFIED"):
-                            self._offer(pod)
-                    self._stream.close()
-            except kube_errors.GoneError:
-                continue
-            except kube_errors.ApiError as exc:
-                if self._stopping.is_set():
-                    return
-                log.warning("replay watch failed, listing again: %s", exc)
-                self._stopping.wait(1.0)
+        items = []
+        try:
+            items.append(self._events.get(timeout=timeout_s))
+            while True:
+                items.append(self._events.get_nowait())
+        except queue.Empty:
+            pass
+        newest: dict[str, dict[str, Any]] = {}
+        for _name, kind, pod in items:
+            if kind != "DELETED":
+                newest[str((pod.get("metadata") or {}).get("name") or "")] = pod
+        return list(newest.values())
 
 
 def memory_simulator(

@@ -254,21 +254,26 @@ class WatchingFakeCluster(FakeCluster):
         super().__init__(memory_of)
         self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.lists = 0
+        self.version = 1
 
     def create_pod(self, namespace: str, manifest: Mapping[str, Any]) -> object:
         pod = super().create_pod(namespace, manifest)
-        self.events.put({"type": "ADDED", "object": copy.deepcopy(pod)})
-        for _ in range(2):  # bound, then ended
-            super().list_pods(namespace, "")
-            self.events.put({"type": "MODIFIED", "object": copy.deepcopy(pod)})
+        pod["metadata"].update(namespace=namespace, uid=f"uid-{len(self.pods)}")
+        for kind in ("ADDED", "MODIFIED", "MODIFIED"):  # created, bound, ended
+            if kind == "MODIFIED":
+                super().list_pods(namespace, "")
+            self.version += 1
+            pod["metadata"]["resourceVersion"] = str(self.version)
+            self.events.put({"type": kind, "object": copy.deepcopy(pod)})
         self.polls = 0
         return pod
 
-    def list_objects(
-        self, kind: str, *, namespace: str | None = None, label_selector: str | None = None
-    ) -> tuple[list[dict[str, Any]], str]:
+    def list_objects(self, kind: str, **_: Any) -> tuple[list[dict[str, Any]], str]:
         self.lists += 1
         return [], "1"
+
+    def get_object(self, kind: str, name: str, **_: Any) -> dict[str, Any] | None:
+        return self.pods.get(name)
 
     def open_watch(self, kind: str, **_: Any) -> _Stream:
         return _Stream(self.events)
