@@ -447,9 +447,9 @@ class Replayer:
     """Drive a ``ReplayPlan`` against an API server.
 
     Pods are followed by watching them (a :class:`WatchingPodApi`) or by listing them every
-    ``poll_s``. Times are taken when a pod's change is processed; with a watch that is as the API server
-    reports it, with polling up to ``poll_s`` later. Progress is reported at most every
-    ``poll_s``.
+    ``poll_s``. Times are taken when a pod's change is processed; with a watch that is as the
+    API server reports it, with polling up to ``poll_s`` later. Progress is reported at most
+    every ``poll_s``.
     """
 
     def __init__(
