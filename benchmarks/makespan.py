@@ -381,15 +381,9 @@ def simulator_agreement(
             continue
         name, number = workflow.split("/")
         trace = nftrace.load_trace(args.data / name / f"{number}.csv")
-        plan = replay.ReplayPlan.from_trace(
-            trace,
-            scheduler_name="simulated",
-            time_scale=args.time_scale,
-            min_runtime_s=args.min_runtime,
-            max_cpu_millis=shape.cpu_millis,
-            max_memory_bytes=shape.memory_bytes,
+        instance = replay.simulation_instance(
+            trace, time_scale=args.time_scale, min_runtime_s=args.min_runtime, cluster=spec
         )
-        instance = plan.to_instance(trace.name)
         simulated = {
             policy: simulate.simulate(
                 instance, strategy=registry.parse_strategy(policy), cluster_spec=spec

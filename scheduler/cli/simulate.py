@@ -120,18 +120,14 @@ def _load(args: argparse.Namespace, spec: simulate.ClusterSpec) -> simulate.Inst
     if args.instance.lower().endswith(".json") or not nftrace.is_trace_file(args.instance):
         return simulate.load_instance(args.instance)
     try:
-        trace = nftrace.load_trace(args.instance)
-        plan = replay.ReplayPlan.from_trace(
-            trace,
-            scheduler_name="simulated",
+        return replay.simulation_instance(
+            nftrace.load_trace(args.instance),
             time_scale=args.time_scale,
             min_runtime_s=args.min_runtime,
-            max_cpu_millis=spec.node_cpu_millis,
-            max_memory_bytes=spec.node_memory_bytes,
+            cluster=spec,
         )
     except ValueError as exc:
         raise simulate.InstanceError(str(exc)) from None
-    return plan.to_instance(trace.name)
 
 
 def _ratio(value: float, base: float) -> float:

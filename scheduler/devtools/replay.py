@@ -286,6 +286,33 @@ class ReplayPlan:
         }
 
 
+def simulation_instance(
+    trace: nftrace.TraceWorkflow,
+    *,
+    time_scale: float,
+    min_runtime_s: float,
+    cluster: simulate.ClusterSpec,
+) -> simulate.Instance:
+    """The simulator instance of ``trace`` as a replay on ``cluster`` would run it.
+
+    The same plan as :meth:`ReplayPlan.from_trace` (runtimes scaled and floored, requests
+    capped at a node) through :meth:`ReplayPlan.to_instance`, so ``wfsched simulate`` and the
+    makespan benchmark's simulator column predict the very replay they are compared with.
+
+    Raises:
+        ValueError: the trace cannot be planned (see :meth:`ReplayPlan.from_trace`).
+    """
+    plan = ReplayPlan.from_trace(
+        trace,
+        scheduler_name="simulated",
+        time_scale=time_scale,
+        min_runtime_s=min_runtime_s,
+        max_cpu_millis=cluster.node_cpu_millis,
+        max_memory_bytes=cluster.node_memory_bytes,
+    )
+    return plan.to_instance(trace.name)
+
+
 def _check_scale(time_scale: float) -> None:
     if not time_scale > 0 or not math.isfinite(time_scale):
         raise ValueError(f"time scale must be a positive number, got {time_scale}")
