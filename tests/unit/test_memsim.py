@@ -205,3 +205,32 @@ def test_the_start_is_kwoks_millisecond_stamp_else_started_at() -> None:
     pod["metadata"]["annotations"][memsim.STARTED_AT_ANNOTATION] = str(int(START * 1000) + 750)
     assert memsim.container_started_at(pod) == START + 0.75
     assert memsim.container_started_at(_pod(started=None)) is None
+
+
+def test_the_stages_that_end_a_pod_write_only_the_version_they_were_chosen_for() -> None:
+    """KWOK cannot cancel a job that is already due, so a finish stage chosen before memsim's
+    kill could otherwise land after it and turn an OOM-killed pod Succeeded (CI saw it once).
+    The resourceVersion in the patch makes the API server refuse such a stale write."""
+    import yaml
+
+    from scheduler.devtools import devcluster
+
+    stages = {
+        doc["metadata"]["name"]: doc
+        for doc in yaml.safe_load_all(devcluster.KWOK_STAGES.read_text())
+        if doc and doc.get("kind") == "Stage"
+    }
+    ending = [n for n, stage in stages.items() if "phase:" in str(stage["spec"].get("next"))]
+    assert sorted(ending) == [
+        "wfsched-pod-finish",
+        "wfsched-pod-finish-resizable",
+        "wfsched-pod-oom",
+    ]
+    for name in ending:
+        next_step = stages[name]["spec"]["next"]
+        assert "statusTemplate" not in next_step, name  # it cannot carry metadata
+        (patch,) = next_step["patches"]
+        assert patch["subresource"] == "status" and "root" not in patch, name
+        body = patch["template"]
+        assert "resourceVersion: {{ .metadata.resourceVersion | Quote }}" in body, name
+        assert "\nstatus:\n  phase: " in body, name
