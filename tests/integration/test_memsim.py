@@ -120,7 +120,7 @@ def test_pod_whose_limit_covers_its_peak_succeeds_with_usage_reported(
     (node,) = kwok_nodes(1)
     peak = 300 * MiB
     core_v1.create_namespaced_pod(
-        namespace, _sim_pod("fits", node, limit="300Mi", peak=peak, runtime="30s")
+        namespace, _sim_pod("fits", node, limit="300Mi", peak=peak, runtime="60s")
     )
     running = wait_for(
         lambda: _running_since(read_pod(core_v1, namespace, "fits")),
@@ -137,15 +137,17 @@ def test_pod_whose_limit_covers_its_peak_succeeds_with_usage_reported(
                 )
         return 0
 
-    # metrics-server scrapes every 10 s: the usage it reports grows towards the peak.
-    wait_for(lambda: reported_usage() > 100 * MiB, timeout_s=40, interval_s=1, what="usage")
+    # metrics-server scrapes every 10 s and shows a new pod after two scrapes, later on a loaded
+    # machine; the 60 s runtime leaves it room (a finished pod has no metrics). Usage passes
+    # 100 MiB about 9 s in and grows towards the peak.
+    wait_for(lambda: reported_usage() > 100 * MiB, timeout_s=50, interval_s=1, what="usage")
     done = wait_for(
         lambda: (
             (p := read_pod(core_v1, namespace, "fits"))["status"].get("phase")
             in ("Succeeded", "Failed")
             and p
         ),
-        timeout_s=40,
+        timeout_s=70,
         interval_s=0.2,
         what="finished",
     )
@@ -153,7 +155,7 @@ def test_pod_whose_limit_covers_its_peak_succeeds_with_usage_reported(
     terminated = done["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 0
     # The runtime counts from the container start, although memsim patched the pod meanwhile.
-    assert abs(_stamp(terminated["finishedAt"]) - (start + 30.0)) <= 1.5
+    assert abs(_stamp(terminated["finishedAt"]) - (start + 60.0)) <= 1.5
     assert int(done["metadata"]["annotations"][memsim.USAGE_MEMORY_ANNOTATION]) == peak
     assert simulator.oom_kills == 0
     assert simulator.usage_patches >= 3
