@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
+from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler.devtools import devcluster
 
@@ -89,6 +90,9 @@ class RunFigures:
     peak_rss_bytes: int
     apiserver_cpu_s: float
     watch_restarts: int
+    apiserver_requests: list[tuple[str, int, float]]
+    """What the API server served from the scheduler's start to its last binding (the
+    scheduler's requests, KWOK's and this benchmark's watch): :func:`request_delta`."""
 
 
 def workload(pods: int, scheduler: str) -> Iterator[dict[str, Any]]:
@@ -143,6 +147,57 @@ def process_cpu_s(pid: int) -> float:
     after_name = stat[stat.rindex(")") + 2 :].split()
     # Fields 14 and 15 of stat(5), counted from 1; after_name starts at field 3.
     return (int(after_name[11]) + int(after_name[12])) / _CLOCK_TICKS
+
+
+RequestKey = tuple[str, str, str]
+"""An API request kind as kube-apiserver counts it: verb, resource and subresource."""
+
+
+def apiserver_requests(metrics_text: str) -> dict[RequestKey, tuple[float, float]]:
+    """Requests served so far by kind, as (count, seconds spent), from kube-apiserver's
+    ``/metrics`` text (``apiserver_request_duration_seconds``; WATCH and CONNECT are counted
+    but their seconds are left at 0: they are long-lived, so their duration is not work).
+    """
+    totals: dict[RequestKey, list[float]] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "apiserver_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            if not sample.name.endswith(("_count", "_sum")):
+                continue
+            labels = sample.labels
+            verb = labels.get("verb", "")
+            key = (verb, labels.get("resource", ""), labels.get("subresource", ""))
+            entry = totals.setdefault(key, [0.0, 0.0])
+            if sample.name.endswith("_count"):
+                entry[0] += sample.value
+            elif verb not in ("WATCH", "CONNECT"):
+                entry[1] += sample.value
+    return {key: (count, seconds) for key, (count, seconds) in totals.items()}
+
+
+def request_delta(
+    before: dict[RequestKey, tuple[float, float]], after: dict[RequestKey, tuple[float, float]]
+) -> list[tuple[str, int, float]]:
+    """What the API server served between two :func:`apiserver_requests` readings: one row
+    ``("VERB resource[/subresource]", requests, seconds)`` per kind that had any, the most
+    seconds first."""
+    rows = []
+    for key, (count, seconds) in after.items():
+        was_count, was_seconds = before.get(key, (0.0, 0.0))
+        if count > was_count:
+            verb, resource, subresource = key
+            kind = f"{verb} {resource}" + (f"/{subresource}" if subresource else "")
+            rows.append((kind, round(count - was_count), max(seconds - was_seconds, 0.0)))
+    return sorted(rows, key=lambda row: (-row[2], -row[1], row[0]))
+
+
+def read_apiserver_requests(core: client.CoreV1Api) -> dict[RequestKey, tuple[float, float]]:
+    """:func:`apiserver_requests` of the cluster ``core`` talks to."""
+    body = core.api_client.call_api(
+        "/metrics", "GET", response_type="str", _return_http_data_only=True
+    )
+    return apiserver_requests(str(body))
 
 
 def create_pods(core: client.CoreV1Api, namespace: str, scheduler: str, pods: int) -> None:
@@ -319,6 +374,7 @@ def run_once(
     watch = BindWatch(core, namespace, pods)
     apiserver = cluster.pid("kube-apiserver")
     apiserver_cpu = process_cpu_s(apiserver)
+    requests_before = read_apiserver_requests(core)
     started = time.monotonic()
     contender.start()
     pid = contender.pid()
@@ -343,6 +399,7 @@ def run_once(
         rss = devcluster.process_memory_bytes(pid)
         peak = devcluster.process_memory_bytes(pid, "VmHWM")
         apiserver_cpu = process_cpu_s(apiserver) - apiserver_cpu
+        requests = request_delta(requests_before, read_apiserver_requests(core))
     finally:
         watch.stop()
         if profiler is not None:
@@ -362,6 +419,7 @@ def run_once(
         peak_rss_bytes=peak,
         apiserver_cpu_s=apiserver_cpu,
         watch_restarts=watch.restarts,
+        apiserver_requests=requests,
     )
     print(
         f"round {round_no} {contender.label:<15} {figures.pods_per_s:7.1f} pods/s, "
@@ -369,6 +427,11 @@ def run_once(
         f"{figures.cpu_s_per_1000_binds:5.2f} CPU-s/1000 binds, "
         f"RSS {rss / 2**20:6.1f} MiB (peak {peak / 2**20:6.1f}), "
         f"apiserver {apiserver_cpu:6.1f} CPU-s, watch restarts {watch.restarts}",
+        flush=True,
+    )
+    print(
+        "    apiserver served: "
+        + ", ".join(f"{kind} {count} ({seconds:.1f} s)" for kind, count, seconds in requests[:8]),
         flush=True,
     )
     delete_pods(core, namespace)
@@ -554,6 +617,15 @@ def print_table(summary: dict[str, Any]) -> None:
             f"| {run['rss_bytes'] / 2**20:.0f} MiB ({run['peak_rss_bytes'] / 2**20:.0f} MiB) "
             f"| {run['apiserver_cpu_s']:.1f} |"
         )
+    print(
+        "\nWhat the API server served in each run (requests, seconds spent), most seconds first:\n"
+    )
+    for run in summary["runs"]:
+        served = ", ".join(
+            f"{kind} {count} ({seconds:.1f} s)"
+            for kind, count, seconds in run["apiserver_requests"][:8]
+        )
+        print(f"- round {run['round']} {run['scheduler']}: {served}")
     if summary["throughput_ratios"]:
         ratios = ", ".join(f"{r:.2f}" for r in summary["throughput_ratios"])
         print(f"\nthroughput wfsched / kube-scheduler per round: {ratios}")

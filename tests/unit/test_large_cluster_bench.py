@@ -1,9 +1,11 @@
-"""The pure parts of ``benchmarks/large_cluster.py``: its workload and its profile summary."""
+"""The pure parts of ``benchmarks/large_cluster.py``: workload, profile summary, request tally."""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+
+import pytest
 
 from benchmarks import large_cluster
 
@@ -78,3 +80,44 @@ def test_process_cpu_seconds_reads_this_process() -> None:
     spent = large_cluster.process_cpu_s(os.getpid())
     sum(i * i for i in range(200_000))
     assert large_cluster.process_cpu_s(os.getpid()) >= spent > 0
+
+
+def _scrape(**kinds: tuple[float, float]) -> str:
+    """kube-apiserver's request histogram as /metrics writes it: ``kinds`` maps
+    ``VERB_resource[_subresource]`` to (count, seconds)."""
+    lines = [
+        "# HELP apiserver_request_duration_seconds [STABLE] Response latency distribution.",
+        "# TYPE apiserver_request_duration_seconds histogram",
+    ]
+    for kind, (count, seconds) in kinds.items():
+        verb, resource, *sub = kind.split("_")
+        labels = (
+            f'component="apiserver",dry_run="",group="",resource="{resource}",scope="resource",'
+            f'subresource="{sub[0] if sub else ""}",verb="{verb}",version="v1"'
+        )
+        name = "apiserver_request_duration_seconds"
+        lines += [
+            f'{name}_bucket{{{labels},le="+Inf"}} {count}',
+            f"{name}_sum{{{labels}}} {seconds}",
+            f"{name}_count{{{labels}}} {count}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def test_apiserver_request_delta_ranks_kinds_by_seconds_and_ignores_watch_durations() -> None:
+    before = large_cluster.apiserver_requests(
+        _scrape(POST_pods_binding=(10, 0.5), POST_events=(4, 0.2), WATCH_pods=(2, 600))
+    )
+    after = large_cluster.apiserver_requests(
+        _scrape(POST_pods_binding=(1010, 40.5), POST_events=(1004, 60.2), WATCH_pods=(3, 1800))
+    )
+    assert before[("POST", "pods", "binding")] == (10.0, 0.5)
+    rows = large_cluster.request_delta(before, after)
+    assert [(kind, count) for kind, count, _ in rows] == [
+        ("POST events", 1000),
+        ("POST pods/binding", 1000),
+        ("WATCH pods", 1),
+    ]
+    assert [seconds for _, _, seconds in rows] == pytest.approx([60.0, 40.0, 0.0])
+    # Kinds nothing asked for in between are left out.
+    assert large_cluster.request_delta(after, after) == []
