@@ -194,10 +194,13 @@ def request_delta(
 
 def read_apiserver_requests(core: client.CoreV1Api) -> dict[RequestKey, tuple[float, float]]:
     """:func:`apiserver_requests` of the cluster ``core`` talks to."""
-    body = core.api_client.call_api(
-        "/metrics", "GET", response_type="str", _return_http_data_only=True
+    api = core.api_client
+    method, url, headers, body, _ = api.param_serialize(
+        "GET", "/metrics", auth_settings=["BearerToken"]
     )
-    return apiserver_requests(str(body))
+    response = api.call_api(method, url, header_params=headers, body=body, _request_timeout=60)
+    response.read()
+    return apiserver_requests(response.data.decode())
 
 
 def create_pods(core: client.CoreV1Api, namespace: str, scheduler: str, pods: int) -> None:
