@@ -2,7 +2,8 @@
 
 The real control plane with kube-scheduler, the real daemon as a subprocess, one round of each
 (wfsched first): every pod is bound, and throughput, CPU seconds per 1,000 bindings, RSS and
-the API server's CPU are positive, finite and of a plausible size.
+the API server's CPU are positive, finite and of a plausible size, and the API server counted
+a Binding for every pod.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def test_small_large_cluster_run_gives_sane_figures(tmp_path: Path) -> None:
         assert run["cpu_s_per_1000_binds"] == pytest.approx(run["cpu_s"] * 1000 / PODS)
         assert 10 * 2**20 < run["rss_bytes"] <= run["peak_rss_bytes"] < 2**30, label
         assert run["apiserver_cpu_s"] > 0, label
+        # The API server's own count: every pod was bound by one Binding (a retried one more).
+        served = {kind: count for kind, count, _ in run["apiserver_requests"]}
+        assert served.get("POST pods/binding", 0) >= PODS, (label, served)
     (ratio,) = summary["throughput_ratios"]
     assert math.isfinite(ratio) and ratio > 0
     assert ratio == pytest.approx(runs[0]["pods_per_s"] / runs[1]["pods_per_s"])
