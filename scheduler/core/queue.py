@@ -214,6 +214,26 @@ class SchedulingQueue:
         entry = self._entries.get(key)
         return entry is not None and entry.not_before > now
 
+    def waiting_counts(self, now: float) -> tuple[int, int, int]:
+        """Count the waiting tasks that are gated, backing off and reported unschedulable.
+
+        Returns ``(gated, backing off, unschedulable)``; tasks being bound are left out, and a
+        task may count in several. One pass over the entries in no particular order: unlike
+        :meth:`tasks` it neither lays out the stored order nor builds a tuple, so a gauge
+        refresh costs one walk of the queue.
+        """
+        gated = backoff = unschedulable = 0
+        for entry in self._entries.values():
+            if entry.binding:
+                continue
+            if entry.task.gated:
+                gated += 1
+            if entry.not_before > now:
+                backoff += 1
+            if entry.reported is not None:
+                unschedulable += 1
+        return gated, backoff, unschedulable
+
     def reported_reason(self, key: workflow.TaskKey) -> str | None:
         """The last unschedulable reason the shell reported for this task."""
         entry = self._entries.get(key)

@@ -1156,24 +1156,26 @@ class SchedulerState:
 
     def update_queue_metrics(self, *, now: float, wall_now: float) -> None:
         """Set the pending-task gauges (``wall_now``: POSIX seconds, for staleness)."""
-        tasks = self.queue.tasks()
-        gated = sum(1 for t in tasks if t.gated)
-        backoff = sum(1 for t in tasks if self.queue.backing_off(t.key, now))
-        unschedulable = sum(1 for t in tasks if self.queue.reported_reason(t.key) is not None)
-        phases = [record.phase for record in self.pods.values()]
+        gated, backoff, unschedulable = self.queue.waiting_counts(now)
+        held = set_aside = stale = 0
+        stale_before = wall_now - self.settings.stale_pending_s
+        for record in self.pods.values():
+            if record.phase is PodPhase.HELD:
+                held += 1
+            elif record.phase is PodPhase.SET_ASIDE:
+                set_aside += 1
+            if 0 < record.facts.created < stale_before:
+                stale += 1
         pending = self.metrics.pending_tasks
         pending.labels(queue="gated").set(gated)
-        pending.labels(queue="batch").set(phases.count(PodPhase.HELD))
-        pending.labels(queue="set_aside").set(phases.count(PodPhase.SET_ASIDE))
+        pending.labels(queue="batch").set(held)
+        pending.labels(queue="set_aside").set(set_aside)
         pending.labels(queue="backoff").set(backoff)
         pending.labels(queue="unschedulable").set(unschedulable)
         pending.labels(queue="active").set(
             max(0, len(self.queue) - gated - backoff - unschedulable)
         )
-        stale_before = wall_now - self.settings.stale_pending_s
-        self.metrics.stale_pending.set(
-            sum(1 for r in self.pods.values() if 0 < r.facts.created < stale_before)
-        )
+        self.metrics.stale_pending.set(stale)
 
 
 __all__ = [

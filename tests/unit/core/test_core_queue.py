@@ -97,3 +97,35 @@ def test_removing_a_task_being_bound_keeps_the_counts_right() -> None:
     assert q.binding_count == 0 and len(q) == 1
     q.bind_failed(key("a"), now=0.0)  # outcome of a pod deleted meanwhile: nothing to do
     assert [t.key.task for t in q] == ["b"]
+
+
+def test_waiting_counts_match_the_per_task_questions_and_leave_out_binds() -> None:
+    q = queue.SchedulingQueue(initial_backoff=2.0, max_backoff=8.0)
+    for i, name in enumerate("abcde"):
+        q.add(b.task(name, submission=i, gates=("kueue",) if name in "ae" else ()))
+    q.apply(
+        decisions.CycleResult(
+            cycle_id=1,
+            order=(key("e"), key("d"), key("c"), key("b"), key("a")),
+            decisions=(
+                decisions.Bind(
+                    cycle_id=1, task=key("d"), pod=None, node="n", request=b.task("d").request
+                ),
+                decisions.MarkUnschedulable(cycle_id=1, task=key("c"), pod=None, reason="full"),
+                decisions.MarkUnschedulable(cycle_id=1, task=key("e"), pod=None, reason="gate"),
+            ),
+        )
+    )
+    q.backoff(key("c"), now=10.0)
+    q.backoff(key("b"), now=10.0)
+    assert q.binding(key("d"))
+    for now in (9.0, 11.0, 13.0):
+        waiting = q.tasks()  # d, being bound, is not among them
+        expected = (
+            sum(1 for t in waiting if t.gated),
+            sum(1 for t in waiting if q.backing_off(t.key, now)),
+            sum(1 for t in waiting if q.reported_reason(t.key) is not None),
+        )
+        assert q.waiting_counts(now) == expected
+    assert q.waiting_counts(11.0) == (2, 2, 2)
+    assert q.waiting_counts(13.0) == (2, 0, 2)
