@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install wfsched, build (or reuse) the local control plane, and run `wfsched demo`: the real
-# nf-core rnaseq run replayed under wfsched and under kube-scheduler on fake nodes, side by side.
+# nf-core nanoseq run replayed under wfsched and under kube-scheduler on fake nodes, side by side.
 # Needs no existing cluster.
 #   bash scripts/demo.sh [DEMO ARGS ...]            (see `wfsched demo --help`)
 #   bash scripts/demo.sh --dry-run [DEMO ARGS ...]  install, build and start nothing: check the
