@@ -18,10 +18,12 @@ Per run: throughput (pods bound per second from the first binding to the last, a
 ``throughput.py`` measures it), the time from the scheduler's start to its last binding, CPU
 seconds per 1,000 bindings (``utime + stime`` of the scheduler's process from
 ``/proc/<pid>/stat``, start to last binding), the scheduler's RSS when all pods are bound and
-its peak (``VmHWM``), and the API server's CPU over the run. At the end: the wfsched /
-kube-scheduler throughput ratio of every round. ``--quick`` is a small size (200 nodes, 1,000
-pods) that runs in a few minutes. ``--profile FILE`` samples wfsched with py-spy in every round
-(it costs the daemon a little CPU: profile in a run whose figures you do not report).
+its peak (``VmHWM``), the API server's CPU over the run, and what the API server served
+meanwhile (requests and seconds by verb and resource, from its request histogram). At the end:
+the wfsched / kube-scheduler throughput ratio of every round. ``--quick`` is a small size (200
+nodes, 1,000 pods) that runs in a few minutes. ``--profile FILE`` samples wfsched with py-spy
+in every round (it costs the daemon a little CPU: profile in a run whose figures you do not
+report).
 
 Wall time is dominated by the API server creating and deleting pods, which the benchmark does
 while no scheduler runs: on the shared 2-core build machine ~40-60 pods/s each way.
