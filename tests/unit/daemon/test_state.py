@@ -342,3 +342,22 @@ def test_labels_come_from_the_workflow_convention():
     state = make_state()
     labels, held = state.labels_of(facts("a", labels={"wfsched.io/run-id": "r"}))
     assert isinstance(labels, workflows.TaskLabels) and labels.run == "ns/r" and not held
+
+
+def test_a_warm_cycle_without_gangs_leaves_the_queue_order_unread(monkeypatch):
+    """Reading ``queue.tasks()`` lays out the whole order (O(tasks)); a cycle needs it only to
+    keep the clocks of waiting gangs, so without a gang member in the queue it is not read."""
+    state = make_state()
+    add_node(state, cpu="1")
+    for name in ("a", "b", "c"):
+        add_pod(state, name)
+    state.cycle(now=0.0, leading=True)  # cold: a is bound, b and c wait
+    reads = []
+    real = state.queue.tasks
+    monkeypatch.setattr(state.queue, "tasks", lambda: reads.append(1) or real())
+    add_pod(state, "d", now=1.0)
+    state.mark_dirty()
+    state.cycle(now=1.0, leading=True)
+    assert state.queue.gang_member_count == 0 and len(state.queue) == 3
+    assert reads == []
+    assert state.gangs.board.waiting_since == {}
