@@ -194,6 +194,11 @@ def request_delta(
     return sorted(rows, key=lambda row: (-row[2], -row[1], row[0]))
 
 
+def served_text(rows: list[tuple[str, int, float]], top: int = 8) -> str:
+    """The first ``top`` rows of :func:`request_delta` on one line."""
+    return ", ".join(f"{kind} {count} ({seconds:.1f} s)" for kind, count, seconds in rows[:top])
+
+
 def read_apiserver_requests(core: client.CoreV1Api) -> dict[RequestKey, tuple[float, float]]:
     """:func:`apiserver_requests` of the cluster ``core`` talks to."""
     api = core.api_client
@@ -447,11 +452,7 @@ def run_once(
         f"apiserver {apiserver_cpu:6.1f} CPU-s, watch restarts {watch.restarts}",
         flush=True,
     )
-    print(
-        "    apiserver served: "
-        + ", ".join(f"{kind} {count} ({seconds:.1f} s)" for kind, count, seconds in requests[:8]),
-        flush=True,
-    )
+    print(f"    apiserver served: {served_text(requests)}", flush=True)
     delete_pods(core, namespace)
     return figures
 
@@ -639,11 +640,9 @@ def print_table(summary: dict[str, Any]) -> None:
         "\nWhat the API server served in each run (requests, seconds spent), most seconds first:\n"
     )
     for run in summary["runs"]:
-        served = ", ".join(
-            f"{kind} {count} ({seconds:.1f} s)"
-            for kind, count, seconds in run["apiserver_requests"][:8]
+        print(
+            f"- round {run['round']} {run['scheduler']}: {served_text(run['apiserver_requests'])}"
         )
-        print(f"- round {run['round']} {run['scheduler']}: {served}")
     if summary["throughput_ratios"]:
         ratios = ", ".join(f"{r:.2f}" for r in summary["throughput_ratios"])
         print(f"\nthroughput wfsched / kube-scheduler per round: {ratios}")
