@@ -214,6 +214,10 @@ class SchedulingQueue:
         entry = self._entries.get(key)
         return entry is not None and entry.not_before > now
 
+    def waiting_tasks(self) -> Iterator[workflow.Task]:
+        """The tasks of :meth:`tasks` in no particular order, without laying out the order."""
+        return (entry.task for entry in self._entries.values() if not entry.binding)
+
     def waiting_counts(self, now: float) -> tuple[int, int, int]:
         """Count the waiting tasks that are gated, backing off and reported unschedulable.
 

@@ -734,8 +734,9 @@ class SchedulerState:
                 out.extend(self._unschedulable(decision))
             elif isinstance(decision, decisions.Reject):
                 self.metrics.schedule_attempts.labels(result="unschedulable").inc()
-        # Without a gang member in the queue no gang waits: skip laying out the whole order.
-        queued = self.queue.tasks() if self.queue.gang_member_count else ()
+        # The gang clocks need the queued gangs, not the order; without a gang member queued,
+        # no gang waits and the queue is not walked at all.
+        queued = self.queue.waiting_tasks() if self.queue.gang_member_count else ()
         self.gangs.board.after_cycle(queued, now)
         gang_of = {t.key: t.gang.key for t in self._binding_gang_tasks(result) if t.gang}
         return result, self.gangs.group_binds(out, gang_of) if gang_of else out

@@ -127,5 +127,6 @@ def test_waiting_counts_match_the_per_task_questions_and_leave_out_binds() -> No
             sum(1 for t in waiting if q.reported_reason(t.key) is not None),
         )
         assert q.waiting_counts(now) == expected
+    assert sorted(t.key.task for t in q.waiting_tasks()) == ["a", "b", "c", "e"]
     assert q.waiting_counts(11.0) == (2, 2, 2)
     assert q.waiting_counts(13.0) == (2, 0, 2)
