@@ -57,12 +57,16 @@ class Config:
     predictor: str = ""
 
 
-def configs(rankings: Sequence[str], assignment: str, best: str) -> list[Config]:
-    """kube-scheduler, then each ranking without prediction, with ponder and with ``best``."""
+def configs(
+    rankings: Sequence[str], assignment: str, best: str, predictors: Sequence[str] = ()
+) -> list[Config]:
+    """kube-scheduler, then each ranking with each of ``predictors`` ("none": no prediction;
+    by default without prediction, with ponder and with ``best``)."""
+    chosen = [("" if p == "none" else p) for p in predictors] or ["", "ponder", best]
     result = [Config(KUBE)]
     for ranking in rankings:
         policy = f"{ranking}-{assignment}"
-        for predictor in dict.fromkeys(("", "ponder", best)):
+        for predictor in dict.fromkeys(chosen):
             label = policy if not predictor else f"{policy}+{predictor}"
             result.append(Config(label, policy, predictor))
     return result
@@ -249,6 +253,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rankings", default="fifo,rank_min,critical_path")
     parser.add_argument("--assignment", default="roundrobin")
     parser.add_argument("--best-predictor", default="envelope")
+    parser.add_argument(
+        "--predictors",
+        default="",
+        help="comma list of predictors per ranking, 'none' for none "
+        "(default: none,ponder,<best-predictor>)",
+    )
+    parser.add_argument(
+        "--kwok-workers",
+        type=int,
+        default=4,
+        help="workers of each KWOK stage player (KWOK's default 4)",
+    )
     parser.add_argument("--max-retries", type=int, default=replay.NF_CORE_MAX_RETRIES)
     parser.add_argument("--timeout", type=float, default=900.0, help="per run, seconds")
     parser.add_argument("--json-out", type=Path, help="write every run (with attempts) here")
@@ -274,14 +290,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     names = [w for w in args.workflows.split(",") if w]
     traces = [nftrace.load_trace(args.data / name / f"trace-{args.trace}.csv") for name in names]
-    plan = configs([r for r in args.rankings.split(",") if r], args.assignment, args.best_predictor)
+    plan = configs(
+        [r for r in args.rankings.split(",") if r],
+        args.assignment,
+        args.best_predictor,
+        [p for p in args.predictors.split(",") if p],
+    )
     rows: list[dict[str, Any]] = []
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="wfsched-makespan-") as scratch:
         workdir = Path(scratch)
         cluster = devcluster.DevCluster(
             workdir / "cluster",
-            devcluster.ClusterOptions(metrics_server=False, kube_scheduler=True),
+            devcluster.ClusterOptions(
+                metrics_server=False, kube_scheduler=True, kwok_parallelism=args.kwok_workers
+            ),
         )
         cluster.start(build_missing=True)
         try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import decimal
+import functools
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -93,11 +94,15 @@ def _ceil_int(amount: decimal.Decimal, original: object) -> int:
     return result
 
 
+# Pods repeat a few quantity strings ("500m", "36Gi") in every watch event: both parsers are
+# pure, so they remember their last few thousand answers (errors are not remembered).
+@functools.lru_cache(maxsize=4096)
 def cpu_millis(value: str | int | float) -> int:
     """Return a CPU quantity in millicores, rounded up (``"0.5"`` → 500, ``"1n"`` → 1)."""
     return _ceil_int(_CONTEXT.multiply(parse_quantity(value), decimal.Decimal(1000)), value)
 
 
+@functools.lru_cache(maxsize=4096)
 def integer_value(value: str | int | float) -> int:
     """Return a quantity in base units rounded up (bytes for memory, a count otherwise)."""
     return _ceil_int(parse_quantity(value), value)

@@ -270,7 +270,7 @@ class WorkflowDag:
                     raise errors.DagError(f"edge {src!r} -> {dst!r}: unknown vertex {uid!r}")
         new = [(s, d) for s, d in dict.fromkeys(pairs) if not self._graph.has_edge(s, d)]
         self._graph.add_edges_from(new)
-        if not nx.is_directed_acyclic_graph(self._graph):
+        if _may_close_cycle(self._graph, new) and not nx.is_directed_acyclic_graph(self._graph):
             cycle = " -> ".join(_find_cycle(self._graph, new))
             self._graph.remove_edges_from(new)
             raise errors.DagCycleError(f"edges would close a cycle: {cycle}")
@@ -346,7 +346,7 @@ class WorkflowDag:
                     )
         new = [(p, c) for p, c in edges if not self._tasks.has_edge(p, c)]
         self._tasks.add_edges_from(new)
-        if not nx.is_directed_acyclic_graph(self._tasks):
+        if _may_close_cycle(self._tasks, new) and not nx.is_directed_acyclic_graph(self._tasks):
             cycle = " -> ".join(_find_cycle(self._tasks, new))
             self._tasks.remove_edges_from(new)
             raise errors.DagCycleError(f"task edges would close a cycle: {cycle}")
@@ -499,6 +499,29 @@ class WorkflowDag:
         stats = self._stats.get(step)
         own = None if stats is None else stats.runtime_estimate(input_size)
         return own if own is not None else self.prior_runtimes.get(step)
+
+
+def _may_close_cycle(graph: nx.DiGraph, new: Sequence[tuple[Hashable, Hashable]]) -> bool:
+    """False when the ``new`` edges, just added to a graph that was acyclic, closed no cycle.
+
+    A new cycle runs through some new edge ``(parent, child)`` and so through a path from
+    ``child`` back to ``parent``: when no new edge's parent is a descendant of a new edge's
+    child, there is none. The search visits only the children's descendants, so registering a
+    task as its parents' child (a new leaf, the common case) costs its few edges instead of a
+    walk over the whole graph. True means "maybe" (the caller checks the whole graph).
+    """
+    parents = {parent for parent, _ in new}
+    seen = {child for _, child in new}
+    stack = list(seen)
+    while stack:
+        vertex = stack.pop()
+        if vertex in parents:
+            return True
+        for successor in graph.successors(vertex):
+            if successor not in seen:
+                seen.add(successor)
+                stack.append(successor)
+    return False
 
 
 def _find_cycle(graph: nx.DiGraph, new: Sequence[tuple[VertexId, VertexId]]) -> list[str]:

@@ -103,6 +103,53 @@ def test_task_edges_imply_step_edges_and_skip_same_step() -> None:
         dag.add_task_edges([("m1", "zzz")])
 
 
+def _chain(length: int, step: str = "s") -> workflow.WorkflowDag:
+    dag = workflow.WorkflowDag(workflow.RunId("r"))
+    for i in range(length):
+        dag.add_task(f"t{i}", step)
+    dag.add_task_edges((f"t{i}", f"t{i + 1}") for i in range(length - 1))
+    return dag
+
+
+def test_task_cycle_closed_by_two_new_edges_together_is_rejected_and_nothing_added() -> None:
+    dag = _chain(2)
+    dag.add_task("t2", "s")
+    with pytest.raises(errors.DagCycleError, match="cycle"):
+        dag.add_task_edges([("t1", "t2"), ("t2", "t0")])
+    assert dag.task_children("t1") == ()
+    assert dag.task_children("t2") == ()
+
+
+def test_new_edges_whose_children_reach_other_new_parents_are_not_a_cycle() -> None:
+    dag = _chain(3)  # t0 -> t1 -> t2
+    dag.add_task("a", "s")
+    dag.add_task("b", "s")
+    dag.add_task_edges([("a", "t0"), ("t2", "b")])  # t0 reaches t2: a path, not a cycle
+    assert dag.task_children("a") == ("t0",)
+    assert dag.task_children("t2") == ("b",)
+
+
+def test_a_new_leaf_is_checked_without_walking_the_whole_graph(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dag = _chain(200)
+    whole_graph_checks: list[object] = []
+    real_check = workflow.nx.is_directed_acyclic_graph
+
+    def counting_check(graph: object) -> bool:
+        whole_graph_checks.append(graph)
+        return bool(real_check(graph))
+
+    monkeypatch.setattr(workflow.nx, "is_directed_acyclic_graph", counting_check)
+    dag.add_task("leaf", "s")
+    dag.add_task_edges([("t199", "leaf"), ("t10", "leaf")])
+    assert whole_graph_checks == []
+    with pytest.raises(errors.DagCycleError):
+        dag.add_task_edges([("leaf", "t0")])
+    assert len(whole_graph_checks) == 1
+    assert dag.task_children("leaf") == ()
+
+
 def test_finished_counts_and_runtime_model() -> None:
     dag = workflow.WorkflowDag(workflow.RunId("r"))
     assert dag.finished("s") == 0 and dag.mean_runtime("s") is None
