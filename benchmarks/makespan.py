@@ -3,6 +3,7 @@
     python -m benchmarks.makespan [--workflows sarek,...] [--trace 1]
         [--time-scale 0.02 --min-runtime 1] [--nodes 8 --node-cpu 32 --node-memory 128Gi]
         [--rankings fifo,rank_min,critical_path] [--best-predictor envelope]
+        [--predictors none,ponder,envelope] [--min-memory 1Gi] [--kwok-workers 16]
         [--json-out results.json] [--report-dir reports/]
 
 For each workflow of ``../shared/data/nfcore-traces`` (its ``trace-<N>.csv`` and ``dag.html``),
@@ -48,7 +49,7 @@ WORKFLOWS = (  # fewest tasks first (trace-1), so a cut-short run covers the mos
 )
 KUBE = "kube-scheduler"
 TIE = 0.02
-"""Makespans within 2 % of each other are a tie: sarek, one 34 s task long in every set-up,
+"""Makespans within 2 % of each other are a tie: sarek, bound by one long task in every set-up,
 spreads that much between runs of the same code on an idle machine."""
 
 
