@@ -139,7 +139,7 @@ class SchedulingQueue:
         """
         if self._tasks is None:
             self._materialize()
-            self._tasks = tuple(e.task for e in self._entries.values() if not e.binding)
+            self._tasks = tuple(e.task for e in self._waiting_entries())
         return self._tasks
 
     def reorder(self, keys: Iterable[workflow.TaskKey]) -> None:
@@ -214,9 +214,13 @@ class SchedulingQueue:
         entry = self._entries.get(key)
         return entry is not None and entry.not_before > now
 
+    def _waiting_entries(self) -> Iterator[_Entry]:
+        """The entries of the tasks waiting to be placed (not being bound), in stored order."""
+        return (entry for entry in self._entries.values() if not entry.binding)
+
     def waiting_tasks(self) -> Iterator[workflow.Task]:
         """The tasks of :meth:`tasks` in no particular order, without laying out the order."""
-        return (entry.task for entry in self._entries.values() if not entry.binding)
+        return (entry.task for entry in self._waiting_entries())
 
     def waiting_counts(self, now: float) -> tuple[int, int, int]:
         """Count the waiting tasks that are gated, backing off and reported unschedulable.
@@ -227,9 +231,7 @@ class SchedulingQueue:
         refresh costs one walk of the queue.
         """
         gated = backoff = unschedulable = 0
-        for entry in self._entries.values():
-            if entry.binding:
-                continue
+        for entry in self._waiting_entries():
             if entry.task.gated:
                 gated += 1
             if entry.not_before > now:
