@@ -3,7 +3,8 @@
     python -m benchmarks.makespan [--workflows sarek,...] [--trace 1]
         [--time-scale 0.02 --min-runtime 1] [--nodes 8 --node-cpu 32 --node-memory 128Gi]
         [--rankings fifo,rank_min,critical_path] [--best-predictor envelope]
-        [--predictors none,ponder,envelope] [--min-memory 1Gi] [--kwok-workers 16]
+        [--predictors none,ponder,envelope] [--min-memory 1Gi] [--floors-per-cpu 0,1Gi]
+        [--kwok-workers 16]
         [--json-out results.json] [--report-dir reports/]
 
 For each workflow of ``../shared/data/nfcore-traces`` (its ``trace-<N>.csv`` and ``dag.html``),
@@ -16,6 +17,10 @@ reported on success). Per run: makespan, memory allocated and wasted (GiB-hours 
 failed attempts, mean CPU and memory utilisation of the nodes
 (``scheduler.devtools.runstats``); then the ratios to kube-scheduler per workflow and their
 geometric mean over workflows, as a Markdown table. Progress goes to stderr.
+
+With several ``--floors-per-cpu``, every set-up with a predictor runs once per floor (the
+daemon's ``min_memory_per_cpu_bytes``), and a leave-one-workflow-out table chooses the floor on
+the other workflows' runs and scores it on the held-out one (:func:`lowo_floor_table`).
 """
 
 from __future__ import annotations
@@ -60,20 +65,44 @@ class Config:
     label: str
     policy: str | None = None
     predictor: str = ""
+    floor_per_cpu: int = 0
+    """The daemon's ``min_memory_per_cpu_bytes`` (only with a predictor)."""
+
+
+FLOOR_MARK = "+floor "
+
+
+def floor_label(floor_per_cpu: int) -> str:
+    """``+floor 1Gi/cpu`` style suffix of a set-up's label (empty for no floor)."""
+    if not floor_per_cpu:
+        return ""
+    for unit, size in (("Gi", 1 << 30), ("Mi", 1 << 20)):
+        if floor_per_cpu % size == 0:
+            return f"{FLOOR_MARK}{floor_per_cpu // size}{unit}/cpu"
+    return f"{FLOOR_MARK}{floor_per_cpu}/cpu"
 
 
 def configs(
-    rankings: Sequence[str], assignment: str, best: str, predictors: Sequence[str] = ()
+    rankings: Sequence[str],
+    assignment: str,
+    best: str,
+    predictors: Sequence[str] = (),
+    floors_per_cpu: Sequence[int] = (0,),
 ) -> list[Config]:
     """kube-scheduler, then each ranking with each of ``predictors`` ("none": no prediction;
-    by default without prediction, with ponder and with ``best``)."""
+    by default without prediction, with ponder and with ``best``); ``best`` once per floor in
+    ``floors_per_cpu``, the others (ponder: as CWS ships it) without a floor per CPU."""
     chosen = [("" if p == "none" else p) for p in predictors] or ["", "ponder", best]
     result = [Config(KUBE)]
     for ranking in rankings:
         policy = f"{ranking}-{assignment}"
         for predictor in dict.fromkeys(chosen):
-            label = policy if not predictor else f"{policy}+{predictor}"
-            result.append(Config(label, policy, predictor))
+            if not predictor:
+                result.append(Config(policy, policy))
+                continue
+            for floor in dict.fromkeys(floors_per_cpu if predictor == best else (0,)):
+                label = f"{policy}+{predictor}{floor_label(floor)}"
+                result.append(Config(label, policy, predictor, floor))
     return result
 
 
@@ -119,6 +148,7 @@ def run_one(
             lease={"enabled": False},
             memory_store_configmap=f"wfsched-memory-{tag}",
             **({"min_memory_bytes": args.min_memory_bytes} if args.min_memory_bytes else {}),
+            **({"min_memory_per_cpu_bytes": config.floor_per_cpu} if config.floor_per_cpu else {}),
         )
         daemon.start()
     started = time.monotonic()
@@ -156,6 +186,7 @@ def run_one(
         "config": config.label,
         "policy": config.policy,
         "predictor": config.predictor,
+        "floor_per_cpu": config.floor_per_cpu,
         "error": error,
         "stats": stats.to_json(),
         "attempts": [report.attempt_json(a) for a in progress.attempts],
@@ -273,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the daemon's smallest memory plan (min_memory_bytes; default: the daemon's, 128Mi)",
     )
     parser.add_argument(
+        "--floors-per-cpu",
+        default="0",
+        help="comma list of the daemon's min_memory_per_cpu_bytes (e.g. 0,512Mi,1Gi); each "
+        "set-up with --best-predictor runs once per floor",
+    )
+    parser.add_argument(
         "--kwok-workers",
         type=int,
         default=4,
@@ -299,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         print(simulator_agreement(complete, args, shape))
         print("\nWait and lag per task:\n")
         print(lag_table(complete, args))
+        print_lowo_floors(complete)
         write_reports(earlier, args.report_dir, shape)
         return 0
     names = [w for w in args.workflows.split(",") if w]
@@ -308,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         args.assignment,
         args.best_predictor,
         [p for p in args.predictors.split(",") if p],
+        [resources.integer_value(f) for f in args.floors_per_cpu.split(",") if f],
     )
     rows: list[dict[str, Any]] = []
     began = time.monotonic()
@@ -365,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     print(simulator_agreement(rows, args, shape))
     print("\nWait and lag per task:\n")
     print(lag_table(rows, args))
+    print_lowo_floors(rows)
     return 0
 
 
@@ -388,6 +428,83 @@ def print_tables(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> None:
     print(ratio_table(rows, labels))
     print("\nEvery run:\n")
     print(detail_table(rows))
+
+
+def print_lowo_floors(rows: Sequence[dict[str, Any]]) -> None:
+    """Print the leave-one-workflow-out floor table when some set-up ran with several floors."""
+    table = lowo_floor_table(rows)
+    if table:
+        print("\nFloor per CPU chosen on the other workflows (leave one workflow out):\n")
+        print(table)
+
+
+def choose_floor(ratios: dict[str, dict[str, float]], failed: dict[str, dict[str, int]]) -> str:
+    """The set-up (one per floor) with the lowest geometric-mean makespan ratio over the
+    workflows of ``ratios`` ({label: {workflow: ratio}}); ties (within 0.5 %) go to fewer
+    failed attempts there, then to the first label (the smallest floor)."""
+    labels = list(ratios)
+    means = {label: runstats.geometric_mean(list(ratios[label].values())) for label in labels}
+    best = min(means.values())
+    close = [label for label in labels if means[label] <= best * 1.005]
+    return min(close, key=lambda label: (sum(failed[label].values()), labels.index(label)))
+
+
+def lowo_floor_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown: for each set-up that ran with several floors per CPU and each workflow, the
+    floor chosen on the *other* workflows (:func:`choose_floor`) and its makespan ratio to
+    kube-scheduler on the held-out one; the last line is the geometric mean of the held-out
+    ratios and the failed attempts they add up to. Empty when no set-up has several floors."""
+    base = {row["workflow"]: row["stats"]["makespan_s"] for row in rows if row["config"] == KUBE}
+    groups: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for row in rows:
+        if row["config"] == KUBE or not row.get("predictor") or row["workflow"] not in base:
+            continue
+        group = row["config"].split(FLOOR_MARK)[0]
+        groups.setdefault(group, {}).setdefault(row["config"], {})[row["workflow"]] = row
+    lines: list[str] = []
+    for group, by_label in groups.items():
+        if len(by_label) < 2:
+            continue
+        workflows = [w for w in base if all(w in runs for runs in by_label.values())]
+        ratios = {
+            label: {w: runs[w]["stats"]["makespan_s"] / base[w] for w in workflows}
+            for label, runs in by_label.items()
+        }
+        failed = {
+            label: {w: int(runs[w]["stats"]["failed_attempts"]) for w in workflows}
+            for label, runs in by_label.items()
+        }
+        if not lines:
+            lines = [
+                "| set-up | held-out workflow | floor chosen on the others | makespan ratio "
+                "| failed attempts |",
+                "|---|---|---|---:|---:|",
+            ]
+        held_out: list[float] = []
+        failures = 0
+        for workflow in workflows:
+            chosen = choose_floor(
+                {
+                    label: {w: r for w, r in rs.items() if w != workflow}
+                    for label, rs in ratios.items()
+                },
+                {
+                    label: {w: n for w, n in fs.items() if w != workflow}
+                    for label, fs in failed.items()
+                },
+            )
+            held_out.append(ratios[chosen][workflow])
+            failures += failed[chosen][workflow]
+            floor = chosen.split(FLOOR_MARK)[1] if FLOOR_MARK in chosen else "none"
+            lines.append(
+                f"| {group} | {workflow} | {floor} | {ratios[chosen][workflow]:.2f} "
+                f"| {failed[chosen][workflow]} |"
+            )
+        lines.append(
+            f"| {group} | **geometric mean** | | "
+            f"**{runstats.geometric_mean(held_out):.2f}** | {failures} |"
+        )
+    return "\n".join(lines)
 
 
 def pair_verdicts(

@@ -121,6 +121,7 @@ class Options:
         return {
             "decision": str(self.decision),
             "floor_bytes": self.policy.floor_bytes,
+            "floor_bytes_per_cpu": self.policy.floor_bytes_per_cpu,
             "cap_bytes": self.policy.cap_bytes,
             "retry": str(self.retry),
             "failure_feedback": self.failure_feedback,
@@ -328,7 +329,7 @@ def _replay_process(
 def _decide(task: traces.Task, predictor: base.MemoryPredictor | None, options: Options) -> Outcome:
     request, peak = task.request_bytes or 0, task.peak_bytes or 0
     prediction = predictor.predict(float(task.input_bytes or 0)) if predictor else None
-    first = options.policy.allocate(prediction, request_bytes=request)
+    first = options.policy.allocate(prediction, request_bytes=request, cpus=task.cpus)
     failed, final = attempts(first, peak=peak, request=request, retry=options.retry)
     grown: tuple[int, ...] = ()
     if options.grow is not None and failed and options.grow.has_room(task.order):

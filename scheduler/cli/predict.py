@@ -109,6 +109,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--decision", choices=list(replay.Decision), default="start")
     parser.add_argument("--retry", choices=list(replay.Retry), default="user")
     parser.add_argument("--floor-mib", type=float, default=128.0, help="allocation floor")
+    parser.add_argument(
+        "--floor-mib-per-cpu",
+        type=float,
+        default=0.0,
+        help="allocation floor per requested CPU (trace column cpus; 0: none)",
+    )
     parser.add_argument("--cap-mib", type=float, default=None, help="allocation cap")
     parser.add_argument(
         "--no-failure-feedback",
@@ -370,6 +376,8 @@ def _size(text: str | None) -> int | None:
 def _options(args: argparse.Namespace) -> replay.Options:
     if args.floor_mib < 0 or (args.cap_mib is not None and args.cap_mib <= 0):
         raise UsageError("--floor-mib must be >= 0 and --cap-mib > 0")
+    if args.floor_mib_per_cpu < 0:
+        raise UsageError("--floor-mib-per-cpu must be >= 0")
     if args.grow_delay_s < 0 or not 0 <= args.grow_room <= 1 or not 0 <= args.grow_from <= 1:
         raise UsageError("--grow-delay-s must be >= 0, --grow-room and --grow-from within 0..1")
     grow = (
@@ -384,7 +392,9 @@ def _options(args: argparse.Namespace) -> replay.Options:
     cap = None if args.cap_mib is None else round(args.cap_mib * base.MIB)
     return replay.Options(
         policy=allocation.AllocationPolicy(
-            floor_bytes=round(args.floor_mib * base.MIB), cap_bytes=cap
+            floor_bytes=round(args.floor_mib * base.MIB),
+            cap_bytes=cap,
+            floor_bytes_per_cpu=round(args.floor_mib_per_cpu * base.MIB),
         ),
         decision=replay.Decision(args.decision),
         retry=replay.Retry(args.retry),
@@ -521,10 +531,15 @@ def _protocol_line(options: replay.Options, runs: Sequence[traces.Run]) -> str:
             f"room probability {options.grow.room_probability:g})"
         )
     notes = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
+    per_cpu = (
+        f" (at least {policy.floor_bytes_per_cpu / base.MIB:g} MiB per requested CPU)"
+        if policy.floor_bytes_per_cpu
+        else ""
+    )
     return (
-        f"protocol: decision={options.decision}, floor={policy.floor_bytes / base.MIB:g} MiB, "
-        f"cap={cap}, retry={options.retry}, failure feedback={feedback}, x=rchar (traces) or "
-        "input file sizes (WfFormat), y=peak_rss, GB=1e9 bytes\n"
+        f"protocol: decision={options.decision}, floor={policy.floor_bytes / base.MIB:g} MiB"
+        f"{per_cpu}, cap={cap}, retry={options.retry}, failure feedback={feedback}, "
+        "x=rchar (traces) or input file sizes (WfFormat), y=peak_rss, GB=1e9 bytes\n"
         f"rows not replayed or adjusted: {notes}"
     )
 

@@ -34,6 +34,7 @@ class CwsState:
         workflows_registry: workflows.WorkflowRegistry,
         default_predictor: str = "",
         min_memory_bytes: int = allocation.DEFAULT_FLOOR_BYTES,
+        min_memory_per_cpu_bytes: int = 0,
         max_memory_bytes: int = 0,
         batch_timeout_s: float = 30.0,
         registration_grace_s: float = 30.0,
@@ -52,6 +53,7 @@ class CwsState:
         self._registry = workflows_registry
         self.default_predictor = default_predictor
         self.min_memory_bytes = min_memory_bytes
+        self.min_memory_per_cpu_bytes = min_memory_per_cpu_bytes
         self.max_memory_bytes = max_memory_bytes
         self.batch_timeout_s = batch_timeout_s
         self.registration_grace_s = registration_grace_s
@@ -291,7 +293,11 @@ class CwsState:
             strategy=spec,
             policies=policies,
             predictor=predictor,
-            allocation=allocation.AllocationPolicy(floor_bytes=floor, cap_bytes=cap),
+            allocation=allocation.AllocationPolicy(
+                floor_bytes=floor,
+                cap_bytes=cap,
+                floor_bytes_per_cpu=self.min_memory_per_cpu_bytes,
+            ),
             options=dict(reg.options),
             registered_at=now,
             registration=reg,
@@ -547,7 +553,7 @@ class CwsState:
         prediction = predictor.predict(float(spec.input_size))
         if prediction is None or not math.isfinite(prediction) or prediction <= 0:
             return None
-        return exe.allocation.allocate(prediction, request_bytes=request)
+        return exe.allocation.allocate(prediction, request_bytes=request, cpus=spec.cpus)
 
     def _task(self, name: str, task_id: int) -> tuple[model.Execution, model.TaskRecord]:
         exe = self.execution(name)

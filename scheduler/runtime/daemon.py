@@ -224,6 +224,7 @@ class Daemon:
             spec,
             floor_bytes=settings.min_memory_bytes,
             cap_bytes=settings.max_memory_bytes or None,
+            floor_bytes_per_cpu=settings.min_memory_per_cpu_bytes,
             use_priors=settings.memory_priors,
         )
         try:
@@ -263,6 +264,7 @@ class Daemon:
             workflows_registry=self.loop.registry,
             default_predictor=settings.predictor,
             min_memory_bytes=settings.min_memory_bytes,
+            min_memory_per_cpu_bytes=settings.min_memory_per_cpu_bytes,
             max_memory_bytes=settings.max_memory_bytes,
             batch_timeout_s=settings.batch_timeout_s,
             registration_grace_s=settings.registration_grace_s,

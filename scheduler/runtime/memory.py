@@ -80,13 +80,16 @@ class MemoryModel:
         *,
         floor_bytes: int = allocation.DEFAULT_FLOOR_BYTES,
         cap_bytes: int | None = None,
+        floor_bytes_per_cpu: int = 0,
         max_per_step: int = 500,
         max_steps: int = 2000,
         use_priors: bool = True,
         max_runtimes: int = 20,
     ) -> None:
         self.spec = spec
-        self.policy = allocation.AllocationPolicy(floor_bytes=floor_bytes, cap_bytes=cap_bytes)
+        self.policy = allocation.AllocationPolicy(
+            floor_bytes=floor_bytes, cap_bytes=cap_bytes, floor_bytes_per_cpu=floor_bytes_per_cpu
+        )
         self.max_per_step = max_per_step
         self.max_steps = max_steps
         self.use_priors = use_priors
@@ -338,7 +341,9 @@ class MemoryModel:
         prediction = self.predict(self.key(task.run, task.step), float(task.input_size))
         if prediction is None:
             return None
-        planned = self.policy.allocate(prediction, request_bytes=request)
+        planned = self.policy.allocate(
+            prediction, request_bytes=request, cpus=task.request.cpu_millis / 1000
+        )
         return planned if planned < request else None
 
     # --- persistence ------------------------------------------------------------------------

@@ -81,6 +81,9 @@ class Settings:
     """Memory predictor spec (e.g. ``ponder``, ``lr-offset=none``); empty: no memory scaling."""
     min_memory_bytes: int = 128 * 1024 * 1024
     """Floor for predicted memory."""
+    min_memory_per_cpu_bytes: int = 0
+    """Floor for predicted memory per CPU the task requests (0: none); see docs/benchmarks.md
+    for what it does to failed attempts and makespan."""
     max_memory_bytes: int = 0
     """Cap for predicted memory; 0 means no cap (the task's own request still caps it)."""
     grow_in_place: bool = False
@@ -328,6 +331,7 @@ def _validate(settings: Settings, problems: list[str]) -> None:
         "stale_pending_s": settings.stale_pending_s,
         "metrics_poll_s": settings.metrics_poll_s,
         "min_memory_bytes": settings.min_memory_bytes,
+        "min_memory_per_cpu_bytes": settings.min_memory_per_cpu_bytes,
         "max_memory_bytes": settings.max_memory_bytes,
         "registration_grace_s": settings.registration_grace_s,
         "cws_execution_idle_s": settings.cws_execution_idle_s,

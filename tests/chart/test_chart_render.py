@@ -30,6 +30,7 @@ RENDERED_SETTINGS = {
     "policy",
     "predictor",
     "min_memory_bytes",
+    "min_memory_per_cpu_bytes",
     "max_memory_bytes",
     "memory_priors",
     "memory_store_configmap",
@@ -504,6 +505,7 @@ def test_scheduling_values_reach_the_daemon(helm: Path, tmp_path: Path) -> None:
             "assignment": "binpack",
             "predictor": "lr2-offset=none",
             "minMemoryBytes": 268435456,
+            "minMemoryPerCpuBytes": 536870912,
             "maxMemoryBytes": 68719476736,
             "memoryStoreConfigMap": "nf-memory",
             "memorySaveIntervalSeconds": 5,
@@ -530,6 +532,7 @@ def test_scheduling_values_reach_the_daemon(helm: Path, tmp_path: Path) -> None:
     assert str(registry.parse_strategy(settings.policy)) == "critical_path-binpack"
     registry.parse_predictor(settings.predictor)
     assert (settings.min_memory_bytes, settings.max_memory_bytes) == (268435456, 68719476736)
+    assert settings.min_memory_per_cpu_bytes == 536870912
     assert (settings.memory_store_configmap, settings.memory_save_interval_s) == ("nf-memory", 5)
     assert one(docs, "Role")["rules"][3]["resourceNames"] == ["nf-memory"]
     assert (settings.log_format, settings.log_level) == ("console", "debug")

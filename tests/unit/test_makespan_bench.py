@@ -43,3 +43,62 @@ def test_two_ties_agree_and_the_tolerance_is_a_parameter() -> None:
     assert makespan.pair_verdicts({"a": 100.0, "b": 101.5}, {"a": 10.0, "b": 9.9}, tie=0.001) == [
         "opposite"
     ]
+
+
+def test_floors_per_cpu_multiply_the_best_predictor_only() -> None:
+    plan = makespan.configs(
+        ["fifo"], "roundrobin", "envelope", ["none", "ponder", "envelope"], [0, 512 << 20, 1 << 30]
+    )
+    assert [(c.label, c.floor_per_cpu) for c in plan] == [
+        ("kube-scheduler", 0),
+        ("fifo-roundrobin", 0),
+        ("fifo-roundrobin+ponder", 0),
+        ("fifo-roundrobin+envelope", 0),
+        ("fifo-roundrobin+envelope+floor 512Mi/cpu", 512 << 20),
+        ("fifo-roundrobin+envelope+floor 1Gi/cpu", 1 << 30),
+    ]
+
+
+def _row(workflow: str, config: str, makespan_s: float, failed: int = 0) -> dict[str, object]:
+    return {
+        "workflow": workflow,
+        "config": config,
+        "predictor": "" if config == makespan.KUBE else "envelope",
+        "stats": {"makespan_s": makespan_s, "failed_attempts": failed},
+    }
+
+
+def test_lowo_floor_choice_never_sees_the_held_out_workflow() -> None:
+    none, floor = "fifo+envelope", "fifo+envelope+floor 1Gi/cpu"
+    rows = []
+    # a and b gain from the floor, c loses from it. Held out c, the floor is chosen on a and b,
+    # so c scores its loss (1.2), not its better run without the floor (0.8).
+    for workflow, without, with_floor in (("a", 90, 80), ("b", 95, 85), ("c", 80, 120)):
+        rows += [
+            _row(workflow, makespan.KUBE, 100),
+            _row(workflow, none, without, failed=2),
+            _row(workflow, floor, with_floor),
+        ]
+    lines = makespan.lowo_floor_table(rows).splitlines()
+    # held out a: on b and c the floor's geometric mean is 1.01, none's 0.87: none
+    assert "| fifo+envelope | a | none | 0.90 | 2 |" in lines
+    assert "| fifo+envelope | b | none | 0.95 | 2 |" in lines  # a, c: 0.98 against 0.85
+    assert "| fifo+envelope | c | 1Gi/cpu | 1.20 | 0 |" in lines  # a, b: 0.82 against 0.92
+    assert lines[-1] == "| fifo+envelope | **geometric mean** | | **1.01** | 4 |"
+
+
+def test_lowo_floor_ties_go_to_fewer_failed_attempts() -> None:
+    ratios = {"x": {"a": 0.9, "b": 0.9}, "x+floor 1Gi/cpu": {"a": 0.901, "b": 0.899}}
+    assert (
+        makespan.choose_floor(ratios, {"x": {"a": 1, "b": 0}, "x+floor 1Gi/cpu": {"a": 0, "b": 0}})
+        == "x+floor 1Gi/cpu"
+    )
+    assert (
+        makespan.choose_floor(ratios, {"x": {"a": 0, "b": 0}, "x+floor 1Gi/cpu": {"a": 0, "b": 0}})
+        == "x"
+    )
+
+
+def test_no_lowo_table_without_several_floors() -> None:
+    rows = [_row("a", makespan.KUBE, 100), _row("a", "fifo+envelope", 90)]
+    assert makespan.lowo_floor_table(rows) == ""

@@ -9,12 +9,12 @@ from scheduler.runtime import memory
 MIB = 1 << 20
 
 
-def _task(step="s", *, run="ns/r", memory_mib=1024, attempt=0, size=0, task_id="t"):
+def _task(step="s", *, run="ns/r", memory_mib=1024, attempt=0, size=0, task_id="t", cpu_millis=100):
     return workflow.Task(
         key=workflow.TaskKey(workflow.RunId(run), task_id),
         step=workflow.StepName(step),
         submission=1,
-        request=resources.Resources(cpu_millis=100, memory_bytes=memory_mib * MIB, pods=1),
+        request=resources.Resources(cpu_millis=cpu_millis, memory_bytes=memory_mib * MIB, pods=1),
         input_size=size,
         attempt=attempt,
     )
@@ -46,6 +46,15 @@ def test_floor_cap_and_unscalable_tasks():
     capped = _model(floor_bytes=0, cap_bytes=64 * MIB)
     capped.observe(key, 0, 500 * MIB)
     assert capped.plan(_task()) == 64 * MIB
+
+
+def test_floor_per_cpu_follows_the_pods_cpu_request():
+    model = _model(floor_bytes_per_cpu=256 * MIB)
+    key = model.key(workflow.RunId("ns/r"), "s")
+    model.observe(key, 0, 10 * MIB)
+    assert model.plan(_task(cpu_millis=4000, memory_mib=8192)) == 1024 * MIB
+    assert model.plan(_task(cpu_millis=100)) == 128 * MIB  # the flat floor is larger here
+    assert model.plan(_task(cpu_millis=8000, memory_mib=1024)) is None  # would not shrink
 
 
 def test_workflow_name_shares_models_across_runs():

@@ -52,11 +52,30 @@ def test_cap_and_floor_order_d4() -> None:
     assert policy.allocate(10 * MIB, request_bytes=200 * MIB) == 200 * MIB
 
 
+def test_floor_per_cpu_scales_with_the_requested_cpus() -> None:
+    policy = allocation.AllocationPolicy(floor_bytes=128 * MIB, floor_bytes_per_cpu=1024 * MIB)
+    request = 64 * 1024 * MIB
+    assert policy.allocate(200 * MIB, request_bytes=request, cpus=4) == 4096 * MIB
+    assert policy.allocate(200 * MIB, request_bytes=request, cpus=0.5) == 512 * MIB
+    assert policy.allocate(9000 * MIB, request_bytes=request, cpus=4) == 9000 * MIB  # above it
+    # CPUs not known: only the flat floor
+    assert policy.allocate(10 * MIB, request_bytes=request) == 128 * MIB
+    assert policy.allocate(10 * MIB, request_bytes=request, cpus=math.nan) == 128 * MIB
+    assert policy.allocate(10 * MIB, request_bytes=request, cpus=0) == 128 * MIB
+    # the flat floor still wins for a task with few CPUs, and neither exceeds the request
+    assert policy.allocate(10 * MIB, request_bytes=request, cpus=0.1) == 128 * MIB
+    assert policy.allocate(10 * MIB, request_bytes=3000 * MIB, cpus=4) == 3000 * MIB
+    # no opinion: the request stays whatever the floor
+    assert policy.allocate(None, request_bytes=request, cpus=4) == request
+
+
 def test_invalid_arguments() -> None:
     with pytest.raises(ValueError):
         POLICY.allocate(1.0, request_bytes=0)
     with pytest.raises(ValueError):
         allocation.AllocationPolicy(floor_bytes=-1)
+    with pytest.raises(ValueError):
+        allocation.AllocationPolicy(floor_bytes_per_cpu=-1)
     with pytest.raises(ValueError):
         allocation.AllocationPolicy(cap_bytes=0)
 
@@ -66,11 +85,20 @@ def test_invalid_arguments() -> None:
     request=st.integers(min_value=1, max_value=1 << 45),
     floor=st.integers(min_value=0, max_value=1 << 40),
     cap=st.none() | st.integers(min_value=1, max_value=1 << 45),
+    per_cpu=st.integers(min_value=0, max_value=1 << 36),
+    cpus=st.none() | st.floats(allow_nan=True, allow_infinity=True),
 )
 def test_allocation_never_exceeds_the_request(
-    prediction: float | None, request: int, floor: int, cap: int | None
+    prediction: float | None,
+    request: int,
+    floor: int,
+    cap: int | None,
+    per_cpu: int,
+    cpus: float | None,
 ) -> None:
-    policy = allocation.AllocationPolicy(floor_bytes=floor, cap_bytes=cap)
-    planned = policy.allocate(prediction, request_bytes=request)
+    policy = allocation.AllocationPolicy(
+        floor_bytes=floor, cap_bytes=cap, floor_bytes_per_cpu=per_cpu
+    )
+    planned = policy.allocate(prediction, request_bytes=request, cpus=cpus)
     assert 0 < planned <= request
     assert planned == request or planned % MIB == 0

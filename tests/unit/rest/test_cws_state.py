@@ -364,3 +364,17 @@ def test_delete_execution_forgets_everything() -> None:
     # The name can be registered again, with a fresh DAG.
     state.register(cws.Registration(name="run1", strategy="fifo", namespace=NS), now=0)
     assert dict(reg.dag(RUN).ranks()) == {}
+
+
+def test_the_floor_per_cpu_applies_to_registered_tasks_with_cpus() -> None:
+    state = make_state(min_memory_per_cpu_bytes=512 << 20)
+    state.register(cws.Registration(name="run1", strategy="fifo", memory_predictor="mean"), now=0)
+    state.register_task("run1", 1, task(size=10), now=0)
+    metrics = cws.TaskMetrics(ram_request=1, peak_vmem=1, peak_rss=300 << 20, realtime=5)
+    state.task_metrics("run1", 1, metrics)
+    four_cpus = cws.TaskRegistration(
+        process="A", pod_name="p2", input_size=10, memory_bytes=8 << 30, cpus=4
+    )
+    assert state.register_task("run1", 2, four_cpus, now=0)["memoryInBytes"] == 2 << 30
+    no_cpus = task(pod="p3", size=10, memory=8 << 30)  # cpus not given: the flat floor only
+    assert state.register_task("run1", 3, no_cpus, now=0)["memoryInBytes"] == 300 << 20
