@@ -336,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         print(simulator_agreement(complete, args, shape))
         print("\nWait and lag per task:\n")
         print(lag_table(complete, args))
+        print_queue_table(complete, shape)
         print_lowo_floors(complete)
         write_reports(earlier, args.report_dir, shape)
         return 0
@@ -404,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     print(simulator_agreement(rows, args, shape))
     print("\nWait and lag per task:\n")
     print(lag_table(rows, args))
+    print_queue_table(rows, shape)
     print_lowo_floors(rows)
     return 0
 
@@ -428,6 +430,83 @@ def print_tables(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> None:
     print(ratio_table(rows, labels))
     print("\nEvery run:\n")
     print(detail_table(rows))
+
+
+def queue_behaviour(
+    attempts: Sequence[dict[str, Any]], cluster_memory_bytes: int, same_moment_s: float = 0.05
+) -> dict[str, float]:
+    """How a run used its queue, from its attempts (``report.attempt_json`` dicts).
+
+    ``memory_held``: requested memory of running attempts over ``cluster_memory_bytes``,
+    averaged over the makespan; ``refill_s``: for each finished attempt while some pod waited,
+    the mean time to the next bind; ``ahead_share``: the share of first attempts bound while a
+    pod created before them still waited (``nan`` when no pod waited). Pods created or bound
+    within ``same_moment_s`` of a bind count as the same moment (one batch), not as waiting.
+    """
+    end = max((a["finished"] for a in attempts), default=0.0)
+    held = sum(a["memory"] * (a["finished"] - a["bound"]) for a in attempts)
+    gaps = []
+    for attempt in attempts:
+        t = attempt["finished"]
+        later = [b["bound"] for b in attempts if b["created"] < t < b["bound"]]
+        if later:
+            gaps.append(min(later) - t)
+    first = [a for a in attempts if a["attempt"] == 1]
+    waited = ahead = 0
+    for attempt in first:
+        t = attempt["bound"]
+        waiting = [
+            b for b in first if b["created"] < t - same_moment_s and b["bound"] > t + same_moment_s
+        ]
+        if waiting:
+            waited += 1
+            ahead += any(b["created"] < attempt["created"] for b in waiting)
+    nan = float("nan")
+    return {
+        "memory_held": held / end / cluster_memory_bytes if end and cluster_memory_bytes else nan,
+        "refill_s": sum(gaps) / len(gaps) if gaps else nan,
+        "ahead_share": ahead / waited if waited else nan,
+    }
+
+
+def queue_table(
+    rows: Sequence[dict[str, Any]], shape: runstats.ClusterShape, other: str = "fifo-roundrobin"
+) -> str:
+    """Markdown: per workflow, :func:`queue_behaviour` of kube-scheduler's run and of
+    ``other``'s side by side (empty when no workflow has both)."""
+    lines: list[str] = []
+    memory = shape.nodes * shape.memory_bytes
+    for workflow in dict.fromkeys(row["workflow"] for row in rows):
+        runs = {r["config"]: r for r in rows if r["workflow"] == workflow}
+        if KUBE not in runs or other not in runs:
+            continue
+        kube, mine = (queue_behaviour(runs[c]["attempts"], memory) for c in (KUBE, other))
+        ratio = runs[other]["stats"]["makespan_s"] / runs[KUBE]["stats"]["makespan_s"]
+
+        if not lines:
+            lines = [
+                f"| workflow | {other} / kube-scheduler makespan | memory held | refill (s) "
+                "| binds ahead of an older waiting pod |",
+                "|---|---:|---|---|---|",
+            ]
+        lines.append(
+            f"| {workflow} | {ratio:.2f} | {_pair(kube, mine, 'memory_held', '.0%')} "
+            f"| {_pair(kube, mine, 'refill_s', '.2f')} "
+            f"| {_pair(kube, mine, 'ahead_share', '.0%')} |"
+        )
+    return "\n".join(lines)
+
+
+def _pair(first: dict[str, float], second: dict[str, float], key: str, fmt: str) -> str:
+    return " / ".join("-" if v != v else format(v, fmt) for v in (first[key], second[key]))
+
+
+def print_queue_table(rows: Sequence[dict[str, Any]], shape: runstats.ClusterShape) -> None:
+    """Print :func:`queue_table` (kube-scheduler against fifo) when both ran."""
+    table = queue_table(rows, shape)
+    if table:
+        print("\nQueue behaviour, kube-scheduler / fifo-roundrobin:\n")
+        print(table)
 
 
 def print_lowo_floors(rows: Sequence[dict[str, Any]]) -> None:

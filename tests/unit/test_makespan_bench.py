@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+import pytest
+
 from benchmarks import makespan
 
 
@@ -102,3 +107,37 @@ def test_lowo_floor_ties_go_to_fewer_failed_attempts() -> None:
 def test_no_lowo_table_without_several_floors() -> None:
     rows = [_row("a", makespan.KUBE, 100), _row("a", "fifo+envelope", 90)]
     assert makespan.lowo_floor_table(rows) == ""
+
+
+def _attempt(
+    created: float, bound: float, finished: float, memory: int, attempt: int = 1
+) -> dict[str, Any]:
+    return {
+        "created": created,
+        "bound": bound,
+        "finished": finished,
+        "memory": memory,
+        "attempt": attempt,
+    }
+
+
+def test_queue_behaviour_measures_memory_held_refill_and_binds_ahead() -> None:
+    attempts = [
+        _attempt(0.0, 0.0, 10.0, 50),  # runs 0-10
+        _attempt(1.0, 10.2, 20.0, 50),  # waited, bound 0.2 s after the first finished
+        _attempt(2.0, 5.0, 20.0, 25),  # bound at 5 while the older pod (created 1) waited
+        _attempt(3.0, 12.0, 20.0, 10),  # still waiting when the pod created at 1 was bound
+    ]
+    behaviour = makespan.queue_behaviour(attempts, cluster_memory_bytes=100)
+    # (50 x 10 + 50 x 9.8 + 25 x 15 + 10 x 8) / 20 s / 100 bytes
+    assert behaviour["memory_held"] == pytest.approx((500 + 490 + 375 + 80) / 20 / 100)
+    assert behaviour["refill_s"] == pytest.approx(0.2)  # only the finish at 10 had waiters
+    # binds while a pod waited: at 5 (ahead of the pod created at 1) and at 10.2 (in order:
+    # the one still waiting was created later); the bind at 12 had nobody waiting
+    assert behaviour["ahead_share"] == 0.5
+
+
+def test_queue_behaviour_counts_one_batch_as_the_same_moment() -> None:
+    attempts = [_attempt(0.00, 0.02, 5.0, 10), _attempt(0.01, 0.03, 5.0, 10)]
+    behaviour = makespan.queue_behaviour(attempts, cluster_memory_bytes=100)
+    assert math.isnan(behaviour["ahead_share"]) and math.isnan(behaviour["refill_s"])
