@@ -334,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nSimulator against replay (wfsched rankings without prediction):\n")
         complete, _ = complete_rows(earlier, list(dict.fromkeys(r["config"] for r in earlier)))
         print(simulator_agreement(complete, args, shape))
+        print_kube_agreement(complete, args, shape)
         print("\nWait and lag per task:\n")
         print(lag_table(complete, args))
         print_queue_table(complete, shape)
@@ -403,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     print_tables(rows, labels)
     print("\nSimulator against replay (wfsched rankings without prediction):\n")
     print(simulator_agreement(rows, args, shape))
+    print_kube_agreement(rows, args, shape)
     print("\nWait and lag per task:\n")
     print(lag_table(rows, args))
     print_queue_table(rows, shape)
@@ -499,6 +501,16 @@ def queue_table(
 
 def _pair(first: dict[str, float], second: dict[str, float], key: str, fmt: str) -> str:
     return " / ".join("-" if v != v else format(v, fmt) for v in (first[key], second[key]))
+
+
+def print_kube_agreement(
+    rows: Sequence[dict[str, Any]], args: argparse.Namespace, shape: runstats.ClusterShape
+) -> None:
+    """Print :func:`kube_agreement` when some wfsched ranking ran without prediction."""
+    table = kube_agreement(rows, args, shape)
+    if table:
+        print("\nSimulator's kube-scheduler model against the replay (no prediction):\n")
+        print(table)
 
 
 def print_queue_table(rows: Sequence[dict[str, Any]], shape: runstats.ClusterShape) -> None:
@@ -661,6 +673,70 @@ def simulator_agreement(
             f"| {order(simulated)} | {'yes' if order(replayed) == order(simulated) else 'no'} "
             f"| {gap:.2f} | {pairs} |"
         )
+    return "\n".join(lines)
+
+
+def kube_agreement(
+    rows: Sequence[dict[str, Any]], args: argparse.Namespace, shape: runstats.ClusterShape
+) -> str:
+    """Markdown: per workflow, kube-scheduler's replayed makespan against the simulator's model
+    of it (``simulate.simulate_kube_scheduler``), and each wfsched ranking's replayed and
+    simulated ratio to kube-scheduler (without prediction), with the side each puts it on
+    (faster, slower, or a tie within ``TIE``)."""
+    from scheduler import registry
+    from scheduler.devtools import simulate
+
+    spec = simulate.ClusterSpec(
+        nodes=shape.nodes, node_cpu_millis=shape.cpu_millis, node_memory_bytes=shape.memory_bytes
+    )
+
+    def side(ratio: float) -> str:
+        return "tie" if abs(ratio - 1) <= TIE else ("faster" if ratio < 1 else "slower")
+
+    lines = [
+        "| workflow | kube-scheduler replay / simulated (s) | ranking | replay / kube | "
+        "simulated / kube model | same side |",
+        "|---|---|---|---:|---:|---|",
+    ]
+    agree = total = 0
+    for workflow in dict.fromkeys(row["workflow"] for row in rows):
+        runs = {
+            row["config"]: row
+            for row in rows
+            if row["workflow"] == workflow and (row["config"] == KUBE or not row["predictor"])
+        }
+        if KUBE not in runs or len(runs) < 2:
+            continue
+        name, number = workflow.split("/")
+        instance = replay.simulation_instance(
+            nftrace.load_trace(args.data / name / f"{number}.csv"),
+            time_scale=args.time_scale,
+            min_runtime_s=args.min_runtime,
+            cluster=spec,
+        )
+        kube_replay = runs[KUBE]["stats"]["makespan_s"]
+        kube_model = simulate.simulate_kube_scheduler(instance, cluster_spec=spec).makespan_s
+        for label, row in runs.items():
+            if label == KUBE:
+                continue
+            replayed = row["stats"]["makespan_s"] / kube_replay
+            simulated = (
+                simulate.simulate(
+                    instance, strategy=registry.parse_strategy(row["policy"]), cluster_spec=spec
+                ).makespan_s
+                / kube_model
+            )
+            same = side(replayed) == side(simulated)
+            agree += same
+            total += 1
+            lines.append(
+                f"| {workflow} | {kube_replay:.1f} / {kube_model:.1f} | {label} "
+                f"| {replayed:.2f} ({side(replayed)}) | {simulated:.2f} ({side(simulated)}) "
+                f"| {'yes' if same else 'no'} |"
+            )
+    if not total:
+        return ""
+    lines.append(f"| **same side** | | | | | **{agree} of {total}** |")
     return "\n".join(lines)
 
 

@@ -80,7 +80,8 @@ class AllocationPolicy:
         if prediction is None or not math.isfinite(prediction) or prediction <= 0:
             return request_bytes
         value = prediction if self.cap_bytes is None else min(prediction, self.cap_bytes)
-        return min(request_bytes, round_up_to_mib(max(self.floor_for(cpus), value)))
+        floor = min(self.floor_for(cpus), float(request_bytes))  # the plan never exceeds U
+        return min(request_bytes, round_up_to_mib(max(floor, value)))
 
     def floor_for(self, cpus: float | None) -> float:
         """The smallest plan for a task requesting ``cpus`` (``None``: not known)."""

@@ -42,7 +42,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--strategy",
         default="fifo",
-        help="<ranking>[-<assignment>] (default fifo), or 'all' for every ranking",
+        help="<ranking>[-<assignment>] (default fifo), 'all' for every ranking, or "
+        "'kube-scheduler' for the model of kube-scheduler's queue",
     )
     parser.add_argument(
         "--assign", default=None, help="assignment policy (default: the strategy's, roundrobin)"
@@ -83,9 +84,10 @@ def _run(args: argparse.Namespace) -> int:
         node_memory_bytes=resources.integer_value(args.node_memory),
     )
     compare = args.compare or args.strategy.strip().lower() == "all"
+    kube = args.strategy.strip().lower() == simulate.KUBE_SCHEDULER
     if compare:
         assignment = registry.assignment(args.assign or registry.DEFAULT_ASSIGNMENT).name
-    else:
+    elif not kube:
         spec = registry.parse_strategy(args.strategy)
         if args.assign is not None:
             spec = registry.PolicySpec(
@@ -93,8 +95,12 @@ def _run(args: argparse.Namespace) -> int:
             )
     instance = _load(args, cluster_spec)
     if not compare:
-        result = simulate.simulate(
-            instance, strategy=spec, cluster_spec=cluster_spec, seed=args.seed
+        result = (
+            simulate.simulate_kube_scheduler(instance, cluster_spec=cluster_spec, seed=args.seed)
+            if kube
+            else simulate.simulate(
+                instance, strategy=spec, cluster_spec=cluster_spec, seed=args.seed
+            )
         )
         if args.json:
             print(json.dumps(result.to_json()))

@@ -197,7 +197,8 @@ class ReplayPlan:
         """The plan as a simulator instance: same tasks, parents, scaled runtimes and requests.
 
         ``wfsched simulate`` runs this, so it predicts the replay of the very same plan (the
-        simulator knows no memory prediction, OOM kills or retries).
+        simulator knows no memory prediction, OOM kills or retries). As in the replay, the
+        scheduler learns a task and its parents only when the task is released.
         """
         children: dict[str, list[str]] = {}
         for task in self.tasks:
@@ -218,6 +219,7 @@ class ReplayPlan:
                 )
                 for task in self.tasks
             ),
+            dag_known_upfront=False,
         )
 
     def pod_name(self, task: ReplayTask, attempt: int = 1) -> str:

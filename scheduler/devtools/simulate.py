@@ -27,6 +27,17 @@ Mapping from WfFormat (stated choices):
   ``specification.files``; 1.4: ``files[]`` with ``link == "input"``), else ``readBytes``, else 0.
 - **runtime** = ``runtimeInSeconds`` on every node (homogeneous nodes, no data staging).
 
+**kube-scheduler, modelled** (:class:`KubeSchedulerQueue`, :func:`simulate_kube_scheduler`,
+``--strategy kube-scheduler``): the same loop with kube-scheduler's queue order instead of a
+ranking, so a replay's kube-scheduler run has a simulated counterpart. A pod that did not fit
+gets kube-scheduler's backoff (1 s, doubling per failed attempt, at most 10 s) and a fresh queue
+timestamp; each cycle takes first the pods not backing off, oldest timestamp first (activeQ),
+then those backing off, earliest expiry first (1.33+ pops from backoffQ when activeQ is empty).
+Placement is ``balanced``, the nearest registered policy to kube-scheduler's LeastAllocated and
+BalancedAllocation scores. Stated simplifications: every waiting pod is retried at each event
+(a completion frees resources, which requeues pods rejected for resources), and all of a
+cycle's pods are placed at one instant.
+
 Default cluster: 4 nodes (as in the CWS paper's testbed) x 2 CPU x 8 GiB. That is 8 one-core
 slots, fewer than the widest level of every shared instance (9 to 1000 tasks), so tasks queue
 and the ranking decides what runs first (on 16 of the 17 shared instances; nextflow-sarek never
@@ -80,10 +91,16 @@ class SimTask:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Instance:
-    """A parsed WfFormat instance; tasks in document order."""
+    """A parsed WfFormat instance; tasks in document order.
+
+    ``dag_known_upfront``: the scheduler knows every task and edge from the start (an engine
+    that registers its whole task DAG), or, when false, learns a task with its edges only when
+    it is released (what the replay tells the daemon: a pod and its parents, when created).
+    """
 
     name: str
     tasks: tuple[SimTask, ...]
+    dag_known_upfront: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -238,14 +255,10 @@ def simulate(
     if cluster_spec.nodes < 1:
         raise SimulationError("the cluster needs at least one node")
     run = workflow.RunId(instance.name)
-    dag = workflow.WorkflowDag(run)
+    dag = _whole_dag(run, instance)  # also checks the instance for cycles
+    if not instance.dag_known_upfront:
+        dag = workflow.WorkflowDag(run)
     by_id = {task.id: task for task in instance.tasks}
-    for task in instance.tasks:
-        dag.add_task(task.id, task.step)
-    try:
-        dag.add_task_edges((p, task.id) for task in instance.tasks for p in task.parents)
-    except errors.DagError as exc:
-        raise InstanceError(str(exc)) from None
 
     cache = cluster.ClusterCache()
     for node in _nodes(cluster_spec):
@@ -263,6 +276,9 @@ def simulate(
         requests[task.id] = resources.Resources(cpu_millis=cpu, memory_bytes=memory, pods=1)
 
     def release(task: SimTask, now: float) -> None:
+        if not instance.dag_known_upfront:
+            dag.add_task(task.id, task.step)
+            dag.add_task_edges((parent, task.id) for parent in task.parents)
         pending.add(
             workflow.Task(
                 key=workflow.TaskKey(run, task.id),
@@ -294,6 +310,8 @@ def simulate(
                 ctx=context.CycleContext(cycle_id=cycles, now=now, rng=rng),
             )
             pending.apply(result)
+            if isinstance(policies.ranking, KubeSchedulerQueue):  # bound ones are not waiting
+                policies.ranking.record_unplaced([t.key for t in pending.waiting_tasks()], now)
             for bind in result.binds:
                 pending.bind_succeeded(bind.task)
                 pod = cluster.PodInfo(uid=bind.task.task, node_name=bind.node, request=bind.request)
@@ -338,6 +356,89 @@ def simulate(
         cycles=cycles,
         clamped_tasks=clamped,
         seed=seed,
+    )
+
+
+def _whole_dag(run: workflow.RunId, instance: Instance) -> workflow.WorkflowDag:
+    """Every task and edge of ``instance`` in one DAG.
+
+    Raises:
+        InstanceError: If the dependencies are cyclic.
+    """
+    dag = workflow.WorkflowDag(run)
+    for task in instance.tasks:
+        dag.add_task(task.id, task.step)
+    try:
+        dag.add_task_edges((p, task.id) for task in instance.tasks for p in task.parents)
+    except errors.DagError as exc:
+        raise InstanceError(str(exc)) from None
+    return dag
+
+
+KUBE_SCHEDULER = "kube-scheduler"
+"""The label of the kube-scheduler model (not a registered ranking)."""
+
+
+class KubeSchedulerQueue:
+    """kube-scheduler's queue order as a ranking, for the simulator only (see the module doc).
+
+    Not a registered policy: it keeps per-task state that :func:`simulate` updates after every
+    cycle through :meth:`record_unplaced`, which the ranking contract forbids.
+    """
+
+    def __init__(self, *, initial_backoff_s: float = 1.0, max_backoff_s: float = 10.0) -> None:
+        self.initial_backoff_s = initial_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._queued_at: dict[workflow.TaskKey, float] = {}
+        self._failures: dict[workflow.TaskKey, int] = {}
+        self._backoff_until: dict[workflow.TaskKey, float] = {}
+
+    @property
+    def name(self) -> str:
+        """The model's label."""
+        return KUBE_SCHEDULER
+
+    def rank(
+        self,
+        tasks: Sequence[workflow.Task],
+        view: workflow.WorkflowView,
+        ctx: context.CycleContext,
+    ) -> list[workflow.Task]:
+        """Pods not backing off by queue timestamp, then those backing off by expiry."""
+        now = ctx.now
+        for task in tasks:
+            self._queued_at.setdefault(task.key, now)
+
+        def order(task: workflow.Task) -> tuple[int, float, int]:
+            until = self._backoff_until.get(task.key, -math.inf)
+            if until > now:
+                return (1, until, task.submission)
+            return (0, self._queued_at[task.key], task.submission)
+
+        return sorted(tasks, key=order)
+
+    def record_unplaced(self, keys: Sequence[workflow.TaskKey], now: float) -> None:
+        """The pods of ``keys`` did not fit at ``now``: back off and refresh their timestamp."""
+        for key in keys:
+            failures = self._failures.get(key, 0) + 1
+            self._failures[key] = failures
+            self._queued_at[key] = now
+            delay = min(self.max_backoff_s, self.initial_backoff_s * 2 ** (failures - 1))
+            self._backoff_until[key] = now + delay
+
+
+def simulate_kube_scheduler(
+    instance: Instance, *, cluster_spec: ClusterSpec = ClusterSpec(), seed: int = 0
+) -> SimResult:
+    """Run ``instance`` under the kube-scheduler model (:class:`KubeSchedulerQueue`)."""
+    assignment = registry.assignment("balanced")
+    policies = interfaces.Policies(ranking=KubeSchedulerQueue(), assignment=assignment.make(None))
+    return simulate(
+        instance,
+        strategy=registry.PolicySpec(ranking=KUBE_SCHEDULER, assignment=assignment.name),
+        cluster_spec=cluster_spec,
+        seed=seed,
+        policies=policies,
     )
 
 

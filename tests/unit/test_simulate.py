@@ -1,10 +1,13 @@
+import dataclasses
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scheduler import cli, registry
+from scheduler.core import context, resources, workflow
 from scheduler.devtools import simulate
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "wfinstances"
@@ -292,3 +295,73 @@ def test_shared_instance_replays_every_task() -> None:
     result = simulate.simulate(parsed, strategy=registry.parse_strategy("rank_min-fair"))
     assert result.tasks == 26 and result.clamped_tasks == 0
     assert result.makespan_s >= max(t.runtime_s for t in parsed.tasks)
+
+
+def test_a_dag_learned_on_release_hides_the_critical_child() -> None:
+    same_inputs = instance(
+        [
+            {"id": "r1", "runtime": 5, "inputs": ["f"]},
+            {"id": "r2", "runtime": 5, "inputs": ["f"]},
+            {"id": "r3", "runtime": 1, "inputs": ["f"]},
+            {"id": "c", "runtime": 10, "parents": ["r3"], "inputs": ["f"]},
+        ],
+        files=[{"id": "f", "sizeInBytes": 10}],
+    )
+    parsed = simulate.parse_instance(same_inputs)
+    strategy = registry.parse_strategy("critical_path")
+    whole = simulate.simulate(parsed, strategy=strategy, cluster_spec=ONE_NODE_TWO_CPU)
+    released = simulate.simulate(
+        dataclasses.replace(parsed, dag_known_upfront=False),
+        strategy=strategy,
+        cluster_spec=ONE_NODE_TWO_CPU,
+    )
+    # Knowing c behind r3 from the start (a chain of two tasks), r3 starts at 0 and c as soon
+    # as r1 frees a CPU: 5-15. Learning c only when r3 is done (as the replay's daemon does),
+    # nothing tells the roots apart: r1 and r2 first, then r3 at 5 and c at 6-16.
+    assert (whole.makespan_s, released.makespan_s) == (15.0, 16.0)
+
+
+def _task(task_id: str, submission: int) -> workflow.Task:
+    return workflow.Task(
+        key=workflow.TaskKey(workflow.RunId("r"), task_id),
+        step=workflow.StepName("s"),
+        submission=submission,
+        request=resources.Resources(cpu_millis=1000, memory_bytes=0, pods=1),
+    )
+
+
+def test_kube_scheduler_model_backs_off_pods_that_did_not_fit() -> None:
+    model = simulate.KubeSchedulerQueue()
+    a, b = _task("a", 0), _task("b", 1)
+    view = workflow.WorkflowDag(workflow.RunId("r"))
+
+    def order(now: float) -> list[str]:
+        ctx = context.CycleContext(cycle_id=1, now=now, rng=random.Random(0))
+        return [t.key.task for t in model.rank([a, b], view, ctx)]
+
+    assert order(0.0) == ["a", "b"]  # same queue time: submission order
+    model.record_unplaced([a.key], 0.0)  # 1 s of backoff, queue time refreshed to 0
+    assert order(0.5) == ["b", "a"]  # backing off: after the others
+    assert order(2.0) == ["a", "b"]
+    model.record_unplaced([a.key], 2.0)  # second failure: 2 s, queue time 2
+    assert order(3.0) == ["b", "a"]
+    assert order(5.0) == ["b", "a"]  # backoff over, but b has the older queue time
+    for now in (5.0, 6.0, 7.0, 8.0):
+        model.record_unplaced([a.key], now)
+    assert model._backoff_until[a.key] == 8.0 + 10.0  # 2^5 s capped at 10 s
+
+
+def test_kube_scheduler_model_in_the_simulator_and_the_cli(
+    tiny_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = simulate.simulate_kube_scheduler(
+        simulate.parse_instance(TINY), cluster_spec=ONE_NODE_TWO_CPU
+    )
+    # r1, r2 fit at 0; r3 backs off, is placed when they finish at 5; c runs 6-16
+    assert (result.strategy, result.assign, result.makespan_s) == (
+        "kube-scheduler",
+        "balanced",
+        16.0,
+    )
+    assert cli.main(["simulate", str(tiny_file), "--strategy", "kube-scheduler", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["strategy"] == "kube-scheduler"
