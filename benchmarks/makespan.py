@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.core import resources
-from scheduler.devtools import devcluster, nftrace, replay, report, runstats
+from scheduler.devtools import devcluster, nftrace, replay, report, runstats, simulate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nfcore-traces"
 WORKFLOWS = (  # fewest tasks first (trace-1), so a cut-short run covers the most workflows
@@ -240,10 +240,31 @@ def detail_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _plan_runtimes(workflow: str, args: argparse.Namespace) -> dict[str, float]:
+def _trace(workflow: str, args: argparse.Namespace) -> nftrace.TraceWorkflow:
+    """The trace a result row's ``workflow`` (``<pipeline>/trace-<N>``) names."""
     name, number = workflow.split("/")
+    return nftrace.load_trace(args.data / name / f"{number}.csv")
+
+
+def _simulation(
+    workflow: str, args: argparse.Namespace, shape: runstats.ClusterShape
+) -> tuple[simulate.Instance, simulate.ClusterSpec]:
+    """The simulator instance of ``workflow``'s replay plan and the cluster it ran on."""
+    spec = simulate.ClusterSpec(
+        nodes=shape.nodes, node_cpu_millis=shape.cpu_millis, node_memory_bytes=shape.memory_bytes
+    )
+    instance = replay.simulation_instance(
+        _trace(workflow, args),
+        time_scale=args.time_scale,
+        min_runtime_s=args.min_runtime,
+        cluster=spec,
+    )
+    return instance, spec
+
+
+def _plan_runtimes(workflow: str, args: argparse.Namespace) -> dict[str, float]:
     plan = replay.ReplayPlan.from_trace(
-        nftrace.load_trace(args.data / name / f"{number}.csv"),
+        _trace(workflow, args),
         scheduler_name="-",
         time_scale=args.time_scale,
         min_runtime_s=args.min_runtime,
@@ -334,11 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\nSimulator against replay (wfsched rankings without prediction):\n")
         complete, _ = complete_rows(earlier, list(dict.fromkeys(r["config"] for r in earlier)))
         print(simulator_agreement(complete, args, shape))
-        print_kube_agreement(complete, args, shape)
         print("\nWait and lag per task:\n")
         print(lag_table(complete, args))
-        print_queue_table(complete, shape)
-        print_lowo_floors(complete)
+        print_optional_tables(complete, args, shape)
         write_reports(earlier, args.report_dir, shape)
         return 0
     names = [w for w in args.workflows.split(",") if w]
@@ -404,11 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     print_tables(rows, labels)
     print("\nSimulator against replay (wfsched rankings without prediction):\n")
     print(simulator_agreement(rows, args, shape))
-    print_kube_agreement(rows, args, shape)
     print("\nWait and lag per task:\n")
     print(lag_table(rows, args))
-    print_queue_table(rows, shape)
-    print_lowo_floors(rows)
+    print_optional_tables(rows, args, shape)
     return 0
 
 
@@ -503,30 +520,26 @@ def _pair(first: dict[str, float], second: dict[str, float], key: str, fmt: str)
     return " / ".join("-" if v != v else format(v, fmt) for v in (first[key], second[key]))
 
 
-def print_kube_agreement(
+def print_optional_tables(
     rows: Sequence[dict[str, Any]], args: argparse.Namespace, shape: runstats.ClusterShape
 ) -> None:
-    """Print :func:`kube_agreement` when some wfsched ranking ran without prediction."""
-    table = kube_agreement(rows, args, shape)
-    if table:
-        print("\nSimulator's kube-scheduler model against the replay (no prediction):\n")
-        print(table)
-
-
-def print_queue_table(rows: Sequence[dict[str, Any]], shape: runstats.ClusterShape) -> None:
-    """Print :func:`queue_table` (kube-scheduler against fifo) when both ran."""
-    table = queue_table(rows, shape)
-    if table:
-        print("\nQueue behaviour, kube-scheduler / fifo-roundrobin:\n")
-        print(table)
-
-
-def print_lowo_floors(rows: Sequence[dict[str, Any]]) -> None:
-    """Print the leave-one-workflow-out floor table when some set-up ran with several floors."""
-    table = lowo_floor_table(rows)
-    if table:
-        print("\nFloor per CPU chosen on the other workflows (leave one workflow out):\n")
-        print(table)
+    """Print each table that has rows for this run: the kube-scheduler model against the replay
+    (a wfsched ranking without prediction), the queue behaviour (kube-scheduler and fifo), and
+    the leave-one-workflow-out floor (a set-up with several floors)."""
+    for title, table in (
+        (
+            "Simulator's kube-scheduler model against the replay (no prediction)",
+            kube_agreement(rows, args, shape),
+        ),
+        ("Queue behaviour, kube-scheduler / fifo-roundrobin", queue_table(rows, shape)),
+        (
+            "Floor per CPU chosen on the other workflows (leave one workflow out)",
+            lowo_floor_table(rows),
+        ),
+    ):
+        if table:
+            print(f"\n{title}:\n")
+            print(table)
 
 
 def choose_floor(ratios: dict[str, dict[str, float]], failed: dict[str, dict[str, int]]) -> str:
@@ -598,6 +611,11 @@ def lowo_floor_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def tie_sign(ratio: float, tie: float = TIE) -> int:
+    """0 when ``ratio`` is within ``tie`` of 1 (a tie), else 1 above it and -1 below."""
+    return 0 if abs(ratio - 1) <= tie else (1 if ratio > 1 else -1)
+
+
 def pair_verdicts(
     replayed: dict[str, float], simulated: dict[str, float], tie: float = TIE
 ) -> list[str]:
@@ -605,13 +623,10 @@ def pair_verdicts(
     ``tie``), ``opposite`` (each picks a different one, beyond ``tie``), or ``tie in one`` (one
     of the two calls it a tie, the other does not)."""
 
-    def sign(ratio: float) -> int:
-        return 0 if abs(ratio - 1) <= tie else (1 if ratio > 1 else -1)
-
     verdicts = []
     for a, b in itertools.combinations(replayed, 2):
-        in_replay = sign(replayed[a] / replayed[b])
-        in_simulation = sign(simulated[a] / simulated[b])
+        in_replay = tie_sign(replayed[a] / replayed[b], tie)
+        in_simulation = tie_sign(simulated[a] / simulated[b], tie)
         if in_replay == in_simulation:
             verdicts.append("agree")
         elif in_replay * in_simulation < 0:
@@ -628,11 +643,7 @@ def simulator_agreement(
     without prediction (the simulator runs the replay's own plan on the same cluster), the
     order each gives, and the largest gap between the two makespan ratios to fifo."""
     from scheduler import registry
-    from scheduler.devtools import simulate
 
-    spec = simulate.ClusterSpec(
-        nodes=shape.nodes, node_cpu_millis=shape.cpu_millis, node_memory_bytes=shape.memory_bytes
-    )
     lines = [
         "| workflow | replay (s) | simulated (s) | replay order | simulated order | same order "
         f"| largest ratio gap | pairs: agree / tie in one / opposite (tie: {TIE:.0%}) |",
@@ -646,11 +657,7 @@ def simulator_agreement(
         }
         if not replayed or any(value != value for value in replayed.values()):
             continue
-        name, number = workflow.split("/")
-        trace = nftrace.load_trace(args.data / name / f"{number}.csv")
-        instance = replay.simulation_instance(
-            trace, time_scale=args.time_scale, min_runtime_s=args.min_runtime, cluster=spec
-        )
+        instance, spec = _simulation(workflow, args, shape)
         simulated = {
             policy: simulate.simulate(
                 instance, strategy=registry.parse_strategy(policy), cluster_spec=spec
@@ -684,14 +691,9 @@ def kube_agreement(
     simulated ratio to kube-scheduler (without prediction), with the side each puts it on
     (faster, slower, or a tie within ``TIE``)."""
     from scheduler import registry
-    from scheduler.devtools import simulate
-
-    spec = simulate.ClusterSpec(
-        nodes=shape.nodes, node_cpu_millis=shape.cpu_millis, node_memory_bytes=shape.memory_bytes
-    )
 
     def side(ratio: float) -> str:
-        return "tie" if abs(ratio - 1) <= TIE else ("faster" if ratio < 1 else "slower")
+        return ("faster", "tie", "slower")[tie_sign(ratio) + 1]
 
     lines = [
         "| workflow | kube-scheduler replay / simulated (s) | ranking | replay / kube | "
@@ -707,13 +709,7 @@ def kube_agreement(
         }
         if KUBE not in runs or len(runs) < 2:
             continue
-        name, number = workflow.split("/")
-        instance = replay.simulation_instance(
-            nftrace.load_trace(args.data / name / f"{number}.csv"),
-            time_scale=args.time_scale,
-            min_runtime_s=args.min_runtime,
-            cluster=spec,
-        )
+        instance, spec = _simulation(workflow, args, shape)
         kube_replay = runs[KUBE]["stats"]["makespan_s"]
         kube_model = simulate.simulate_kube_scheduler(instance, cluster_spec=spec).makespan_s
         for label, row in runs.items():
