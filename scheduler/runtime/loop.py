@@ -46,6 +46,7 @@ from scheduler.runtime import grow as grow_mod
 from scheduler.runtime import memory as memory_mod
 from scheduler.runtime import metrics as metrics_mod
 from scheduler.runtime import settings as settings_mod
+from scheduler.runtime import shrink as shrink_mod
 from scheduler.runtime import state as state_mod
 
 log = logging.getLogger(__name__)
@@ -393,6 +394,8 @@ class SchedulerLoop:
                 self._execute(self.state.bind_reported(item, now=now))
             elif isinstance(item, grow_mod.GrowReported):
                 self.state.grow_reported(item)
+            elif isinstance(item, shrink_mod.ShrinkReported):
+                self.state.shrink_reported(item)
             elif isinstance(item, DagLoaded):
                 self._execute(self.state.dag_loaded(item))
             elif hasattr(item, "apply") and callable(item.apply):
@@ -528,6 +531,10 @@ class SchedulerLoop:
                 self._submit_side_effect(self._fetch_dag, instruction.run, instruction.ref)
             elif isinstance(instruction, grow_mod.GrowMemory | grow_mod.GrowNotice):
                 self._grow(instruction)
+            elif isinstance(instruction, shrink_mod.ShrinkMemory):
+                self._submit_side_effect(
+                    growshell.shrink, self.kube, self.recorder, self.events, instruction
+                )
             elif isinstance(instruction, state_mod.SaveMemory) and self.memory_store is not None:
                 namespace, name = self.memory_store
                 self._submit_side_effect(

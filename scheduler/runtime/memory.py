@@ -101,6 +101,8 @@ class MemoryModel:
         """Keys found without any prior, with the ``version`` they were looked up at."""
         self._workflow_of_run: dict[workflow.RunId, str] = {}
         self._unscalable: set[workflow.TaskKey] = set()
+        self._learned: set[tuple[str, str]] = set()
+        """Keys observed since the last ``drain_learned`` (running siblings may now shrink)."""
         self.version = 0
         """Increases with every stored observation (for persistence)."""
 
@@ -240,6 +242,7 @@ class MemoryModel:
         model = self._model(key)
         model.predictor.observe(input_bytes, peak_bytes)
         self._remember(model, (1, input_bytes, peak_bytes))
+        self._learned.add(key)
         return True
 
     def observe_failure(self, key: tuple[str, str], input_bytes: float, allocated: float) -> bool:
@@ -249,7 +252,13 @@ class MemoryModel:
         model = self._model(key)
         model.predictor.observe_failure(input_bytes, allocated)
         self._remember(model, (0, input_bytes, allocated))
+        self._learned.add(key)
         return True
+
+    def drain_learned(self) -> set[tuple[str, str]]:
+        """The keys observed (peaks or OOM kills) since the last call; empties the set."""
+        learned, self._learned = self._learned, set()
+        return learned
 
     def _remember(self, model: _StepModel, item: tuple[int, float, float]) -> None:
         model.history.append(item)

@@ -195,6 +195,15 @@ class Metrics:
         )
         for result in ("grown", "refused", "no_room", "exhausted", "at_cap"):
             self.memory_grows.labels(result=result)
+        self.memory_shrinks = Counter(
+            "wfsched_memory_shrinks",
+            "Running tasks lowered to their step's plan once it was known, by result (decided, "
+            "shrunk: the API server accepted the resize, refused).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("decided", "shrunk", "refused"):
+            self.memory_shrinks.labels(result=result)
         for result in ("applied", "refused", "error"):
             self.resizes.labels(result=result)
         self.prediction_ratio = Histogram(

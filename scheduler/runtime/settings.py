@@ -97,6 +97,12 @@ class Settings:
     """Grows per task at most; then its limit stays (the engine retries an OOM kill)."""
     grow_max_memory_bytes: int = 0
     """No grow raises a limit above this; 0: only the node's free memory limits it."""
+    shrink_running: bool = False
+    """Lower the memory of running tasks of ours that started before the memory model could plan
+    their step, once it can (in-place resize; Kubernetes 1.34+ nodes). See docs/resize.md."""
+    shrink_min_saving_bytes: int = 256 * 1024 * 1024
+    """Shrink a running task only when its request falls by at least this many bytes (and by at
+    least a tenth)."""
     memory_priors: bool = True
     """Seed a step never seen before from the peaks held for the same tool (step short name and
     container image) in other workflows and for the same step under other workflow names, so
@@ -333,6 +339,7 @@ def _validate(settings: Settings, problems: list[str]) -> None:
         "min_memory_bytes": settings.min_memory_bytes,
         "min_memory_per_cpu_bytes": settings.min_memory_per_cpu_bytes,
         "max_memory_bytes": settings.max_memory_bytes,
+        "shrink_min_saving_bytes": settings.shrink_min_saving_bytes,
         "registration_grace_s": settings.registration_grace_s,
         "cws_execution_idle_s": settings.cws_execution_idle_s,
         "cws_state_save_interval_s": settings.cws_state_save_interval_s,
@@ -351,6 +358,8 @@ def _validate(settings: Settings, problems: list[str]) -> None:
         problems.append(
             f"grow_max_memory_bytes: must be >= 0, got {settings.grow_max_memory_bytes}"
         )
+    if settings.shrink_running and not settings.predictor:
+        problems.append("shrink_running: needs a predictor (running tasks shrink to its plan)")
     if settings.grow_in_place and settings.metrics_poll_s <= 0:
         problems.append("grow_in_place: needs metrics_poll_s > 0 (usage comes from metrics)")
     if settings.max_memory_bytes and settings.max_memory_bytes < settings.min_memory_bytes:

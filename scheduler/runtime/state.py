@@ -13,6 +13,7 @@ entry point                stimulus
 ``pod_usage``              peak memory samples of pods (metrics.k8s.io); with grow-in-place
                            on, returns the grows they call for
 ``grow_reported``          a grow's outcome (``grow.GrowReported``)
+``shrink_reported``        a shrink's outcome (``shrink.ShrinkReported``)
 ``bind_reported``          a bind worker's outcome (``BindOutcome``)
 ``dag_loaded``             a run's DAG document was read
 ``cycle``                  run a scheduling cycle now (the shell asks ``cycle_due`` first)
@@ -22,8 +23,9 @@ entry point                stimulus
 =========================  ===================================================================
 
 Instructions (:data:`Instruction`): :class:`StartBind`, :class:`RecordEvent`,
-:class:`SetCondition`, :class:`FetchDag`, :class:`SaveMemory`, and for grow-in-place
-``grow.GrowMemory`` and ``grow.GrowNotice`` (``scheduler/runtime/grow.py``). Nothing here
+:class:`SetCondition`, :class:`FetchDag`, :class:`SaveMemory`, for grow-in-place
+``grow.GrowMemory`` and ``grow.GrowNotice`` (``scheduler/runtime/grow.py``), and for
+shrink-in-place ``shrink.ShrinkMemory`` (``scheduler/runtime/shrink.py``). Nothing here
 starts a thread, reads a clock, sleeps or talks to the API server; metrics are counted through
 the injected ``Metrics`` object. ``tests/unit/daemon/test_state.py`` drives it event by event.
 
@@ -71,6 +73,7 @@ from scheduler.core import (
     isolate,
     podfacts,
     resources,
+    shrink,
     workflow,
 )
 from scheduler.core.queue import SchedulingQueue
@@ -79,6 +82,7 @@ from scheduler.runtime import gangs as gangs_mod
 from scheduler.runtime import grow as grow_mod
 from scheduler.runtime import memory as memory_mod
 from scheduler.runtime import settings as settings_mod
+from scheduler.runtime import shrink as shrink_mod
 from scheduler.runtime import workflows
 
 if TYPE_CHECKING:
@@ -204,6 +208,7 @@ Instruction = (
     | gangs_mod.StartGangBind
     | grow_mod.GrowMemory
     | grow_mod.GrowNotice
+    | shrink_mod.ShrinkMemory
 )
 
 
@@ -349,6 +354,17 @@ class SchedulerState:
             else None
         )
         """Grow-in-place of running tasks of ours (``grow_in_place``), else ``None``."""
+        self.shrinker = (
+            shrink_mod.ShrinkTracker(
+                shrink.ShrinkPolicy(min_saving_bytes=settings.shrink_min_saving_bytes),
+                memory,
+                metrics,
+            )
+            if settings.shrink_running and memory is not None
+            else None
+        )
+        """Shrink-in-place of running tasks started before their step could be planned
+        (``shrink_running``, with a memory model), else ``None``."""
 
     # --- ownership and labels ----------------------------------------------------------------
 
@@ -395,6 +411,8 @@ class SchedulerState:
             self.cache.upsert_pod(podfacts.pod_info(facts))
             if self.grower is not None:
                 self.grower.pod_seen(facts, ours=self.is_ours(facts), cache=self.cache)
+            if self.shrinker is not None and self.is_ours(facts):
+                self.shrinker.pod_seen(facts, lambda: self.labels_of(facts)[0])
             return out
         if not self.is_ours(facts) or facts.terminating:
             self._forget_pending(uid)
@@ -525,6 +543,8 @@ class SchedulerState:
         self._running_runs.pop(uid, None)
         if self.grower is not None:
             self.grower.pod_gone(uid)
+        if self.shrinker is not None:
+            self.shrinker.pod_gone(uid)
         self._dirty = True
         if facts.finished and self.is_ours(facts) and uid not in self._finished:
             self._finished[uid] = None
@@ -639,6 +659,11 @@ class SchedulerState:
         if any(isinstance(g, grow_mod.GrowMemory) for g in grows):
             self._dirty = True  # the cache changed: less room for pending tasks
         return list(grows)
+
+    def shrink_reported(self, report: shrink_mod.ShrinkReported) -> None:
+        """Count the outcome of a shrink (a refused one is not tried again)."""
+        if self.shrinker is not None:
+            self.shrinker.reported(report)
 
     def grow_reported(self, report: grow_mod.GrowReported) -> None:
         """Apply the outcome of a grow (a refusal gives the room back)."""
@@ -1034,7 +1059,8 @@ class SchedulerState:
         """Do what time makes due: the periodic cycle, set-aside retries, expiry, eviction.
 
         Also returns a ``SaveMemory`` when leading and the observations changed since the last
-        save, at most every ``memory_save_interval_s``.
+        save, at most every ``memory_save_interval_s``, and, leading with ``shrink_running``,
+        the shrinks of running tasks whose step the memory model learned about.
         """
         out: list[Instruction] = []
         if now >= self._next_tick:
@@ -1057,6 +1083,8 @@ class SchedulerState:
         if now >= self._next_expiry:
             self._next_expiry = now + EXPIRY_PERIOD_S
             self._expire_assumed(now)
+        if self.shrinker is not None and leading:
+            out.extend(self.shrinker.due(self._peak_usage))
         self.evict_idle(now)
         return out
 

@@ -40,6 +40,8 @@ RENDERED_SETTINGS = {
     "grow_factor",
     "grow_max_times",
     "grow_max_memory_bytes",
+    "shrink_running",
+    "shrink_min_saving_bytes",
     "namespaces",
     "qps",
     "burst",
@@ -173,6 +175,18 @@ def test_grow_in_place_is_off_by_default_and_its_values_reach_the_daemon(
     assert (settings.grow_max_times, settings.grow_max_memory_bytes) == (2, 2**34)
     for bad in ({"threshold": 1}, {"factor": 1}, {"maxTimes": 0}, {"speed": 3}):
         assert "growInPlace" in render_error(helm, {"policies": {"growInPlace": bad}})
+
+
+def test_shrink_running_is_off_by_default_and_its_values_reach_the_daemon(
+    helm: Path, tmp_path: Path
+) -> None:
+    defaults = _settings(render(helm), tmp_path)
+    assert (defaults.shrink_running, defaults.shrink_min_saving_bytes) == (False, 256 << 20)
+    shrink = {"enabled": True, "minSavingBytes": 2**30}
+    settings = _settings(render(helm, {"policies": {"shrinkRunning": shrink}}), tmp_path)
+    assert (settings.shrink_running, settings.shrink_min_saving_bytes) == (True, 2**30)
+    for bad in ({"minSavingBytes": -1}, {"enabled": "yes"}, {"factor": 3}):
+        assert "shrinkRunning" in render_error(helm, {"policies": {"shrinkRunning": bad}})
 
 
 def test_deployment_runs_the_daemon_hardened(helm: Path) -> None:

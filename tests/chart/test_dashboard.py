@@ -352,6 +352,7 @@ def test_dashboard_covers_the_operational_questions() -> None:
         "wfsched_memory_wasted_byte_seconds_total",
         "wfsched_resize_requests_total",
         "wfsched_memory_grows_total",
+        "wfsched_memory_shrinks_total",
         "wfsched_leader",
         "wfsched_build_info",
     ):
