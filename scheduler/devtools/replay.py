@@ -414,8 +414,10 @@ def memory_simulator(
 class Attempt:
     """One pod of a task, as the replay saw it (times in seconds since the replay's start).
 
-    ``memory_bytes`` and ``memory_limit_bytes`` are read from the bound pod (after any resize);
-    ``outcome`` is ``running``, ``succeeded``, ``oom`` (OOM-killed) or ``failed``.
+    ``memory_bytes`` and ``memory_limit_bytes`` are read from the bound pod (after any resize
+    before binding); ``resized`` lists the changes the replay saw while the pod ran (a shrink
+    or grow in place) as (seconds, request, limit); ``outcome`` is ``running``, ``succeeded``,
+    ``oom`` (OOM-killed) or ``failed``.
     """
 
     task_id: str
@@ -431,6 +433,23 @@ class Attempt:
     finished_s: float | None = None
     node: str | None = None
     outcome: str = "running"
+    resized: list[tuple[float, int, int]] = field(default_factory=list)
+
+    @property
+    def final_limit_bytes(self) -> int:
+        """The memory limit at the end (after every resize seen while it ran)."""
+        return self.resized[-1][2] if self.resized else self.memory_limit_bytes
+
+    def memory_steps(self) -> list[tuple[float, float, int]]:
+        """(start, end, request bytes) pieces from binding to finish; empty unless both known."""
+        if self.bound_s is None or self.finished_s is None:
+            return []
+        changes = [(self.bound_s, self.memory_bytes)] + [(t, req) for t, req, _ in self.resized]
+        ends = [t for t, _ in changes[1:]] + [self.finished_s]
+        return [
+            (max(start, self.bound_s), min(max(end, start), self.finished_s), request)
+            for (start, request), end in zip(changes, ends, strict=True)
+        ]
 
 
 @dataclass(slots=True)
@@ -601,6 +620,11 @@ class Replayer:
             if progress.first_bind_s is None:
                 progress.first_bind_s = now
             record.memory_bytes, record.memory_limit_bytes = _container_memory(pod)
+        elif node:
+            latest = record.resized[-1][1:] if record.resized else None
+            memory = _container_memory(pod)
+            if memory != (latest or (record.memory_bytes, record.memory_limit_bytes)):
+                record.resized.append((now, *memory))
         phase = pod.get("status", {}).get("phase")
         task = self._by_id[record.task_id]
         if phase == "Failed":

@@ -45,6 +45,7 @@ def attempt_json(attempt: replay.Attempt) -> dict[str, Any]:
         "limit": attempt.memory_limit_bytes,
         "peak": attempt.peak_bytes,
         "outcome": attempt.outcome,
+        "resized": [list(change) for change in attempt.resized],
     }
 
 
@@ -157,12 +158,18 @@ def _memory_lines(
         if attempt["node"] != node or attempt["finished"] is None:
             continue
         requested = int(attempt["memory"] or 0)
+        resized = [(float(t), int(req)) for t, req, _ in attempt.get("resized") or ()]
+        last = resized[-1][1] if resized else requested
         if attempt["outcome"] == "succeeded":
-            used = min(int(attempt["peak"] or 0), requested or int(attempt["peak"] or 0))
+            used = min(int(attempt["peak"] or 0), last or int(attempt["peak"] or 0))
         else:
-            used = int(attempt["limit"] or requested)
+            used = int((attempt.get("resized") or [[0, 0, attempt["limit"]]])[-1][2] or last)
         events.append((float(attempt["bound"]), requested, used))
-        events.append((float(attempt["finished"]), -requested, -used))
+        before = requested
+        for time_s, request in resized:  # shrunk or grown in place while it ran
+            events.append((time_s, request - before, 0))
+            before = request
+        events.append((float(attempt["finished"]), -last, -used))
     events.sort(key=lambda e: (e[0], e[1]))
     capacity = max(node_memory, 1)
 

@@ -4,7 +4,8 @@ Durations are what the replay observed (bound to finished); memory-time figures 
 back to the trace's time (divided by the replay's ``time_scale``), so GiB-hours are comparable
 with the original run whatever the scale.
 
-- **allocated**: memory request x duration, over every attempt (failed ones included);
+- **allocated**: memory request x duration, over every attempt (failed ones included); a
+  request changed while the attempt ran (shrunk or grown in place) counts piece by piece;
 - **wastage**: allocated minus used, where a successful attempt used its peak and a failed
   attempt used nothing worth keeping (its whole allocation is waste, as in Ponder's papers);
 - **CPU utilisation**: CPU requested x duration over (nodes x CPU per node x makespan), the
@@ -59,8 +60,9 @@ def _duration(attempt: replay.Attempt) -> float:
 
 def _used_bytes(attempt: replay.Attempt) -> int:
     if attempt.outcome == "succeeded":
-        return min(attempt.peak_bytes or 0, attempt.memory_bytes or (attempt.peak_bytes or 0))
-    return attempt.memory_limit_bytes or attempt.memory_bytes
+        smallest = min((r for _, _, r in attempt.memory_steps()), default=attempt.memory_bytes)
+        return min(attempt.peak_bytes or 0, smallest or (attempt.peak_bytes or 0))
+    return attempt.final_limit_bytes or attempt.memory_bytes
 
 
 def run_stats(
@@ -75,15 +77,16 @@ def run_stats(
     failed = 0
     for attempt in attempts:
         duration = _duration(attempt)
-        allocated += attempt.memory_bytes * duration
+        held = sum((end - start) * request for start, end, request in attempt.memory_steps())
+        allocated += held
         used = _used_bytes(attempt)
         used_work += used * duration
         cpu_work += attempt.cpu_millis * duration
         if attempt.outcome == "succeeded":
-            wasted += max(0, attempt.memory_bytes - used) * duration
+            wasted += held - used * duration
         else:
             failed += attempt.outcome in ("oom", "failed")
-            wasted += attempt.memory_bytes * duration
+            wasted += held
     capacity_s = max(makespan_s, 1e-9) * cluster.nodes
     return RunStats(
         makespan_s=makespan_s,

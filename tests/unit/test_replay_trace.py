@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.devtools import devcluster, memsim, nftrace, replay, runstats
+from scheduler.devtools import devcluster, memsim, nftrace, replay, report, runstats
 from scheduler.kube import keys
 
 GIB = 2**30
@@ -330,6 +330,22 @@ def test_run_stats_count_failed_attempts_as_wholly_wasted() -> None:
     assert stats.cpu_utilisation == pytest.approx(1000 * 72 / (2 * 4000 * 72))
     assert stats.memory_utilisation == pytest.approx((2 + 3) * 36 / (2 * 8 * 72))
     assert runstats.geometric_mean([0.5, 2.0]) == pytest.approx(1.0)
+
+
+def test_run_stats_count_a_request_changed_while_running_piece_by_piece() -> None:
+    shape = runstats.ClusterShape(nodes=1, cpu_millis=4000, memory_bytes=64 * GIB)
+    shrunk = attempt("succeeded", 8 * GIB, 1 * GIB, 0.0, 36.0)
+    shrunk.resized.append((12.0, 2 * GIB, 2 * GIB))  # shrunk in place a third of the way
+    killed = attempt("oom", 8 * GIB, 6 * GIB, 36.0, 72.0)
+    killed.resized.append((54.0, 4 * GIB, 4 * GIB))  # shrunk below its peak: killed later
+    assert shrunk.memory_steps() == [(0.0, 12.0, 8 * GIB), (12.0, 36.0, 2 * GIB)]
+    assert (shrunk.final_limit_bytes, killed.final_limit_bytes) == (2 * GIB, 4 * GIB)
+    stats = runstats.run_stats([shrunk, killed], makespan_s=72.0, time_scale=0.01, cluster=shape)
+    # 12 s = 1/3 h of trace time: 8/3 + 2*2/3 for the first, 8/2 + 4/2 for the second.
+    assert stats.allocated_gibh == pytest.approx(8 / 3 + 4 / 3 + 4 + 2)
+    assert stats.wasted_gibh == pytest.approx(8 / 3 + 4 / 3 - 1 + 6)
+    page = report.attempt_json(shrunk)
+    assert page["resized"] == [[12.0, 2 * GIB, 2 * GIB]] and page["memory"] == 8 * GIB
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="shared nf-core traces not present")
