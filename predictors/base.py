@@ -102,6 +102,11 @@ class PriorSource(enum.StrEnum):
     """The same tool (process short name and container image) in other pipelines."""
 
 
+TOOL_PRIOR_INFLATION = 2.0
+"""Level multiplier of a prior from another pipeline (``PriorSource.TOOL``): the same tool is fed
+data of another size there. Shared by the predictors that answer from priors."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Prior:
     """Peaks seen elsewhere for the same step, offered to a predictor before its own data.
@@ -117,6 +122,20 @@ class Prior:
     def __post_init__(self) -> None:
         if not self.peaks or not all(math.isfinite(p) and p > 0 for p in self.peaks):
             raise ValueError("a prior needs at least one positive finite peak")
+
+    def merged(self, held: Prior | None) -> Prior | None:
+        """The prior to hold after offering this one to a predictor holding ``held``.
+
+        A prior from earlier runs of the same workflow supersedes one from other pipelines;
+        two from the same source pool their peaks. ``None``: keep ``held`` unchanged.
+        """
+        if held is None:
+            return self
+        if held.source is PriorSource.RUN and self.source is not PriorSource.RUN:
+            return None
+        if held.source is self.source:
+            return Prior(source=self.source, peaks=held.peaks + self.peaks)
+        return self
 
 
 @runtime_checkable

@@ -20,6 +20,10 @@ allocations), X the largest input among them, M = 128 MiB and K = 2 (default):
   jumps occur in the traces); it decays like the standard error of an estimate from n samples.
 - OOM feedback (D8): ``observe_failure(x, a)`` records "peak > a" as a lower bound: Y and X take
   it into account, so later predictions exceed a; n counts exact observations only.
+- Priors (``seed``, optional): before the first own observation, a prior answers as one
+  observation would: ``max(P, Y) · (1 + K) + M`` with P the largest prior peak, times
+  ``base.TOOL_PRIOR_INFLATION`` (2) for a prior from another pipeline. A prior from earlier runs
+  of the same workflow supersedes one from other pipelines. The first own peak replaces it.
 
 Constants fixed on the development traces (``trace-1`` of each nf-core workflow) before the
 evaluation traces (``trace-2`` to ``trace-5``) were replayed; see docs/memory-prediction.md. The
@@ -75,6 +79,8 @@ class EnvelopeModel(base.Model):
         self.args = args
         self._largest_peak = 0.0
         self._largest_input = 0.0
+        self._prior: base.Prior | None = None
+        self._prior_level = 0.0
 
     def _after_observe(self) -> int:
         self._raise(float(self.samples.x[-1]), float(self.samples.y[-1]))
@@ -93,11 +99,24 @@ class EnvelopeModel(base.Model):
         if self._raise(input_bytes, allocated_bytes):
             self._version += 1
 
+    def seed(self, prior: base.Prior) -> None:
+        """Adopt a prior (see the module docstring) unless a more specific one is held."""
+        merged = prior.merged(self._prior)
+        if merged is None:
+            return
+        self._prior = merged
+        inflation = base.TOOL_PRIOR_INFLATION if merged.source is base.PriorSource.TOOL else 1.0
+        self._prior_level = max(merged.peaks) * inflation
+        self._version += 1
+
     def predict_many(self, xs: base.FloatArray) -> base.FloatArray:
         """See :meth:`base.Model.predict_many`."""
         n = len(self.samples)
         if n == 0:
-            return np.full(xs.shape, np.nan)
+            if self._prior is None:
+                return np.full(xs.shape, np.nan)
+            level = max(self._prior_level, self._largest_peak)
+            return np.full(xs.shape, level * (1.0 + self.args.headroom) + self.args.margin_bytes)
         growth = np.maximum(1.0, xs / max(self._largest_input, 1.0))
         headroom = 1.0 + self.args.headroom / math.sqrt(n)
         return self._largest_peak * growth * headroom + self.args.margin_bytes

@@ -64,7 +64,7 @@ FAILURE_PENALTY = 2.0
 FAILURE_BUDGET = 0.05
 """Share of scored observations that may be missed before the margin widens."""
 
-TOOL_INFLATION = 2.0
+TOOL_INFLATION = base.TOOL_PRIOR_INFLATION
 """Level multiplier for a prior from another pipeline (data sizes differ between pipelines)."""
 
 
@@ -163,12 +163,10 @@ class SteadyModel(base.Model):
 
     def seed(self, prior: base.Prior) -> None:
         """Adopt a prior unless one from a more specific source is already held."""
-        held = self._prior.source if self._prior is not None else None
-        if held is base.PriorSource.RUN and prior.source is not base.PriorSource.RUN:
+        merged = prior.merged(self._prior)
+        if merged is None:
             return
-        if self._prior is not None and self._prior.source is prior.source:
-            prior = base.Prior(source=prior.source, peaks=self._prior.peaks + prior.peaks)
-        self._prior = prior
+        self._prior = prior = merged
         peaks = np.asarray(prior.peaks, dtype=np.float64) / base.GIB
         level = float(peaks.max())
         observed = float(peaks.std(ddof=1)) / level if peaks.size > 1 else 0.0

@@ -49,6 +49,7 @@ LOWO_REFERENCE = "ponder"
 """The row whose training failures bound the choice of the tuned rows."""
 
 LOWO_PRIOR_ROWS = (
+    ("envelope+tool", "envelope", lowo.PriorMode.TOOL),
     ("steady+tool", "steady", lowo.PriorMode.TOOL),
     ("steady+tool+runs", "steady", lowo.PriorMode.TOOL_AND_RUNS),
 )

@@ -63,6 +63,21 @@ def test_first_task_of_a_known_tool_is_planned_from_the_prior_not_the_request():
     assert model.priors_for(model.key(task.run, task.step)) == (tool_prior,)
 
 
+def test_envelope_plans_a_known_tool_from_the_prior_too():
+    model = _model("envelope")
+    _learn(model, "ns/sarek", "NFCORE_SAREK:SAMTOOLS_SORT", f"{SAMTOOLS}:1.17--h00", [200, 220])
+    model.set_workflow(workflow.RunId("ns/rnaseq"), "rnaseq")
+    task = _task("NFCORE_RNASEQ:ALIGN:SAMTOOLS_SORT", run="ns/rnaseq")
+    model.set_image(model.key(task.run, task.step), f"{SAMTOOLS}:1.18--h11")
+    # 220 MiB from another pipeline: x 2, as one observation x (1 + 2), + 128 MiB, rounded up.
+    assert model.plan(task) == (2 * 220 * 3 + 128) * MIB
+    without = _model("envelope", use_priors=False)
+    _learn(without, "ns/sarek", "NFCORE_SAREK:SAMTOOLS_SORT", f"{SAMTOOLS}:1.17--h00", [200, 220])
+    without.set_workflow(workflow.RunId("ns/rnaseq"), "rnaseq")
+    without.set_image(without.key(task.run, task.step), f"{SAMTOOLS}:1.18--h11")
+    assert without.plan(task) is None  # memory_priors off: a cold start keeps its request
+
+
 @pytest.mark.parametrize(
     ("step", "image"),
     [
