@@ -4,7 +4,7 @@
         [--time-scale 0.02 --min-runtime 1] [--nodes 8 --node-cpu 32 --node-memory 128Gi]
         [--rankings fifo,rank_min,critical_path] [--best-predictor envelope]
         [--predictors none,ponder,envelope] [--min-memory 1Gi] [--floors-per-cpu 0,1Gi]
-        [--kwok-workers 16]
+        [--shrink-running] [--tool-priors] [--kwok-workers 16]
         [--json-out results.json] [--report-dir reports/]
 
 For each workflow of ``../shared/data/nfcore-traces`` (its ``trace-<N>.csv`` and ``dag.html``),
@@ -21,6 +21,13 @@ geometric mean over workflows, as a Markdown table. Progress goes to stderr.
 With several ``--floors-per-cpu``, every set-up with a predictor runs once per floor (the
 daemon's ``min_memory_per_cpu_bytes``), and a leave-one-workflow-out table chooses the floor on
 the other workflows' runs and scores it on the held-out one (:func:`lowo_floor_table`).
+With ``--shrink-running``, every set-up with ``--best-predictor`` also runs with the daemon's
+``shrink_running`` on (label ``+shrink``): running tasks that started before their step could be
+planned are lowered to the plan once a task of the step has finished. With ``--tool-priors``,
+every set-up with ``--best-predictor`` also runs with its memory store seeded with the peaks of
+every trace of the *other* workflows (label ``+priors``): what a cluster that ran those pipelines
+before would hold, so a step whose tool it saw elsewhere is not a cold start
+(:func:`prior_store`; the held-out workflow never seeds itself).
 """
 
 from __future__ import annotations
@@ -37,8 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from predictors import traces
+from scheduler import registry
 from scheduler.core import resources
 from scheduler.devtools import devcluster, nftrace, replay, report, runstats, simulate
+from scheduler.runtime import memory
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nfcore-traces"
 WORKFLOWS = (  # fewest tasks first (trace-1), so a cut-short run covers the most workflows
@@ -67,9 +77,15 @@ class Config:
     predictor: str = ""
     floor_per_cpu: int = 0
     """The daemon's ``min_memory_per_cpu_bytes`` (only with a predictor)."""
+    shrink_running: bool = False
+    """The daemon's ``shrink_running`` (only with a predictor)."""
+    tool_priors: bool = False
+    """Seed the daemon's memory store with the other workflows' peaks (:func:`prior_store`)."""
 
 
 FLOOR_MARK = "+floor "
+SHRINK_MARK = "+shrink"
+PRIORS_MARK = "+priors"
 
 
 def floor_label(floor_per_cpu: int) -> str:
@@ -88,10 +104,13 @@ def configs(
     best: str,
     predictors: Sequence[str] = (),
     floors_per_cpu: Sequence[int] = (0,),
+    shrink_running: Sequence[bool] = (False,),
+    tool_priors: Sequence[bool] = (False,),
 ) -> list[Config]:
     """kube-scheduler, then each ranking with each of ``predictors`` ("none": no prediction;
     by default without prediction, with ponder and with ``best``); ``best`` once per floor in
-    ``floors_per_cpu``, the others (ponder: as CWS ships it) without a floor per CPU."""
+    ``floors_per_cpu``, per ``shrink_running`` and per ``tool_priors`` setting, the others
+    (ponder: as CWS ships it) without a floor per CPU, shrinking or priors."""
     chosen = [("" if p == "none" else p) for p in predictors] or ["", "ponder", best]
     result = [Config(KUBE)]
     for ranking in rankings:
@@ -100,10 +119,42 @@ def configs(
             if not predictor:
                 result.append(Config(policy, policy))
                 continue
-            for floor in dict.fromkeys(floors_per_cpu if predictor == best else (0,)):
-                label = f"{policy}+{predictor}{floor_label(floor)}"
-                result.append(Config(label, policy, predictor, floor))
+            variants = itertools.product(
+                dict.fromkeys(floors_per_cpu if predictor == best else (0,)),
+                dict.fromkeys(shrink_running if predictor == best else (False,)),
+                dict.fromkeys(tool_priors if predictor == best else (False,)),
+            )
+            for floor, shrink, seeded in variants:
+                label = (
+                    f"{policy}+{predictor}{floor_label(floor)}"
+                    f"{SHRINK_MARK if shrink else ''}{PRIORS_MARK if seeded else ''}"
+                )
+                result.append(Config(label, policy, predictor, floor, shrink, seeded))
     return result
+
+
+DAEMON_NAMESPACE = "kube-system"
+"""Where a benchmark daemon keeps its memory store (its lease namespace; leases are off)."""
+
+
+def prior_store(predictor: str, data: Path, workflows: Sequence[str]) -> str:
+    """A memory store holding every peak of every trace of ``workflows``, as JSON.
+
+    Each workflow's steps are kept under that workflow's name, with the tool (process short name
+    and container image) its trace recorded: what the daemon would have learned from running
+    those pipelines. The daemon seeds a step it has never seen from them (tool priors).
+    """
+    model = memory.MemoryModel(registry.parse_predictor(predictor))
+    for name in workflows:
+        for path in sorted((data / name).glob("trace-*.csv")):
+            run = traces.parse_nextflow_trace(path.read_text(encoding="utf-8"), name=name)
+            for task in run.tasks:
+                if task.peak_bytes is None or task.input_bytes is None:
+                    continue
+                key = (name, task.process)
+                model.set_image(key, task.container, task.process)
+                model.observe(key, float(task.input_bytes), float(task.peak_bytes))
+    return model.export()
 
 
 def _namespace(cluster: devcluster.DevCluster) -> str:
@@ -139,6 +190,16 @@ def run_one(
     )
     daemon = None
     if config.policy is not None:
+        if config.tool_priors:
+            held_out = trace.name.split("/")[0]
+            others = sorted(
+                p.name for p in args.data.iterdir() if p.is_dir() and p.name != held_out
+            )
+            api.put_configmap(
+                DAEMON_NAMESPACE,
+                f"wfsched-memory-{tag}",
+                {memory.STORE_KEY: prior_store(config.predictor, args.data, others)},
+            )
         daemon = devcluster.LocalDaemon(
             cluster.kubeconfig,
             workdir,
@@ -149,6 +210,7 @@ def run_one(
             memory_store_configmap=f"wfsched-memory-{tag}",
             **({"min_memory_bytes": args.min_memory_bytes} if args.min_memory_bytes else {}),
             **({"min_memory_per_cpu_bytes": config.floor_per_cpu} if config.floor_per_cpu else {}),
+            **({"shrink_running": True} if config.shrink_running else {}),
         )
         daemon.start()
     started = time.monotonic()
@@ -187,6 +249,8 @@ def run_one(
         "policy": config.policy,
         "predictor": config.predictor,
         "floor_per_cpu": config.floor_per_cpu,
+        "shrink_running": config.shrink_running,
+        "tool_priors": config.tool_priors,
         "error": error,
         "stats": stats.to_json(),
         "attempts": [report.attempt_json(a) for a in progress.attempts],
@@ -331,6 +395,17 @@ def main(argv: list[str] | None = None) -> int:
         "set-up with --best-predictor runs once per floor",
     )
     parser.add_argument(
+        "--shrink-running",
+        action="store_true",
+        help="run each set-up with --best-predictor also with the daemon's shrink_running on",
+    )
+    parser.add_argument(
+        "--tool-priors",
+        action="store_true",
+        help="run each set-up with --best-predictor also with its memory store seeded with the "
+        "peaks of the other workflows' traces",
+    )
+    parser.add_argument(
         "--kwok-workers",
         type=int,
         default=4,
@@ -368,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         args.best_predictor,
         [p for p in args.predictors.split(",") if p],
         [resources.integer_value(f) for f in args.floors_per_cpu.split(",") if f],
+        (False, True) if args.shrink_running else (False,),
+        (False, True) if args.tool_priors else (False,),
     )
     rows: list[dict[str, Any]] = []
     began = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -62,6 +63,57 @@ def test_floors_per_cpu_multiply_the_best_predictor_only() -> None:
         ("fifo-roundrobin+envelope+floor 512Mi/cpu", 512 << 20),
         ("fifo-roundrobin+envelope+floor 1Gi/cpu", 1 << 30),
     ]
+
+
+def test_shrink_running_doubles_the_best_predictor_only() -> None:
+    plan = makespan.configs(
+        ["fifo"], "roundrobin", "envelope", ["none", "ponder", "envelope"], [0], [False, True]
+    )
+    assert [(c.label, c.predictor, c.shrink_running) for c in plan] == [
+        ("kube-scheduler", "", False),
+        ("fifo-roundrobin", "", False),
+        ("fifo-roundrobin+ponder", "ponder", False),
+        ("fifo-roundrobin+envelope", "envelope", False),
+        ("fifo-roundrobin+envelope+shrink", "envelope", True),
+    ]
+
+
+def test_tool_priors_double_the_best_predictor_and_combine_with_shrinking() -> None:
+    plan = makespan.configs(
+        ["fifo"], "roundrobin", "envelope", ["none", "envelope"], [0], [False, True], [False, True]
+    )
+    assert [(c.label, c.shrink_running, c.tool_priors) for c in plan[2:]] == [
+        ("fifo-roundrobin+envelope", False, False),
+        ("fifo-roundrobin+envelope+priors", False, True),
+        ("fifo-roundrobin+envelope+shrink", True, False),
+        ("fifo-roundrobin+envelope+shrink+priors", True, True),
+    ]
+
+
+def test_prior_store_holds_the_other_workflows_tools_never_the_held_out_one(tmp_path) -> None:
+    columns = "task_id name process status container memory peak_rss rchar realtime start complete"
+    for name, process in (("alpha", "NFCORE_ALPHA:FASTQC"), ("beta", "NFCORE_BETA:FASTQC")):
+        (tmp_path / name).mkdir()
+        row = [
+            "1",
+            f"{process} (s1)",
+            process,
+            "COMPLETED",
+            "quay.io/biocontainers/fastqc:0.12",
+            "6 GB",
+            "300 MB",
+            "1 GB",
+            "10s",
+            "2024-01-01 00:00:00.000",
+            "2024-01-01 00:00:10.000",
+        ]
+        lines = ["\t".join(columns.split()), "\t".join(row)]
+        (tmp_path / name / "trace-1.csv").write_text("\n".join(lines) + "\n")
+    store = json.loads(makespan.prior_store("envelope", tmp_path, ["alpha"]))
+    (step,) = store["steps"]
+    assert (step["workflow"], step["step"]) == ("alpha", "NFCORE_ALPHA:FASTQC")
+    assert step["tool"] == ["FASTQC", "quay.io/biocontainers/fastqc"]
+    assert len(step["history"]) == 1 and step["history"][0][2] > 0
 
 
 def _row(workflow: str, config: str, makespan_s: float, failed: int = 0) -> dict[str, object]:
