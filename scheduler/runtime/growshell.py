@@ -17,8 +17,10 @@ from __future__ import annotations
 import logging
 import queue
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from scheduler.core import cluster
 from scheduler.kube import errors as kube_errors
 from scheduler.kube import keys, translate
 from scheduler.runtime import eventrecorder
@@ -69,53 +71,26 @@ def resize(
     instruction: grow_mod.GrowMemory,
 ) -> None:
     """Send the resize; record an Event; put a ``GrowReported`` on ``events`` (always once)."""
-    ref = instruction.ref
     report = grow_mod.GrowReported(instruction=instruction, ok=False, reason="not sent")
+    change = _Change(
+        ref=instruction.ref,
+        containers=resize_patch(instruction),
+        labels=None,
+        annotations={grow_mod.GROWS_ANNOTATION: str(instruction.grows)},
+        done_reason="MemoryGrown",
+        done_note=(
+            f"memory limit raised in place from {instruction.old_limit_bytes // MIB} MiB to "
+            f"{-(-instruction.limit_bytes // MIB)} MiB (usage "
+            f"{instruction.usage_bytes // MIB} MiB; grow {instruction.grows})"
+        ),
+        failed_reason="MemoryGrowFailed",
+        verb="grow",
+    )
     try:
-        kube.resize_pod(ref.namespace, ref.name, resize_patch(instruction))
-        report = grow_mod.GrowReported(instruction=instruction, ok=True)
-        try:  # the count survives a change of leader; a failure only loses that
-            kube.patch_pod_metadata(
-                ref.namespace,
-                ref.name,
-                annotations={grow_mod.GROWS_ANNOTATION: str(instruction.grows)},
-            )
-        except Exception:
-            log.warning("recording the grow count on %s failed", ref.name, exc_info=True)
-        recorder.record(
-            namespace=ref.namespace,
-            pod_name=ref.name,
-            pod_uid=ref.uid,
-            reason="MemoryGrown",
-            note=(
-                f"memory limit raised in place from {instruction.old_limit_bytes // MIB} MiB to "
-                f"{-(-instruction.limit_bytes // MIB)} MiB (usage "
-                f"{instruction.usage_bytes // MIB} MiB; grow {instruction.grows})"
-            ),
-        )
-        log.info(
-            "grew %s/%s to %d MiB",
-            ref.namespace,
-            ref.name,
-            instruction.limit_bytes // MIB,
-            extra={"pod": ref.name, "grows": instruction.grows},
-        )
+        ok, status, reason = _send(kube, recorder, change)
+        report = grow_mod.GrowReported(instruction=instruction, ok=ok, status=status, reason=reason)
     except kube_errors.NotSentError:
         report = grow_mod.GrowReported(instruction=instruction, ok=False, reason="not leading")
-    except Exception as exc:  # refused or failed: the room is given back, the task runs on
-        status = int(getattr(exc, "http_status", 0) or 0)
-        report = grow_mod.GrowReported(
-            instruction=instruction, ok=False, status=status, reason=str(exc)[:300]
-        )
-        recorder.record(
-            namespace=ref.namespace,
-            pod_name=ref.name,
-            pod_uid=ref.uid,
-            reason="MemoryGrowFailed",
-            note=f"in-place memory grow refused (HTTP {status}): {str(exc)[:200]}",
-            event_type="Warning",
-        )
-        log.warning("growing %s/%s failed: %s", ref.namespace, ref.name, exc)
     finally:
         events.put(report)
 
@@ -140,62 +115,91 @@ def shrink(
     instruction: shrink_mod.ShrinkMemory,
 ) -> None:
     """Send the shrink; record an Event; put a ``ShrinkReported`` on ``events`` (always once)."""
-    ref = instruction.ref
     report = shrink_mod.ShrinkReported(instruction=instruction, ok=False, reason="not sent")
     old_mib, new_mib = instruction.old_request_bytes // MIB, -(-instruction.request_bytes // MIB)
+    change = _Change(
+        ref=instruction.ref,
+        containers=translate.memory_resize_patch(
+            instruction.container,
+            instruction.request_bytes,
+            set_limit=instruction.limit_bytes == instruction.request_bytes,
+        ),
+        labels={keys.CWS_MEMORY_SCALED_LABEL: "true"},
+        annotations={keys.ORIGINAL_MEMORY_ANNOTATION: str(instruction.old_request_bytes)},
+        done_reason="MemoryShrunk",
+        done_note=(
+            f"memory lowered in place from {old_mib} MiB to {new_mib} MiB: the plan for "
+            f"step {instruction.step[:120]} now that a task of it has finished"
+        ),
+        failed_reason="MemoryShrinkFailed",
+        verb="shrink",
+    )
     try:
-        kube.resize_pod(
-            ref.namespace,
-            ref.name,
-            translate.memory_resize_patch(
-                instruction.container,
-                instruction.request_bytes,
-                set_limit=instruction.limit_bytes == instruction.request_bytes,
-            ),
-        )
-        report = shrink_mod.ShrinkReported(instruction=instruction, ok=True)
-        try:  # records that we resized it (a new leader leaves it alone); a failure loses that
-            kube.patch_pod_metadata(
-                ref.namespace,
-                ref.name,
-                labels={keys.CWS_MEMORY_SCALED_LABEL: "true"},
-                annotations={keys.ORIGINAL_MEMORY_ANNOTATION: str(instruction.old_request_bytes)},
-            )
-        except Exception:
-            log.warning("recording the shrink of %s failed", ref.name, exc_info=True)
-        recorder.record(
-            namespace=ref.namespace,
-            pod_name=ref.name,
-            pod_uid=ref.uid,
-            reason="MemoryShrunk",
-            note=(
-                f"memory lowered in place from {old_mib} MiB to {new_mib} MiB: the plan for "
-                f"step {instruction.step[:120]} now that a task of it has finished"
-            ),
-        )
-        log.info(
-            "shrank %s/%s from %d MiB to %d MiB",
-            ref.namespace,
-            ref.name,
-            old_mib,
-            new_mib,
-            extra={"pod": ref.name, "step": instruction.step},
+        ok, status, reason = _send(kube, recorder, change)
+        report = shrink_mod.ShrinkReported(
+            instruction=instruction, ok=ok, status=status, reason=reason
         )
     except kube_errors.NotSentError:
         report = shrink_mod.ShrinkReported(instruction=instruction, ok=False, reason="not leading")
-    except Exception as exc:  # refused or failed: the task runs on with its memory
+    finally:
+        events.put(report)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Change:
+    """One resize of a running pod, as the grow and the shrink describe it."""
+
+    ref: cluster.PodRef
+    containers: list[dict[str, Any]]
+    """The ``pods/resize`` container list."""
+    labels: Mapping[str, str] | None
+    annotations: Mapping[str, str]
+    """Recorded on the pod after the resize (kept across a change of leader)."""
+    done_reason: str
+    done_note: str
+    failed_reason: str
+    verb: str
+    """``grow`` or ``shrink``, for the failure note and the logs."""
+
+
+def _send(
+    kube: Resizer, recorder: eventrecorder.EventRecorder, change: _Change
+) -> tuple[bool, int, str]:
+    """Send one resize, mark the pod, record the Event; return (ok, HTTP status, reason).
+
+    Raises:
+        kube_errors.NotSentError: this replica does not lead (nothing was sent).
+    """
+    ref = change.ref
+    try:
+        kube.resize_pod(ref.namespace, ref.name, change.containers)
+    except kube_errors.NotSentError:
+        raise
+    except Exception as exc:  # refused or failed: the task runs on as it was
         status = int(getattr(exc, "http_status", 0) or 0)
-        report = shrink_mod.ShrinkReported(
-            instruction=instruction, ok=False, status=status, reason=str(exc)[:300]
-        )
         recorder.record(
             namespace=ref.namespace,
             pod_name=ref.name,
             pod_uid=ref.uid,
-            reason="MemoryShrinkFailed",
-            note=f"in-place memory shrink refused (HTTP {status}): {str(exc)[:200]}",
+            reason=change.failed_reason,
+            note=f"in-place memory {change.verb} refused (HTTP {status}): {str(exc)[:200]}",
             event_type="Warning",
         )
-        log.warning("shrinking %s/%s failed: %s", ref.namespace, ref.name, exc)
-    finally:
-        events.put(report)
+        log.warning("%s of %s/%s failed: %s", change.verb, ref.namespace, ref.name, exc)
+        return False, status, str(exc)[:300]
+    marks: dict[str, Mapping[str, str]] = {"annotations": change.annotations}
+    if change.labels:
+        marks["labels"] = change.labels
+    try:  # a failure here only loses the record on the pod (kept across a change of leader)
+        kube.patch_pod_metadata(ref.namespace, ref.name, **marks)
+    except Exception:
+        log.warning("recording the %s on %s failed", change.verb, ref.name, exc_info=True)
+    recorder.record(
+        namespace=ref.namespace,
+        pod_name=ref.name,
+        pod_uid=ref.uid,
+        reason=change.done_reason,
+        note=change.done_note,
+    )
+    log.info("%s: %s/%s: %s", change.verb, ref.namespace, ref.name, change.done_note)
+    return True, 0, ""

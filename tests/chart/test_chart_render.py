@@ -183,7 +183,8 @@ def test_shrink_running_is_off_by_default_and_its_values_reach_the_daemon(
     defaults = _settings(render(helm), tmp_path)
     assert (defaults.shrink_running, defaults.shrink_min_saving_bytes) == (False, 256 << 20)
     shrink = {"enabled": True, "minSavingBytes": 2**30}
-    settings = _settings(render(helm, {"policies": {"shrinkRunning": shrink}}), tmp_path)
+    values = {"policies": {"predictor": "envelope", "shrinkRunning": shrink}}
+    settings = _settings(render(helm, values), tmp_path)
     assert (settings.shrink_running, settings.shrink_min_saving_bytes) == (True, 2**30)
     for bad in ({"minSavingBytes": -1}, {"enabled": "yes"}, {"factor": 3}):
         assert "shrinkRunning" in render_error(helm, {"policies": {"shrinkRunning": bad}})
