@@ -4,7 +4,7 @@
         [--time-scale 0.02 --min-runtime 1] [--nodes 8 --node-cpu 32 --node-memory 128Gi]
         [--rankings fifo,rank_min,critical_path] [--best-predictor envelope]
         [--predictors none,ponder,envelope] [--min-memory 1Gi] [--floors-per-cpu 0,1Gi]
-        [--shrink-running] [--tool-priors] [--kwok-workers 16]
+        [--shrink-running] [--tool-priors [only]] [--kwok-workers 16]
         [--json-out results.json] [--report-dir reports/]
 
 For each workflow of ``../shared/data/nfcore-traces`` (its ``trace-<N>.csv`` and ``dag.html``),
@@ -24,9 +24,10 @@ the other workflows' runs and scores it on the held-out one (:func:`lowo_floor_t
 With ``--shrink-running``, every set-up with ``--best-predictor`` also runs with the daemon's
 ``shrink_running`` on (label ``+shrink``): running tasks that started before their step could be
 planned are lowered to the plan once a task of the step has finished. With ``--tool-priors``,
-every set-up with ``--best-predictor`` also runs with its memory store seeded with the peaks of
-every trace of the *other* workflows (label ``+priors``): what a cluster that ran those pipelines
-before would hold, so a step whose tool it saw elsewhere is not a cold start
+every set-up with ``--best-predictor`` also runs (``--tool-priors only``: runs only) with its
+memory store seeded with the peaks of every trace of the *other* workflows (label ``+priors``):
+what a cluster that ran those pipelines before would hold, so a step whose tool it saw
+elsewhere is not a cold start
 (:func:`prior_store`; the held-out workflow never seeds itself).
 """
 
@@ -199,6 +200,10 @@ def run_one(
                 DAEMON_NAMESPACE,
                 f"wfsched-memory-{tag}",
                 {memory.STORE_KEY: prior_store(config.predictor, args.data, others)},
+                labels={
+                    "app.kubernetes.io/name": "wfsched",
+                    "app.kubernetes.io/component": "memory",
+                },
             )
         daemon = devcluster.LocalDaemon(
             cluster.kubeconfig,
@@ -401,9 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--tool-priors",
-        action="store_true",
-        help="run each set-up with --best-predictor also with its memory store seeded with the "
-        "peaks of the other workflows' traces",
+        nargs="?",
+        const="both",
+        choices=("both", "only"),
+        help="run each set-up with --best-predictor also ('both') or only ('only') with its "
+        "memory store seeded with the peaks of the other workflows' traces",
     )
     parser.add_argument(
         "--kwok-workers",
@@ -444,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         [p for p in args.predictors.split(",") if p],
         [resources.integer_value(f) for f in args.floors_per_cpu.split(",") if f],
         (False, True) if args.shrink_running else (False,),
-        (False, True) if args.tool_priors else (False,),
+        {None: (False,), "both": (False, True), "only": (True,)}[args.tool_priors],
     )
     rows: list[dict[str, Any]] = []
     began = time.monotonic()
