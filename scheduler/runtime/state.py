@@ -412,7 +412,14 @@ class SchedulerState:
             if self.grower is not None:
                 self.grower.pod_seen(facts, ours=self.is_ours(facts), cache=self.cache)
             if self.shrinker is not None and self.is_ours(facts):
-                self.shrinker.pod_seen(facts, lambda: self.labels_of(facts)[0])
+                # The pod's own labels: the task hooks describe pending pods only (the CWS
+                # hook would move a running task back to UNSCHEDULED).
+                self.shrinker.pod_seen(
+                    facts,
+                    lambda: workflows.read_task_labels(
+                        facts, execution_prefix=self._execution_prefix
+                    ),
+                )
             return out
         if not self.is_ours(facts) or facts.terminating:
             self._forget_pending(uid)

@@ -153,6 +153,28 @@ def test_pods_resized_by_us_grown_foreign_or_multi_container_are_left_alone() ->
     assert len(state.shrinker) == 0
 
 
+class CountingHook:
+    def __init__(self) -> None:
+        self.described: list[str] = []
+
+    def describe(self, facts, labels):
+        self.described.append(facts.ref.name)
+        return labels, False
+
+    def finished(self, facts, labels):
+        pass
+
+
+def test_running_pods_are_tracked_without_the_task_hooks() -> None:
+    # A hook (the CWS bridge) describes pending pods; a running pod must not go through it.
+    state = make_state()
+    hook = CountingHook()
+    state.task_hooks.append(hook)
+    state.pod_changed(pod("b"), deleted=False, now=0)
+    assert state.shrinker is not None and len(state.shrinker) == 1
+    assert hook.described == []
+
+
 def test_off_by_default() -> None:
     plain = st.SchedulerState(
         settings=Settings(bind_workers=2),
