@@ -101,8 +101,9 @@ class MemoryModel:
         """Keys found without any prior, with the ``version`` they were looked up at."""
         self._workflow_of_run: dict[workflow.RunId, str] = {}
         self._unscalable: set[workflow.TaskKey] = set()
-        self._learned: set[tuple[str, str]] = set()
-        """Keys observed since the last ``drain_learned`` (running siblings may now shrink)."""
+        self._learned: set[tuple[str, str]] | None = None
+        """Keys observed since the last ``drain_learned``; ``None`` until someone follows them
+        (``follow_learned``), so a daemon without shrinking keeps no such set."""
         self.version = 0
         """Increases with every stored observation (for persistence)."""
 
@@ -242,7 +243,8 @@ class MemoryModel:
         model = self._model(key)
         model.predictor.observe(input_bytes, peak_bytes)
         self._remember(model, (1, input_bytes, peak_bytes))
-        self._learned.add(key)
+        if self._learned is not None:
+            self._learned.add(key)
         return True
 
     def observe_failure(self, key: tuple[str, str], input_bytes: float, allocated: float) -> bool:
@@ -252,12 +254,23 @@ class MemoryModel:
         model = self._model(key)
         model.predictor.observe_failure(input_bytes, allocated)
         self._remember(model, (0, input_bytes, allocated))
-        self._learned.add(key)
+        if self._learned is not None:
+            self._learned.add(key)
         return True
 
+    def follow_learned(self) -> None:
+        """Start recording the keys observed, for ``drain_learned`` (idempotent)."""
+        if self._learned is None:
+            self._learned = set()
+
     def drain_learned(self) -> set[tuple[str, str]]:
-        """The keys observed (peaks or OOM kills) since the last call; empties the set."""
-        learned, self._learned = self._learned, set()
+        """The keys observed (peaks or OOM kills) since the last call; empties the set.
+
+        Counted from ``follow_learned`` on; always empty while nobody follows them.
+        """
+        learned = self._learned or set()
+        if self._learned is not None:
+            self._learned = set()
         return learned
 
     def _remember(self, model: _StepModel, item: tuple[int, float, float]) -> None:

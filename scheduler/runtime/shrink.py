@@ -81,6 +81,7 @@ class ShrinkTracker:
     ) -> None:
         self.policy = policy
         self.memory = memory
+        self.memory.follow_learned()
         self.metrics = metrics
         self._candidates: dict[str, _Candidate] = {}
         self._by_key: dict[MemoryKey, set[str]] = {}

@@ -175,6 +175,17 @@ def test_running_pods_are_tracked_without_the_task_hooks() -> None:
     assert hook.described == []
 
 
+def test_the_model_records_learned_steps_only_once_followed() -> None:
+    model = memory.MemoryModel(registry.parse_predictor("mean-offset=none"))
+    model.observe(("w", "align"), 0.0, float(GiB))
+    assert model.drain_learned() == set()  # nobody follows: nothing kept
+    model.follow_learned()
+    model.observe(("w", "align"), 0.0, float(GiB))
+    model.observe_failure(("w", "sort"), 0.0, float(GiB))
+    assert model.drain_learned() == {("w", "align"), ("w", "sort")}
+    assert model.drain_learned() == set()
+
+
 def test_off_by_default() -> None:
     plain = st.SchedulerState(
         settings=Settings(bind_workers=2),
