@@ -291,6 +291,44 @@ def ratio_table(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def setup_table(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
+    """Markdown: per set-up, over the workflows that have a kube-scheduler run, the geometric
+    mean and the worst of the makespan ratios, how many workflows it lost (ratio above 1 + TIE),
+    the failed attempts, and the summed allocated and wasted GiBh over kube-scheduler's."""
+    by_workflow: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        by_workflow.setdefault(row["workflow"], {})[row["config"]] = row
+    lines = [
+        "| set-up | makespan / kube-scheduler (geometric mean) | worst workflow | workflows lost "
+        "| failed attempts | allocated / kube-scheduler | wasted / kube-scheduler |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label in labels:
+        if label == KUBE:
+            continue
+        ratios: list[float] = []
+        failed = 0
+        totals = {"allocated_gibh": [0.0, 0.0], "wasted_gibh": [0.0, 0.0]}
+        for cells in by_workflow.values():
+            if KUBE not in cells or label not in cells:
+                continue
+            base, stats = cells[KUBE]["stats"], cells[label]["stats"]
+            ratios.append(stats["makespan_s"] / base["makespan_s"])
+            failed += stats["failed_attempts"]
+            for key, pair in totals.items():
+                pair[0] += stats[key]
+                pair[1] += base[key]
+        if not ratios:
+            continue
+        lost = sum(1 for ratio in ratios if ratio > 1 + TIE)
+        shares = [f"{used / base:.2f}" if base else "-" for used, base in totals.values()]
+        lines.append(
+            f"| {label} | {runstats.geometric_mean(ratios):.2f} | {max(ratios):.2f} "
+            f"| {lost} of {len(ratios)} | {failed} | {shares[0]} | {shares[1]} |"
+        )
+    return "\n".join(lines)
+
+
 def detail_table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown: every run's figures."""
     lines = [
@@ -531,6 +569,8 @@ def print_tables(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> None:
         print(f"Left out (not every run finished): {', '.join(cut)}\n")
     print("Makespan / kube-scheduler:\n")
     print(ratio_table(rows, labels))
+    print("\nPer set-up, over the workflows:\n")
+    print(setup_table(rows, labels))
     print("\nEvery run:\n")
     print(detail_table(rows))
 

@@ -125,6 +125,32 @@ def _row(workflow: str, config: str, makespan_s: float, failed: int = 0) -> dict
     }
 
 
+def _sized(row: dict[str, Any], allocated: float, wasted: float) -> dict[str, Any]:
+    row["stats"].update(allocated_gibh=allocated, wasted_gibh=wasted)
+    return row
+
+
+def test_setup_table_shows_the_worst_workflow_losses_failures_and_memory_shares() -> None:
+    rows = [
+        _sized(_row("a", makespan.KUBE, 100), 10.0, 8.0),
+        _sized(_row("a", "fifo+envelope", 80, failed=1), 4.0, 2.0),
+        _sized(_row("b", makespan.KUBE, 50), 30.0, 24.0),
+        _sized(_row("b", "fifo+envelope", 60, failed=2), 6.0, 4.0),
+        _sized(_row("c", "fifo+envelope", 10), 1.0, 1.0),  # no baseline: left out
+    ]
+    table = makespan.setup_table(rows, [makespan.KUBE, "fifo+envelope"])
+    lines = table.splitlines()
+    assert len(lines) == 3  # header, rule, one set-up: kube-scheduler has no row of its own
+    cells = [cell.strip() for cell in lines[2].strip("|").split("|")]
+    assert cells[0] == "fifo+envelope"
+    assert cells[1] == f"{math.sqrt(0.8 * 1.2):.2f}"
+    assert cells[2] == "1.20"
+    assert cells[3] == "1 of 2"
+    assert cells[4] == "3"
+    assert cells[5] == f"{10 / 40:.2f}"
+    assert cells[6] == f"{6 / 32:.2f}"
+
+
 def test_lowo_floor_choice_never_sees_the_held_out_workflow() -> None:
     none, floor = "fifo+envelope", "fifo+envelope+floor 1Gi/cpu"
     rows = []
