@@ -262,11 +262,17 @@ def run_one(
     }
 
 
-def ratio_table(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
-    """Markdown: per workflow the makespan ratio to kube-scheduler, then the geometric mean."""
+def runs_by_workflow(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The runs grouped by workflow, then by set-up label, in the order they were run."""
     by_workflow: dict[str, dict[str, dict[str, Any]]] = {}
     for row in rows:
         by_workflow.setdefault(row["workflow"], {})[row["config"]] = row
+    return by_workflow
+
+
+def ratio_table(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
+    """Markdown: per workflow the makespan ratio to kube-scheduler, then the geometric mean."""
+    by_workflow = runs_by_workflow(rows)
     lines = [
         "| workflow | kube-scheduler makespan (s) | "
         + " | ".join(label for label in labels if label != KUBE)
@@ -295,9 +301,7 @@ def setup_table(rows: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
     """Markdown: per set-up, over the workflows that have a kube-scheduler run, the geometric
     mean and the worst of the makespan ratios, how many workflows it lost (ratio above 1 + TIE),
     the failed attempts, and the summed allocated and wasted GiBh over kube-scheduler's."""
-    by_workflow: dict[str, dict[str, dict[str, Any]]] = {}
-    for row in rows:
-        by_workflow.setdefault(row["workflow"], {})[row["config"]] = row
+    by_workflow = runs_by_workflow(rows)
     lines = [
         "| set-up | makespan / kube-scheduler (geometric mean) | worst workflow | workflows lost "
         "| failed attempts | allocated / kube-scheduler | wasted / kube-scheduler |",
