@@ -673,10 +673,13 @@ class KubeClient:
         labels: Mapping[str, str],
         annotations: Mapping[str, str] | None = None,
         binary_data: Mapping[str, bytes] | None = None,
+        field_manager: str = keys.FIELD_MANAGER,
     ) -> JsonDict:
-        """Create or update a ConfigMap with ``data`` (server-side apply, our field manager).
+        """Create or update a ConfigMap with ``data`` (server-side apply as ``field_manager``).
 
-        ``binary_data`` values are sent base64-encoded (``binaryData``).
+        ``binary_data`` values are sent base64-encoded (``binaryData``). Keys another field
+        manager applied are left alone; keys this manager applied before and left out now are
+        removed.
 
         Raises:
             errors.ApiError: the apply failed.
@@ -697,7 +700,7 @@ class KubeClient:
         return self._t.request_json(
             "PATCH",
             resources.RESOURCES["configmaps"].path(namespace=namespace, name=name),
-            query={"fieldManager": keys.FIELD_MANAGER, "force": True},
+            query={"fieldManager": field_manager, "force": True},
             body=body,
             content_type="application/apply-patch+yaml",
         )

@@ -140,3 +140,6 @@ REPORTING_CONTROLLER: Final = "wfsched"
 """``reportingController`` of the Events wfsched emits."""
 FIELD_MANAGER: Final = "wfsched"
 """``fieldManager`` of wfsched's writes."""
+HISTORY_FIELD_MANAGER: Final = "wfsched-history"
+"""``fieldManager`` of the workflow history's key in the store ConfigMap (its own, so that
+applying it and applying the memory observations never remove each other)."""

@@ -28,7 +28,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import exposition
@@ -43,6 +43,7 @@ from scheduler.rest import api as rest_api
 from scheduler.rest import bridge as rest_bridge
 from scheduler.rest import persist as rest_persist
 from scheduler.rest import server as rest_server
+from scheduler.runtime import history as history_mod
 from scheduler.runtime import httpserver, leaderpod, pauses
 from scheduler.runtime import loop as loop_mod
 from scheduler.runtime import memory as memory_mod
@@ -119,7 +120,9 @@ class Daemon:
         # Bindings and resizes go out only while this replica leads, checked after the rate
         # limiter granted them (a bind waiting for a token when the lease is lost is dropped).
         self.kube.write_guard = self._may_bind
-        self.memory = self._memory_model(settings)
+        stored = self._stored_data(settings)
+        self.memory = self._memory_model(settings, stored)
+        self.history = self._history(stored)
         self.stop_event = threading.Event()
         self._leading = threading.Event()
         if not settings.lease.enabled:
@@ -134,6 +137,7 @@ class Daemon:
             memory=self.memory,
             memory_store=(settings.lease.namespace, settings.memory_store_configmap),
             memory_save_interval_s=settings.memory_save_interval_s,
+            history=self.history,
         )
         self._cws_ready = threading.Event()
         self.bridge: rest_bridge.CwsBridge | None = None
@@ -213,7 +217,39 @@ class Daemon:
                 on_stopped_leading=self._on_stopped_leading,
             )
 
-    def _memory_model(self, settings: settings_mod.Settings) -> memory_mod.MemoryModel | None:
+    def _stored_data(self, settings: settings_mod.Settings) -> Mapping[str, str]:
+        """The store ConfigMap's data (empty when it is missing or cannot be read)."""
+        try:
+            stored = self.kube.get_configmap(
+                settings.lease.namespace, settings.memory_store_configmap
+            )
+        except Exception:  # a missing store only costs what was learned
+            log.warning("could not read the store ConfigMap", exc_info=True)
+            return {}
+        data = (stored or {}).get("data") or {}
+        return {str(k): v for k, v in data.items() if isinstance(v, str)}
+
+    @staticmethod
+    def _history(stored: Mapping[str, str]) -> history_mod.WorkflowHistory:
+        """The workflow history, restored from the store (or from an older store's runtimes)."""
+        history = history_mod.WorkflowHistory()
+        try:
+            text = stored.get(history_mod.HISTORY_KEY)
+            if text:
+                restored = history.restore(text)
+            elif stored.get(memory_mod.STORE_KEY):
+                runtimes = memory_mod.stored_runtimes(stored[memory_mod.STORE_KEY])
+                restored = history.import_runtimes(runtimes)
+            else:
+                return history
+            log.info("restored %d runtimes and step edges of earlier runs", restored)
+        except Exception:  # a broken history only costs what earlier runs taught
+            log.warning("could not restore the workflow history", exc_info=True)
+        return history
+
+    def _memory_model(
+        self, settings: settings_mod.Settings, stored: Mapping[str, str]
+    ) -> memory_mod.MemoryModel | None:
         """Build the memory model and restore stored observations (none when scaling is off)."""
         if not settings.predictor:
             return None
@@ -228,14 +264,11 @@ class Daemon:
             use_priors=settings.memory_priors,
         )
         try:
-            stored = self.kube.get_configmap(
-                settings.lease.namespace, settings.memory_store_configmap
-            )
-            text = ((stored or {}).get("data") or {}).get(memory_mod.STORE_KEY)
+            text = stored.get(memory_mod.STORE_KEY)
             if text:
                 restored = model.restore(text)
                 log.info("restored %d memory observations", restored)
-        except Exception:  # a missing or broken store only costs the history
+        except Exception:  # a broken store only costs the observations
             log.warning("could not restore memory observations", exc_info=True)
         return model
 
@@ -431,7 +464,7 @@ class Daemon:
         return self.shutdown()
 
     def shutdown(self) -> int:
-        """Stop binding and serving, store the last CWS changes, release the lease, stop."""
+        """Stop binding and serving, store what was learned and the CWS changes, then stop."""
         was_leading = self._may_bind()
         self._leading.clear()
         self.stop_event.set()
@@ -440,8 +473,11 @@ class Daemon:
         if self.rest is not None:
             self.rest.stop()
         self._loop_thread.join(timeout=10)
-        if was_leading and self.bridge is not None and not self._loop_thread.is_alive():
-            self.bridge.save_final()  # before the lease goes: the next leader reads it all
+        if was_leading and not self._loop_thread.is_alive():
+            # Before the lease goes: the next leader reads it all.
+            self.loop.save_stores_now()
+            if self.bridge is not None:
+                self.bridge.save_final()
         if self.persister is not None:
             self.persister.stop()
         if self.elector is not None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import itertools
 import logging
 import math
 import queue
@@ -43,6 +44,7 @@ from scheduler.kube import keys, translate
 from scheduler.runtime import eventrecorder, gangbind, growshell, workflows
 from scheduler.runtime import gangs as gangs_mod
 from scheduler.runtime import grow as grow_mod
+from scheduler.runtime import history as history_mod
 from scheduler.runtime import memory as memory_mod
 from scheduler.runtime import metrics as metrics_mod
 from scheduler.runtime import settings as settings_mod
@@ -94,9 +96,15 @@ class KubeActions(growshell.Resizer, Protocol):
         """Return a ConfigMap, or ``None`` when it does not exist."""
 
     def put_configmap(
-        self, namespace: str, name: str, data: Mapping[str, str], *, labels: Mapping[str, str]
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, str],
+        *,
+        labels: Mapping[str, str],
+        field_manager: str = ...,
     ) -> Any:
-        """Create or update a ConfigMap."""
+        """Create or update the ``data`` keys of a ConfigMap owned by ``field_manager``."""
 
 
 class LoopCommand(Protocol):
@@ -161,6 +169,7 @@ class SchedulerLoop:
         memory: memory_mod.MemoryModel | None = None,
         memory_store: tuple[str, str] | None = None,
         memory_save_interval_s: float | None = None,
+        history: history_mod.WorkflowHistory | None = None,
     ) -> None:
         if memory_save_interval_s is not None:
             settings = dataclasses.replace(settings, memory_save_interval_s=memory_save_interval_s)
@@ -174,12 +183,17 @@ class SchedulerLoop:
         self.wall_clock = wall_clock
         self.may_bind = may_bind
         self.memory_store = memory_store
+        self._store_order = itertools.count()
+        self._store_lock = threading.Lock()
+        self._store_written: dict[str, int] = {}
+        """The order of the last save applied, per store key."""
         self.state = state_mod.SchedulerState(
             settings=settings,
             policies=policies,
             metrics=metrics,
             memory=memory,
             rng=random.Random(settings.seed),
+            history=history,
         )
         self.stats = LoopStats(state=self.state.stats)
         self._queue_metrics_at = -math.inf
@@ -354,12 +368,19 @@ class SchedulerLoop:
         self._side_pool.shutdown(wait=True, cancel_futures=False)
         self.recorder.close(timeout=event_timeout_s)
 
-    def save_memory(self) -> None:
-        """Store the memory observations now if they changed (leader only)."""
-        if self.may_bind():
-            save = self.state.memory_to_save()
-            if save is not None:
-                self._execute([save])
+    def save_stores_now(self) -> None:
+        """Write the memory observations and the workflow history where they changed, here.
+
+        For shutdown, once the loop thread has stopped, so nothing learned since the last
+        periodic save is lost. Failures are logged, never raised.
+        """
+        if self.memory_store is None:
+            return
+        for save in self.state.stores_to_save():
+            try:
+                self._write_store(save, next(self._store_order))
+            except Exception:  # shutting down: a lost save costs only what it held
+                log.warning("could not store %s on shutdown", type(save).__name__, exc_info=True)
 
     def _run_commands(self) -> None:
         while True:
@@ -535,18 +556,11 @@ class SchedulerLoop:
                 self._submit_side_effect(
                     growshell.shrink, self.kube, self.recorder, self.events, instruction
                 )
-            elif isinstance(instruction, state_mod.SaveMemory) and self.memory_store is not None:
-                namespace, name = self.memory_store
-                self._submit_side_effect(
-                    self.kube.put_configmap,
-                    namespace,
-                    name,
-                    {memory_mod.STORE_KEY: instruction.text},
-                    labels={
-                        "app.kubernetes.io/name": "wfsched",
-                        "app.kubernetes.io/component": "memory",
-                    },
-                )
+            elif (
+                isinstance(instruction, state_mod.SaveMemory | state_mod.SaveHistory)
+                and self.memory_store is not None
+            ):
+                self._save_store(instruction)
 
     def _submit_side_effect(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         def call() -> None:
@@ -566,6 +580,42 @@ class SchedulerLoop:
         self._submit_side_effect(
             growshell.resize, self.kube, self.recorder, self.events, instruction
         )
+
+    def _save_store(self, instruction: state_mod.SaveMemory | state_mod.SaveHistory) -> None:
+        """Apply one key of the store ConfigMap under that key's own field manager.
+
+        Server-side apply drops only the fields the same manager applied before and left out
+        now, so saving one key never removes the other.
+        """
+        self._submit_side_effect(self._write_store, instruction, next(self._store_order))
+
+    def _write_store(
+        self, instruction: state_mod.SaveMemory | state_mod.SaveHistory, order: int
+    ) -> None:
+        """Apply one save unless a later save of the same key was applied already.
+
+        Saves run on several threads; ``order`` is the order the state handed them out in.
+        """
+        assert self.memory_store is not None
+        namespace, name = self.memory_store
+        if isinstance(instruction, state_mod.SaveMemory):
+            key, manager = memory_mod.STORE_KEY, keys.FIELD_MANAGER
+        else:
+            key, manager = history_mod.HISTORY_KEY, keys.HISTORY_FIELD_MANAGER
+        with self._store_lock:
+            if order < self._store_written.get(key, -1):
+                return
+            self._store_written[key] = order
+            self.kube.put_configmap(
+                namespace,
+                name,
+                {key: instruction.text},
+                labels={
+                    "app.kubernetes.io/name": "wfsched",
+                    "app.kubernetes.io/component": "memory",
+                },
+                field_manager=manager,
+            )
 
     def _fetch_dag(self, run: workflow.RunId, ref: tuple[str, str]) -> None:
         text: str | None = None

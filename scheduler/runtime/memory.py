@@ -24,8 +24,8 @@ predictor is created, with the peaks the model already holds for
 Predictors without a ``seed`` hook ignore priors. The priors a model was seeded with are part of
 its stored state, so a new leader restores the very same seeds rather than recomputing them.
 
-Step runtimes across runs: ``observe_runtime`` keeps the last ``max_runtimes`` successful
-runtimes of each (workflow, step) in the same store; ``runtime_estimate`` is their median.
+Step runtimes across runs are kept by ``history.WorkflowHistory`` (whether or not memory is
+scaled); :func:`stored_runtimes` reads those an older store kept here, for it to import.
 
 Per-task and per-run state is dropped by ``retain`` once tasks and runs are gone.
 Observations are bounded (``max_per_step`` newest per step, ``max_steps`` steps; a predictor
@@ -49,7 +49,8 @@ from scheduler import registry
 from scheduler.core import workflow
 
 STORE_FORMAT = 1
-"""Version of the store; ``tool``, ``priors`` and ``runtimes`` per step are optional fields."""
+"""Version of the store; ``tool`` and ``priors`` per step are optional fields (``runtimes``,
+written by older versions, is read only by :func:`stored_runtimes`)."""
 STORE_KEY = "observations.json"
 """Key of the exported observations in the daemon's ConfigMap."""
 MAX_STORE_BYTES = 900_000
@@ -67,8 +68,6 @@ class _StepModel:
     """(short name, image without tag) of the step, once a pod told its image."""
     priors: tuple[base.Prior, ...] = ()
     """The priors the predictor was seeded with when it was created (replayed on refits)."""
-    runtimes: deque[float] = field(default_factory=deque)
-    """Runtimes in seconds of the last successful tasks, oldest first."""
 
 
 class MemoryModel:
@@ -84,7 +83,6 @@ class MemoryModel:
         max_per_step: int = 500,
         max_steps: int = 2000,
         use_priors: bool = True,
-        max_runtimes: int = 20,
     ) -> None:
         self.spec = spec
         self.policy = allocation.AllocationPolicy(
@@ -93,7 +91,6 @@ class MemoryModel:
         self.max_per_step = max_per_step
         self.max_steps = max_steps
         self.use_priors = use_priors
-        self.max_runtimes = max_runtimes
         self._models: OrderedDict[tuple[str, str], _StepModel] = OrderedDict()
         self._tools: OrderedDict[tuple[str, str], tuple[str, str]] = OrderedDict()
         """Tool of each model key whose pods were seen (bounded by ``max_steps``)."""
@@ -302,38 +299,6 @@ class MemoryModel:
         """Stored observations over all steps."""
         return sum(len(m.history) for m in self._models.values())
 
-    def observe_runtime(self, key: tuple[str, str], seconds: float) -> bool:
-        """Store a successful task's runtime; returns False for an invalid one."""
-        if not (math.isfinite(seconds) and seconds >= 0):
-            return False
-        model = self._model(key)
-        model.runtimes.append(float(seconds))
-        while len(model.runtimes) > self.max_runtimes:
-            model.runtimes.popleft()
-        self.version += 1
-        return True
-
-    def runtime_estimate(self, key: tuple[str, str]) -> float | None:
-        """Median runtime in seconds of the step's last ``max_runtimes`` tasks (``None``: none)."""
-        model = self._models.get(key)
-        if model is None or not model.runtimes:
-            return None
-        ordered = sorted(model.runtimes)
-        middle = len(ordered) // 2
-        if len(ordered) % 2:
-            return ordered[middle]
-        return (ordered[middle - 1] + ordered[middle]) / 2
-
-    def runtime_estimates(self, workflow_key: str) -> dict[str, float]:
-        """Runtime estimates of every step known under ``workflow_key`` (see ``key``)."""
-        found: dict[str, float] = {}
-        for (name, step), model in self._models.items():
-            if name == workflow_key and model.runtimes:
-                estimate = self.runtime_estimate((name, step))
-                if estimate is not None:
-                    found[step] = estimate
-        return found
-
     # --- planning ---------------------------------------------------------------------------
 
     def predict(self, key: tuple[str, str], input_bytes: float) -> float | None:
@@ -373,13 +338,13 @@ class MemoryModel:
     def export(self, max_bytes: int = MAX_STORE_BYTES) -> str:
         """Serialise the stored observations as JSON of at most ``max_bytes``.
 
-        Each step carries its tool key, the priors it was seeded with and its recent runtimes.
-        When everything does not fit, each step keeps only its newest observations, prior peaks
-        and runtimes (the same number for every step), so a restart loses the oldest history.
+        Each step carries its tool key and the priors it was seeded with. When everything does
+        not fit, each step keeps only its newest observations and prior peaks (the same number
+        for every step), so a restart loses the oldest history.
         """
         keep = max(
             (
-                max([len(m.history), len(m.runtimes), *(len(p.peaks) for p in m.priors)])
+                max([len(m.history), *(len(p.peaks) for p in m.priors)])
                 for m in self._models.values()
             ),
             default=0,
@@ -406,8 +371,6 @@ class MemoryModel:
         entry["priors"] = [
             {"source": p.source.value, "peaks": list(p.peaks[:keep])} for p in model.priors if keep
         ]
-        if model.runtimes and keep:
-            entry["runtimes"] = [round(v, 3) for v in list(model.runtimes)[-keep:]]
         return entry
 
     def restore(self, text: str) -> int:
@@ -418,15 +381,7 @@ class MemoryModel:
         stored with their priors are seeded with exactly those (a store without them is seeded
         from what was restored before it).
         """
-        parsed: list[_StoredStep] = []
-        try:
-            doc: Any = json.loads(text)
-            if not isinstance(doc, dict) or doc.get("format") != STORE_FORMAT:
-                raise ValueError("not a wfsched observation store of a known format")
-            for entry in doc.get("steps", []):
-                parsed.append(_parse_step(entry))
-        except (KeyError, TypeError, AttributeError, RecursionError) as exc:
-            raise ValueError(f"malformed observation store: {exc!r}") from None
+        parsed = _parse_store(text)
         restored = 0
         for stored in parsed:
             key = stored.key
@@ -437,11 +392,29 @@ class MemoryModel:
             for kind, x, y in stored.history:
                 ok = self.observe(key, x, y) if kind == 1 else self.observe_failure(key, x, y)
                 restored += int(ok)
-            for seconds in stored.runtimes:
-                self.observe_runtime(key, seconds)
         while len(self._tools) > self.max_steps:
             self._tools.popitem(last=False)
         return restored
+
+
+def stored_runtimes(text: str) -> dict[tuple[str, str], list[float]]:
+    """Step runtimes an older store kept per (workflow, step), oldest first (for the history).
+
+    Raises:
+        ValueError: the store is malformed.
+    """
+    return {step.key: step.runtimes for step in _parse_store(text) if step.runtimes}
+
+
+def _parse_store(text: str) -> list[_StoredStep]:
+    """Every stored step of an exported store; ``ValueError`` when it is malformed."""
+    try:
+        doc: Any = json.loads(text)
+        if not isinstance(doc, dict) or doc.get("format") != STORE_FORMAT:
+            raise ValueError("not a wfsched observation store of a known format")
+        return [_parse_step(entry) for entry in doc.get("steps", [])]
+    except (KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise ValueError(f"malformed observation store: {exc!r}") from None
 
 
 @dataclass(frozen=True, slots=True)

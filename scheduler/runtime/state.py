@@ -23,8 +23,8 @@ entry point                stimulus
 =========================  ===================================================================
 
 Instructions (:data:`Instruction`): :class:`StartBind`, :class:`RecordEvent`,
-:class:`SetCondition`, :class:`FetchDag`, :class:`SaveMemory`, for grow-in-place
-``grow.GrowMemory`` and ``grow.GrowNotice`` (``scheduler/runtime/grow.py``), and for
+:class:`SetCondition`, :class:`FetchDag`, :class:`SaveMemory`, :class:`SaveHistory`, for
+grow-in-place ``grow.GrowMemory`` and ``grow.GrowNotice`` (``scheduler/runtime/grow.py``), and for
 shrink-in-place ``shrink.ShrinkMemory`` (``scheduler/runtime/shrink.py``). Nothing here
 starts a thread, reads a clock, sleeps or talks to the API server; metrics are counted through
 the injected ``Metrics`` object. ``tests/unit/daemon/test_state.py`` drives it event by event.
@@ -80,6 +80,7 @@ from scheduler.core.queue import SchedulingQueue
 from scheduler.kube import keys, translate
 from scheduler.runtime import gangs as gangs_mod
 from scheduler.runtime import grow as grow_mod
+from scheduler.runtime import history as history_mod
 from scheduler.runtime import memory as memory_mod
 from scheduler.runtime import settings as settings_mod
 from scheduler.runtime import shrink as shrink_mod
@@ -199,12 +200,20 @@ class SaveMemory:
     text: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SaveHistory:
+    """Store the exported workflow history (``history.WorkflowHistory``)."""
+
+    text: str
+
+
 Instruction = (
     StartBind
     | RecordEvent
     | SetCondition
     | FetchDag
     | SaveMemory
+    | SaveHistory
     | gangs_mod.StartGangBind
     | grow_mod.GrowMemory
     | grow_mod.GrowNotice
@@ -294,6 +303,8 @@ class SchedulerState:
         metrics: Counters and gauges to update.
         memory: The memory model, when memory scaling is on.
         rng: The random generator of the cycles (seeded by the caller).
+        history: What earlier runs taught (step runtimes and edges), kept whether or not
+            memory is scaled; a new, empty one by default.
     """
 
     def __init__(
@@ -304,6 +315,7 @@ class SchedulerState:
         metrics: metrics_mod.Metrics,
         memory: memory_mod.MemoryModel | None = None,
         rng: random.Random | None = None,
+        history: history_mod.WorkflowHistory | None = None,
     ) -> None:
         self.settings = settings
         self.policies = policies
@@ -312,8 +324,8 @@ class SchedulerState:
         self.rng = rng if rng is not None else random.Random(settings.seed)
         self.cache = cluster.ClusterCache()
         self.registry = workflows.WorkflowRegistry()
-        if memory is not None:
-            self.registry.runtime_source = memory.runtime_estimates
+        self.history = history if history is not None else history_mod.WorkflowHistory()
+        self.registry.history = self.history
         cap = settings.unschedulable_backoff_s
         self.queue = SchedulingQueue(initial_backoff=min(1.0, cap), max_backoff=cap)
         self.cycles = incremental.IncrementalScheduler()
@@ -346,6 +358,7 @@ class SchedulerState:
         self._set_aside: set[str] = set()
         """uids of tasks set aside (kept small; a stale uid is dropped when met)."""
         self._saved_memory_version = memory.version if memory is not None else 0
+        self._saved_history_version = self.history.version
         self.gangs = gangs_mod.GangTracker(settings.gangs)
         """PodGroups, gang members bound, the cycle's gang board (``scheduler.core.gang``)."""
         self.grower = (
@@ -564,6 +577,9 @@ class SchedulerState:
             for hook in self.task_hooks:
                 hook.finished(facts, labels)
             self._observe_memory(facts, labels)
+            if facts.phase == "Succeeded" and facts.runtime_s is not None:
+                workflow_key = labels.workflow_name or str(labels.run)
+                self.history.observe_runtime(workflow_key, labels.step, facts.runtime_s)
         self._peak_usage.pop((facts.ref.namespace, facts.ref.name), None)
 
     def _report_problems(
@@ -1065,8 +1081,9 @@ class SchedulerState:
     def tick(self, *, now: float, leading: bool) -> list[Instruction]:
         """Do what time makes due: the periodic cycle, set-aside retries, expiry, eviction.
 
-        Also returns a ``SaveMemory`` when leading and the observations changed since the last
-        save, at most every ``memory_save_interval_s``, and, leading with ``shrink_running``,
+        Also returns a ``SaveMemory`` and a ``SaveHistory`` when leading and the observations or
+        the history changed since the last save, at most every ``memory_save_interval_s``, and,
+        leading with ``shrink_running``,
         the shrinks of running tasks whose step the memory model learned about.
         """
         out: list[Instruction] = []
@@ -1075,9 +1092,8 @@ class SchedulerState:
             self._dirty = True
         if now >= self._next_memory_save:
             self._next_memory_save = now + self.settings.memory_save_interval_s
-            save = self.memory_to_save() if leading else None
-            if save is not None:
-                out.append(save)
+            if leading:
+                out.extend(self.stores_to_save())
         for uid in list(self._set_aside):
             record = self.pods.get(uid)
             if record is None or record.phase is not PodPhase.SET_ASIDE:
@@ -1104,6 +1120,17 @@ class SchedulerState:
                 extra={"pods": ",".join(f"{p.namespace}/{p.name}" for p in expired)[:500]},
             )
             self._dirty = True
+
+    def stores_to_save(self) -> list[SaveMemory | SaveHistory]:
+        """The memory observations and the workflow history, each if changed since last time."""
+        saves: list[SaveMemory | SaveHistory] = []
+        memory = self.memory_to_save()
+        if memory is not None:
+            saves.append(memory)
+        if self.history.version != self._saved_history_version:
+            self._saved_history_version = self.history.version
+            saves.append(SaveHistory(text=self.history.export()))
+        return saves
 
     def memory_to_save(self) -> SaveMemory | None:
         """The observations to store if they changed since the last call (leader only)."""
@@ -1167,8 +1194,6 @@ class SchedulerState:
                     key, float(labels.input_size), float(facts.first_container_memory[1])
                 )
             return
-        if facts.runtime_s is not None:
-            self.memory.observe_runtime(key, facts.runtime_s)
         peak = self._peak_bytes(facts)
         if peak <= 0 or not self.memory.observe(key, float(labels.input_size), float(peak)):
             return
@@ -1223,6 +1248,7 @@ __all__ = [
     "Instruction",
     "PodPhase",
     "RecordEvent",
+    "SaveHistory",
     "SaveMemory",
     "SchedulerState",
     "SetCondition",

@@ -34,13 +34,14 @@ from __future__ import annotations
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from scheduler.core import errors, podfacts, resources, workflow
 from scheduler.kube import keys
+from scheduler.runtime import history as history_mod
 
 MAX_DAG_DOCUMENT_BYTES = 1 << 20
 MAX_DEPENDENCIES = 10_000
@@ -307,7 +308,9 @@ class WorkflowRegistry:
     * ``observe_task`` registers a task (its step, its depends-on edges to tasks already known
       in the run; unknown ids count as finished) and learns step edges for the workflow name.
     * ``apply_dag_document`` merges a run's DAG ConfigMap; a bad one is refused whole.
-    * A new run of a workflow name starts with every step edge learned from earlier runs.
+    * A new run of a workflow name starts with every step edge learned from earlier runs,
+      and with their step runtimes (``WorkflowDag.prior_runtimes``), both kept in ``history``
+      when there is one, so they outlive a restart.
     * Engines that send no dependencies (``INFERRED_ORDER_ENGINES``: Snakemake submits a job
       only once its inputs exist) get their step order inferred: when the first task of a
       step appears, the step of the task that finished last before it is taken as its parent
@@ -327,9 +330,10 @@ class WorkflowRegistry:
         """Runs whose DAG ConfigMap is referenced and not loaded yet, in insertion order."""
         self._learned: OrderedDict[str, set[tuple[str, str]]] = OrderedDict()
         self._submission = 0
-        self.runtime_source: Callable[[str], Mapping[str, float]] | None = None
-        """Step runtimes learned in earlier runs by workflow key (the ``wfsched.io/workflow``
-        name, else the run id: ``MemoryModel.runtime_estimates``), if any."""
+        self.history: history_mod.WorkflowHistory | None = None
+        """What earlier runs taught, by workflow key (the ``wfsched.io/workflow`` name, else the
+        run id), if kept: step runtimes, and the step edges learned here are added to it and
+        read from it when a workflow name is not among the learned ones (after a restart)."""
 
     def expected_runtimes(self, run: workflow.RunId) -> Mapping[str, float]:
         """Seconds a task of each step of ``run`` is expected to take, from earlier runs.
@@ -341,9 +345,9 @@ class WorkflowRegistry:
         return self._runtimes_for(run, state.workflow_name if state is not None else "")
 
     def _runtimes_for(self, run: workflow.RunId, workflow_name: str) -> Mapping[str, float]:
-        if self.runtime_source is None:
+        if self.history is None:
             return {}
-        return dict(self.runtime_source(workflow_name or str(run)))
+        return self.history.runtime_estimates(workflow_name or str(run))
 
     @property
     def dags(self) -> Mapping[workflow.RunId, workflow.WorkflowDag]:
@@ -387,6 +391,11 @@ class WorkflowRegistry:
             self._runs[run] = state
             self._dags[run] = state.dag
             learned = self._learned.get(workflow_name) if workflow_name else None
+            if learned is None and workflow_name and self.history is not None:
+                stored = self.history.step_edges(workflow_name)
+                learned = self._learned_edges_of(workflow_name) if stored else None
+                if learned is not None:
+                    learned.update(stored)
             if learned:
                 self._learned.move_to_end(workflow_name)
                 try:
@@ -395,6 +404,8 @@ class WorkflowRegistry:
                     # Learned edges conflict with each other (a workflow changed shape): drop
                     # them rather than schedule with a wrong DAG.
                     self._learned.pop(workflow_name, None)
+                    if self.history is not None:
+                        self.history.forget_step_edges(workflow_name)
         return state
 
     def _learned_edges_of(self, workflow_name: str) -> set[tuple[str, str]]:
@@ -429,12 +440,20 @@ class WorkflowRegistry:
                 problems.append(podfacts.Problem(keys.DEPENDS_ON_ANNOTATION, f"ignored: {exc}"))
                 return problems
             if state.workflow_name:
-                learned = self._learned_edges_of(state.workflow_name)
-                for parent, _ in known:
-                    src = dag.step_of(parent)
-                    if src != labels.step:
-                        learned.add((src, labels.step))
+                self._learn_edges(
+                    state.workflow_name,
+                    {(dag.step_of(parent), labels.step) for parent, _ in known},
+                )
         return problems
+
+    def _learn_edges(self, workflow_name: str, edges: set[tuple[str, str]]) -> None:
+        """Remember step edges of ``workflow_name`` (and in the history); self-loops ignored."""
+        learned = self._learned_edges_of(workflow_name)
+        new = {(a, b) for a, b in edges if a != b} - learned
+        if new:
+            learned.update(new)
+            if self.history is not None:
+                self.history.learn_step_edges(workflow_name, new)
 
     def _infer_step_order(self, state: _RunState, step: str) -> None:
         """Take the last finished step as the parent of ``step`` when it first appears."""
@@ -449,7 +468,7 @@ class WorkflowRegistry:
         except errors.DagError:
             return
         if state.workflow_name:
-            self._learned_edges_of(state.workflow_name).add((parent, step))
+            self._learn_edges(state.workflow_name, {(parent, step)})
 
     def pending_dag_refs(self) -> list[tuple[workflow.RunId, tuple[str, str]]]:
         """Runs whose DAG ConfigMap is referenced but not loaded yet.

@@ -9,7 +9,9 @@ tasks reach wfsched's memory model through the ``wfsched.io/peak-memory-bytes`` 
 
 from __future__ import annotations
 
+import json
 import re
+import time
 import urllib.request
 from pathlib import Path
 
@@ -125,3 +127,98 @@ def test_replay_command_runs_a_trace_and_writes_its_report(
     text = page.read_text()
     assert text.count('class="bar"') == 4 and text.count('class="bar failed"') == 1
     assert nodes[0][-14:] in text
+
+
+def _store(core_v1, name: str) -> dict[str, str]:
+    try:
+        return core_v1.read_namespaced_config_map(name, "kube-system").data or {}
+    except Exception:  # not written yet
+        return {}
+
+
+def _wait_for_store(core_v1, name: str, done, timeout_s: float = 60.0) -> dict[str, str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        data = _store(core_v1, name)
+        if done(data):
+            return data
+        time.sleep(0.5)
+    raise AssertionError(f"store {name} never got there: {_store(core_v1, name)}")
+
+
+# The trace's own order: B and the second A were submitted after the first A completed.
+# The daemon names steps by their label values.
+EDGES = {("wf-a", "wf-b"), ("wf-a", "wf-c"), ("wf-b", "wf-c")}
+
+
+def test_a_restarted_daemon_keeps_the_earlier_runs_step_edges_and_runtimes(
+    tmp_path: Path, dev_cluster, kube, core_v1, namespace, kwok_nodes
+) -> None:
+    kwok_nodes(1, cpu="4", memory="8Gi")
+    path = tmp_path / "trace.csv"
+    path.write_text(TRACE)
+    trace = nftrace.load_trace(path)
+    store = f"wfsched-store-{namespace}"
+    name = f"wf-{namespace}"
+
+    def history_of(data: dict[str, str]) -> dict:
+        if "history.json" not in data:
+            return {}
+        return next(
+            (w for w in json.loads(data["history.json"])["workflows"] if w["workflow"] == name),
+            {},
+        )
+
+    def replay_once(**settings: object) -> tuple[DaemonProcess, replay.ReplayProgress]:
+        """Replay the trace once under a fresh daemon; wait until it saved step edges."""
+        plan = replay.ReplayPlan.from_trace(
+            trace, scheduler_name=SCHED, time_scale=0.1, workflow_name=name
+        )
+        daemon = DaemonProcess(
+            str(dev_cluster.kubeconfig),
+            tmp_path,
+            policy="critical_path-roundrobin",
+            namespaces=[namespace],
+            lease={"enabled": False},
+            memory_store_configmap=store,
+            memory_save_interval_s=1.0,
+            **settings,
+        )
+        with daemon:
+            with replay.memory_simulator(kube, namespace):
+                progress = replay.Replayer(plan, kube, namespace=namespace).run(timeout_s=120)
+            _wait_for_store(core_v1, store, lambda d: len(history_of(d).get("edges", [])) == 3)
+        return daemon, progress
+
+    # A first run with memory prediction: both the observations and the history are kept.
+    _, progress = replay_once(predictor="ponder")
+    assert progress.succeeded == 4
+    data = _wait_for_store(
+        core_v1,
+        store,
+        lambda d: "observations.json" in d and len(history_of(d).get("runtimes", {})) == 3,
+    )
+    kept = history_of(data)
+    assert {tuple(e) for e in kept["edges"]} == EDGES
+    # A ran twice; B once successfully (its OOM-killed attempt leaves no runtime); C once.
+    assert {step: len(v) for step, v in kept["runtimes"].items()} == {
+        "wf-a": 2,
+        "wf-b": 1,
+        "wf-c": 1,
+    }
+
+    # The engine cleans up the finished pods (Nextflow's default), then runs the workflow
+    # again under a new daemon without memory prediction: it restores the history and adds
+    # the rerun's runtimes; saving its history leaves the memory observations in place.
+    core_v1.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
+    deadline = time.monotonic() + 30
+    while core_v1.list_namespaced_pod(namespace).items and time.monotonic() < deadline:
+        time.sleep(0.5)
+    daemon, progress = replay_once()
+    assert progress.succeeded == 4
+    assert re.search(r"restored [1-9]\d* runtimes and step edges", daemon.log_path.read_text())
+    data = _wait_for_store(
+        core_v1, store, lambda d: len(history_of(d).get("runtimes", {}).get("wf-a", [])) == 4
+    )
+    assert "observations.json" in data
+    assert {tuple(e) for e in history_of(data)["edges"]} == EDGES

@@ -338,7 +338,7 @@ class FakeKube:
     def patch_pod_metadata(self, namespace, name, *, labels=None, annotations=None):
         return {}
 
-    def put_configmap(self, namespace, name, data, *, labels):
+    def put_configmap(self, namespace, name, data, *, labels, field_manager="wfsched"):
         return {}
 
 

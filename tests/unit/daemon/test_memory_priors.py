@@ -1,4 +1,4 @@
-"""Cold starts of the daemon's memory model: tool and run priors, runtimes across runs."""
+"""Cold starts of the daemon's memory model: tool and run priors."""
 
 import json
 
@@ -8,7 +8,7 @@ from predictors import base
 from scheduler import registry
 from scheduler.core import resources, workflow
 from scheduler.kube import translate
-from scheduler.runtime import memory, workflows
+from scheduler.runtime import memory
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -186,35 +186,6 @@ def test_prior_peaks_are_bounded_and_trimmed_with_the_history():
     assert all(len(p["peaks"]) <= 1 for s in small["steps"] for p in s["priors"])
 
 
-def test_runtime_estimate_is_the_median_of_the_last_runtimes_and_survives_restore():
-    model = _model("mean-offset=none", max_runtimes=4)
-    key = model.key(workflow.RunId("ns/r"), "ALIGN")
-    assert model.runtime_estimate(key) is None
-    for seconds in (100.0, 10.0, 12.0, 11.0, 13.0):
-        assert model.observe_runtime(key, seconds)
-    assert not model.observe_runtime(key, float("nan"))
-    assert not model.observe_runtime(key, -1.0)
-    assert model.runtime_estimate(key) == 11.5  # 100 s fell out: median of 10, 12, 11, 13
-    model.observe_runtime(key, 50.0)
-    assert model.runtime_estimate(key) == 12.5  # median of 12, 11, 13, 50
-    other = model.key(workflow.RunId("ns/other"), "ALIGN")
-    model.observe_runtime(other, 7.0)
-    assert model.runtime_estimates("ns/r") == {"ALIGN": 12.5}
-
-    restored = _model("mean-offset=none", max_runtimes=4)
-    restored.restore(model.export())
-    assert restored.runtime_estimates("ns/r") == {"ALIGN": 12.5}
-    assert restored.runtime_estimate(other) == 7.0
-
-
-def test_runtimes_are_shared_by_runs_of_a_named_workflow():
-    model = _model("mean-offset=none")
-    model.set_workflow(workflow.RunId("ns/run-1"), "rnaseq")
-    model.set_workflow(workflow.RunId("ns/run-2"), "rnaseq")
-    model.observe_runtime(model.key(workflow.RunId("ns/run-1"), "ALIGN"), 30.0)
-    assert model.runtime_estimate(model.key(workflow.RunId("ns/run-2"), "ALIGN")) == 30.0
-
-
 def test_pod_facts_read_the_first_container_image_and_slim_pods_keep_it():
     pod = {
         "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
@@ -230,34 +201,6 @@ def test_pod_facts_read_the_first_container_image_and_slim_pods_keep_it():
     assert slim["spec"]["containers"][0]["image"] == f"{SAMTOOLS}:1.17"
     assert translate.pod_facts(slim).first_container_image == f"{SAMTOOLS}:1.17"
     assert translate.pod_facts({**pod, "spec": {}}).first_container_image == ""
-
-
-def test_the_workflow_registry_hands_a_new_run_the_runtimes_of_earlier_runs():
-    model = _model("mean-offset=none")
-    registry_ = workflows.WorkflowRegistry()
-    assert registry_.expected_runtimes(workflow.RunId("ns/run-2")) == {}
-    registry_.runtime_source = model.runtime_estimates
-    model.set_workflow(workflow.RunId("ns/run-1"), "rnaseq")
-    model.observe_runtime(model.key(workflow.RunId("ns/run-1"), "ALIGN"), 40.0)
-    model.observe_runtime(model.key(workflow.RunId("ns/run-1"), "QC"), 5.0)
-
-    def labels(run, name, task, step):
-        return workflows.TaskLabels(
-            run=workflow.RunId(run), workflow_name=name, engine="wfsched", step=step, task_id=task
-        )
-
-    registry_.observe_task(labels("ns/run-2", "rnaseq", "t1", "QC"))
-    registry_.observe_task(labels("ns/unrelated", "other", "t1", "QC"))
-    assert registry_.expected_runtimes(workflow.RunId("ns/run-2")) == {"ALIGN": 40.0, "QC": 5.0}
-    assert registry_.expected_runtimes(workflow.RunId("ns/unrelated")) == {}
-    # The new run's DAG falls back to the learned runtimes until its own tasks finish.
-    dag = registry_.dag(workflow.RunId("ns/run-2"))
-    assert dag is not None
-    assert dag.mean_runtime("ALIGN") == 40.0
-    assert dag.runtime_estimate("ALIGN", 10) == 40.0
-    dag.record_finished("ALIGN", success=True, runtime_s=12.0, input_size=10)
-    assert dag.mean_runtime("ALIGN") == 12.0
-    assert registry_.dag(workflow.RunId("ns/unrelated")).mean_runtime("ALIGN") is None
 
 
 def test_an_image_learned_after_a_fruitless_lookup_is_used_at_once():
