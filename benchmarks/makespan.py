@@ -4,7 +4,8 @@
         [--time-scale 0.02 --min-runtime 1] [--nodes 8 --node-cpu 32 --node-memory 128Gi]
         [--rankings fifo,rank_min,critical_path] [--best-predictor envelope]
         [--predictors none,ponder,envelope] [--min-memory 1Gi] [--floors-per-cpu 0,1Gi]
-        [--shrink-running] [--tool-priors [only]] [--kwok-workers 16]
+        [--shrink-running] [--tool-priors [only]] [--earlier-run [only] --earlier-trace 2]
+        [--kwok-workers 16]
         [--json-out results.json] [--report-dir reports/]
 
 For each workflow of ``../shared/data/nfcore-traces`` (its ``trace-<N>.csv`` and ``dag.html``),
@@ -28,7 +29,11 @@ every set-up with ``--best-predictor`` also runs (``--tool-priors only``: runs o
 memory store seeded with the peaks of every trace of the *other* workflows (label ``+priors``):
 what a cluster that ran those pipelines before would hold, so a step whose tool it saw
 elsewhere is not a cold start
-(:func:`prior_store`; the held-out workflow never seeds itself).
+(:func:`prior_store`; the held-out workflow never seeds itself). With ``--earlier-run``, every
+set-up whose ranking reads the DAG also runs (``only``: runs only) with the daemon's workflow
+history seeded from another trace of the same workflow (``--earlier-trace``, label
+``+earlier``): the step runtimes and step edges a daemon keeps after running that pipeline
+once (:func:`history_store`), no memory peaks. That is the case of a workflow run again.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import sys
 import tempfile
 import time
@@ -47,9 +53,9 @@ from typing import Any
 
 from predictors import traces
 from scheduler import registry
-from scheduler.core import resources
+from scheduler.core import interfaces, resources
 from scheduler.devtools import devcluster, nftrace, replay, report, runstats, simulate
-from scheduler.runtime import memory
+from scheduler.runtime import history, memory
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nfcore-traces"
 WORKFLOWS = (  # fewest tasks first (trace-1), so a cut-short run covers the most workflows
@@ -82,11 +88,15 @@ class Config:
     """The daemon's ``shrink_running`` (only with a predictor)."""
     tool_priors: bool = False
     """Seed the daemon's memory store with the other workflows' peaks (:func:`prior_store`)."""
+    earlier_run: bool = False
+    """Seed the daemon's workflow history with an earlier run of the same workflow
+    (:func:`history_store`): its step runtimes and step edges."""
 
 
 FLOOR_MARK = "+floor "
 SHRINK_MARK = "+shrink"
 PRIORS_MARK = "+priors"
+EARLIER_MARK = "+earlier"
 
 
 def floor_label(floor_per_cpu: int) -> str:
@@ -107,31 +117,43 @@ def configs(
     floors_per_cpu: Sequence[int] = (0,),
     shrink_running: Sequence[bool] = (False,),
     tool_priors: Sequence[bool] = (False,),
+    earlier_run: Sequence[bool] = (False,),
 ) -> list[Config]:
     """kube-scheduler, then each ranking with each of ``predictors`` ("none": no prediction;
     by default without prediction, with ponder and with ``best``); ``best`` once per floor in
     ``floors_per_cpu``, per ``shrink_running`` and per ``tool_priors`` setting, the others
-    (ponder: as CWS ships it) without a floor per CPU, shrinking or priors."""
+    (ponder: as CWS ships it) without a floor per CPU, shrinking or priors. Every set-up of a
+    ranking that reads the DAG runs once per ``earlier_run`` setting (``fifo``, ``random``:
+    without an earlier run only, which would not change their order)."""
     chosen = [("" if p == "none" else p) for p in predictors] or ["", "ponder", best]
     result = [Config(KUBE)]
     for ranking in rankings:
         policy = f"{ranking}-{assignment}"
+        reads_dag = registry.ranking(ranking).make(None).key_dependencies != NO_DAG
+        histories = dict.fromkeys(earlier_run if reads_dag else (False,))
         for predictor in dict.fromkeys(chosen):
             if not predictor:
-                result.append(Config(policy, policy))
+                for earlier in histories:
+                    label = f"{policy}{EARLIER_MARK if earlier else ''}"
+                    result.append(Config(label, policy, earlier_run=earlier))
                 continue
             variants = itertools.product(
                 dict.fromkeys(floors_per_cpu if predictor == best else (0,)),
                 dict.fromkeys(shrink_running if predictor == best else (False,)),
                 dict.fromkeys(tool_priors if predictor == best else (False,)),
+                histories,
             )
-            for floor, shrink, seeded in variants:
+            for floor, shrink, seeded, earlier in variants:
                 label = (
                     f"{policy}+{predictor}{floor_label(floor)}"
                     f"{SHRINK_MARK if shrink else ''}{PRIORS_MARK if seeded else ''}"
+                    f"{EARLIER_MARK if earlier else ''}"
                 )
-                result.append(Config(label, policy, predictor, floor, shrink, seeded))
+                result.append(Config(label, policy, predictor, floor, shrink, seeded, earlier))
     return result
+
+
+NO_DAG = interfaces.KeyDependency.NONE
 
 
 DAEMON_NAMESPACE = "kube-system"
@@ -156,6 +178,34 @@ def prior_store(predictor: str, data: Path, workflows: Sequence[str]) -> str:
                 model.set_image(key, task.container, task.process)
                 model.observe(key, float(task.input_bytes), float(task.peak_bytes))
     return model.export()
+
+
+def history_store(trace: nftrace.TraceWorkflow, args: argparse.Namespace, workflow: str) -> str:
+    """A workflow history holding what a run of ``trace`` taught, under the name ``workflow``.
+
+    The step runtimes are the replay's (scaled and floored as this benchmark replays them),
+    the step edges those its tasks showed, both under the steps' label values (the daemon's
+    names for them): what the daemon keeps after replaying ``trace``.
+    """
+    instance = replay.ReplayPlan.from_trace(
+        trace,
+        scheduler_name="-",
+        time_scale=args.time_scale,
+        min_runtime_s=args.min_runtime,
+    ).to_instance()
+    label = replay.step_label
+    kept = history.WorkflowHistory()
+    for task in instance.tasks:
+        kept.observe_runtime(workflow, label(task.step), task.runtime_s)
+    edges = simulate.earlier_runs(instance).step_edges
+    kept.learn_step_edges(workflow, [(label(a), label(b)) for a, b in edges])
+    return kept.export()
+
+
+def _earlier_trace(trace: nftrace.TraceWorkflow, args: argparse.Namespace) -> nftrace.TraceWorkflow:
+    """Another trace of ``trace``'s workflow (``--earlier-trace``): the run before this one."""
+    name = trace.name.split("/")[0]
+    return nftrace.load_trace(args.data / name / f"trace-{args.earlier_trace}.csv")
 
 
 def _namespace(cluster: devcluster.DevCluster) -> str:
@@ -191,15 +241,22 @@ def run_one(
     )
     daemon = None
     if config.policy is not None:
+        store: dict[str, str] = {}
         if config.tool_priors:
             held_out = trace.name.split("/")[0]
             others = sorted(
                 p.name for p in args.data.iterdir() if p.is_dir() and p.name != held_out
             )
+            store[memory.STORE_KEY] = prior_store(config.predictor, args.data, others)
+        if config.earlier_run:
+            store[history.HISTORY_KEY] = history_store(
+                _earlier_trace(trace, args), args, plan.workflow
+            )
+        if store:
             api.put_configmap(
                 DAEMON_NAMESPACE,
                 f"wfsched-memory-{tag}",
-                {memory.STORE_KEY: prior_store(config.predictor, args.data, others)},
+                store,
                 labels={
                     "app.kubernetes.io/name": "wfsched",
                     "app.kubernetes.io/component": "memory",
@@ -256,6 +313,7 @@ def run_one(
         "floor_per_cpu": config.floor_per_cpu,
         "shrink_running": config.shrink_running,
         "tool_priors": config.tool_priors,
+        "earlier_run": config.earlier_run,
         "error": error,
         "stats": stats.to_json(),
         "attempts": [report.attempt_json(a) for a in progress.attempts],
@@ -455,6 +513,21 @@ def main(argv: list[str] | None = None) -> int:
         "memory store seeded with the peaks of the other workflows' traces",
     )
     parser.add_argument(
+        "--earlier-run",
+        nargs="?",
+        const="both",
+        choices=("both", "only"),
+        help="run each set-up whose ranking reads the DAG also ('both') or only ('only') with "
+        "the daemon's workflow history seeded from an earlier run of the same workflow "
+        "(--earlier-trace): its step runtimes and step edges",
+    )
+    parser.add_argument(
+        "--earlier-trace",
+        type=int,
+        default=2,
+        help="the trace-<N>.csv that ran before (default 2; must differ from --trace)",
+    )
+    parser.add_argument(
         "--kwok-workers",
         type=int,
         default=4,
@@ -468,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
         "--from-json", type=Path, help="print the tables (and reports) of an earlier --json-out"
     )
     args = parser.parse_args(argv)
+    if args.earlier_run and args.earlier_trace == args.trace:
+        parser.error("--earlier-trace must name another trace than --trace (the run before it)")
     shape = runstats.ClusterShape(
         nodes=args.nodes,
         cpu_millis=resources.cpu_millis(args.node_cpu),
@@ -494,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         [resources.integer_value(f) for f in args.floors_per_cpu.split(",") if f],
         (False, True) if args.shrink_running else (False,),
         {None: (False,), "both": (False, True), "only": (True,)}[args.tool_priors],
+        {None: (False,), "both": (False, True), "only": (True,)}[args.earlier_run],
     )
     rows: list[dict[str, Any]] = []
     began = time.monotonic()
@@ -770,7 +846,6 @@ def simulator_agreement(
     """Markdown: per workflow, the replayed and the simulated makespans of the wfsched rankings
     without prediction (the simulator runs the replay's own plan on the same cluster), the
     order each gives, and the largest gap between the two makespan ratios to fifo."""
-    from scheduler import registry
 
     lines = [
         "| workflow | replay (s) | simulated (s) | replay order | simulated order | same order "
@@ -778,24 +853,26 @@ def simulator_agreement(
         "|---|---|---|---|---|---|---:|---|",
     ]
     for workflow in dict.fromkeys(row["workflow"] for row in rows):
-        replayed = {
-            row["policy"]: row["stats"]["makespan_s"]
+        runs = {
+            row["config"]: row
             for row in rows
             if row["workflow"] == workflow and row["policy"] and not row["predictor"]
         }
+        replayed = {label: row["stats"]["makespan_s"] for label, row in runs.items()}
         if not replayed or any(value != value for value in replayed.values()):
             continue
         instance, spec = _simulation(workflow, args, shape)
         simulated = {
-            policy: simulate.simulate(
-                instance, strategy=registry.parse_strategy(policy), cluster_spec=spec
-            ).makespan_s
-            for policy in replayed
+            label: _simulated_makespan(row, instance, spec, args, shape)
+            for label, row in runs.items()
         }
         first = next(iter(replayed))
 
         def order(values: dict[str, float]) -> str:
-            return " < ".join(p.split("-")[0] for p in sorted(values, key=values.__getitem__))
+            return " < ".join(
+                re.sub(r"-[a-z_]+", "", label, count=1)
+                for label in sorted(values, key=values.__getitem__)
+            )
 
         gap = max(
             abs(replayed[p] / replayed[first] - simulated[p] / simulated[first]) for p in replayed
@@ -811,6 +888,27 @@ def simulator_agreement(
     return "\n".join(lines)
 
 
+def _simulated_makespan(
+    row: dict[str, Any],
+    instance: simulate.Instance,
+    spec: simulate.ClusterSpec,
+    args: argparse.Namespace,
+    shape: runstats.ClusterShape,
+) -> float:
+    """The simulator's makespan for a result row's ranking (and its earlier run, if seeded)."""
+    earlier = None
+    if row.get("earlier_run"):
+        trace = _earlier_trace(_trace(row["workflow"], args), args)
+        earlier_instance, _ = _simulation(trace.name, args, shape)
+        earlier = simulate.earlier_runs(earlier_instance)
+    return simulate.simulate(
+        instance,
+        strategy=registry.parse_strategy(row["policy"]),
+        cluster_spec=spec,
+        earlier=earlier,
+    ).makespan_s
+
+
 def kube_agreement(
     rows: Sequence[dict[str, Any]], args: argparse.Namespace, shape: runstats.ClusterShape
 ) -> str:
@@ -818,7 +916,6 @@ def kube_agreement(
     of it (``simulate.simulate_kube_scheduler``), and each wfsched ranking's replayed and
     simulated ratio to kube-scheduler (without prediction), with the side each puts it on
     (faster, slower, or a tie within ``TIE``)."""
-    from scheduler import registry
 
     def side(ratio: float) -> str:
         return ("faster", "tie", "slower")[tie_sign(ratio) + 1]
@@ -844,12 +941,7 @@ def kube_agreement(
             if label == KUBE:
                 continue
             replayed = row["stats"]["makespan_s"] / kube_replay
-            simulated = (
-                simulate.simulate(
-                    instance, strategy=registry.parse_strategy(row["policy"]), cluster_spec=spec
-                ).makespan_s
-                / kube_model
-            )
+            simulated = _simulated_makespan(row, instance, spec, args, shape) / kube_model
             same = side(replayed) == side(simulated)
             agree += same
             total += 1

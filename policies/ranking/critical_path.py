@@ -6,6 +6,9 @@ learned online from finished tasks (``WorkflowDag.record_finished``):
 
 - task level, when the run declared task-level edges and the task is in that graph:
   ``b(t) = own(t) + max(B(c) for c in children(t))``, ``B(c) = w(step(c)) + max(B(children))``;
+  a task with no known child gets its step's tail instead (the steps below its step, as at
+  step level), unless the run's task graph is complete (``WorkflowDag.complete_task_graph``):
+  where tasks arrive as they are released, a pending task's children do not exist yet;
 - step level otherwise (nf-cws only sends the process DAG):
   ``b(t) = own(t) + max(B(s') for s' in steps below step(t))``, operators transparent;
 - ``own(t)``, the task's own term, is the step's runtime model evaluated at the task's input
@@ -17,6 +20,8 @@ learned online from finished tasks (``WorkflowDag.record_finished``):
 Step weights ``w`` (``Args.prior``):
 
 - an observed step (at least one successful instance with a runtime) weighs its mean runtime;
+  a step not observed in this run weighs its runtime from earlier runs of the workflow
+  (``WorkflowDag.prior_runtimes``) when there is one;
 - an unobserved step weighs the *largest* observed step mean of the run (``prior="max"``, the
   default): a pessimistic prior, so chains that still hide unknown steps are explored early
   instead of discovering a long step last (the typical tail of nf-core workflows, e.g. a final
@@ -102,8 +107,12 @@ def bottom_levels(
     task_levels: dict[str, float] = {}
     if use_task_edges and dag.has_task_edges:
         for task_id in dag.tasks_bottom_up():
+            step = dag.step_of(task_id)
             below = (task_levels[c] for c in dag.task_children(task_id))
-            task_levels[task_id] = weights[dag.step_of(task_id)] + max(below, default=0.0)
+            # Unless the task graph is complete, a task's children are not known before it
+            # ends: what is known of the steps below its step stands in for them.
+            tail = 0.0 if dag.complete_task_graph else step_levels[step] - weights[step]
+            task_levels[task_id] = weights[step] + max(below, default=tail)
     return step_levels, task_levels
 
 

@@ -56,6 +56,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--node-memory", default="8Gi", help="allocatable memory per node (default 8Gi)"
     )
+    parser.add_argument(
+        "--earlier",
+        metavar="EARLIER",
+        help="an earlier run of the same workflow (trace or instance): the scheduler starts "
+        "with its step runtimes and step edges, as a daemon that ran it before (trace or "
+        "instance with tasks released as they become ready; not with kube-scheduler)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(func=run)
@@ -93,13 +100,16 @@ def _run(args: argparse.Namespace) -> int:
             spec = registry.PolicySpec(
                 ranking=spec.ranking, assignment=registry.assignment(args.assign).name
             )
-    instance = _load(args, cluster_spec)
+    instance = _load(args.instance, args, cluster_spec)
+    earlier = (
+        simulate.earlier_runs(_load(args.earlier, args, cluster_spec)) if args.earlier else None
+    )
     if not compare:
         result = (
             simulate.simulate_kube_scheduler(instance, cluster_spec=cluster_spec, seed=args.seed)
             if kube
             else simulate.simulate(
-                instance, strategy=spec, cluster_spec=cluster_spec, seed=args.seed
+                instance, strategy=spec, cluster_spec=cluster_spec, seed=args.seed, earlier=earlier
             )
         )
         if args.json:
@@ -108,7 +118,11 @@ def _run(args: argparse.Namespace) -> int:
             _print_one(result, args)
         return 0
     results = simulate.compare(
-        instance, assignment=assignment, cluster_spec=cluster_spec, seed=args.seed
+        instance,
+        assignment=assignment,
+        cluster_spec=cluster_spec,
+        seed=args.seed,
+        earlier=earlier,
     )
     fifo = next(r.makespan_s for r in results if r.strategy == "fifo")
     rows = [{**r.to_json(), "ratio_vs_fifo": _ratio(r.makespan_s, fifo)} for r in results]
@@ -119,15 +133,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace, spec: simulate.ClusterSpec) -> simulate.Instance:
+def _load(path: str, args: argparse.Namespace, spec: simulate.ClusterSpec) -> simulate.Instance:
     """A WfFormat instance, or a Nextflow trace through the replay's own plan (same tasks)."""
     from scheduler.devtools import nftrace, replay
 
-    if args.instance.lower().endswith(".json") or not nftrace.is_trace_file(args.instance):
-        return simulate.load_instance(args.instance)
+    if path.lower().endswith(".json") or not nftrace.is_trace_file(path):
+        return simulate.load_instance(path)
     try:
         return replay.simulation_instance(
-            nftrace.load_trace(args.instance),
+            nftrace.load_trace(path),
             time_scale=args.time_scale,
             min_runtime_s=args.min_runtime,
             cluster=spec,

@@ -209,6 +209,11 @@ class WorkflowDag:
         self._edge_ids: dict[Hashable, tuple[VertexId, VertexId]] = {}
         self._tasks: nx.DiGraph = nx.DiGraph()
         self._stats: dict[str, StepStats] = {}
+        self.complete_task_graph = False
+        """Every task and task edge of the run is declared up front (an engine that sent its
+        whole task graph), so a task without children has none. False (the default): tasks
+        and their edges arrive as they are released, and a pending task's children are not
+        known yet."""
         self.prior_runtimes: Mapping[str, float] = {}
         """Seconds per step learned in earlier runs of the same workflow, set once when the run
         is created (before any cycle sees it); used for a step until it has a runtime of its own."""

@@ -47,6 +47,11 @@ NF_CORE_MAX_RETRIES = 1
 """``maxRetries`` of nf-core's ``conf/base.config``."""
 
 
+def step_label(step: str) -> str:
+    """The ``wfsched.io/step`` label value of a trace's step (the daemon's name for it)."""
+    return _dns_name(step, 63)
+
+
 def _dns_name(text: str, limit: int = 63) -> str:
     cleaned = _DNS_UNSAFE.sub("-", text.lower()).strip("-") or "x"
     if len(cleaned) <= limit:
@@ -275,7 +280,7 @@ class ReplayPlan:
                 "labels": {
                     keys.RUN_ID_LABEL: self.run_id,
                     keys.WORKFLOW_LABEL: self.workflow,
-                    keys.STEP_LABEL: _dns_name(task.step, 63),
+                    keys.STEP_LABEL: step_label(task.step),
                 },
                 "annotations": annotations,
             },

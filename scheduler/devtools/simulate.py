@@ -47,6 +47,7 @@ fits on a node.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import heapq
 import itertools
@@ -101,6 +102,42 @@ class Instance:
     name: str
     tasks: tuple[SimTask, ...]
     dag_known_upfront: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EarlierRuns:
+    """What the daemon holds about a workflow from its earlier runs (``--earlier``).
+
+    ``step_runtimes``: seconds per step (the daemon's ``MemoryModel.runtime_estimate``: median
+    of a step's last ``RUNTIMES_KEPT`` runtimes); ``step_edges``: the step-level edges its
+    earlier runs' tasks showed (the daemon's learned edges of the workflow name).
+    """
+
+    step_runtimes: Mapping[str, float]
+    step_edges: tuple[tuple[str, str], ...]
+
+
+RUNTIMES_KEPT = 20
+"""Runtimes per step an :class:`EarlierRuns` keeps, as the daemon's store does."""
+
+
+def earlier_runs(instance: Instance) -> EarlierRuns:
+    """What a daemon that ran ``instance`` holds afterwards: its steps' runtimes and edges."""
+    runtimes: dict[str, list[float]] = {}
+    step_of = {task.id: task.step for task in instance.tasks}
+    edges: dict[tuple[str, str], None] = {}
+    for task in instance.tasks:
+        runtimes.setdefault(task.step, []).append(task.runtime_s)
+        for parent in task.parents:
+            source = step_of.get(parent)
+            if source is not None and source != task.step:
+                edges[(source, task.step)] = None
+    return EarlierRuns(
+        step_runtimes={
+            step: statistics.median(values[-RUNTIMES_KEPT:]) for step, values in runtimes.items()
+        },
+        step_edges=tuple(edges),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,6 +274,7 @@ def simulate(
     cluster_spec: ClusterSpec = ClusterSpec(),
     seed: int = 0,
     policies: interfaces.Policies | None = None,
+    earlier: EarlierRuns | None = None,
 ) -> SimResult:
     """Run one instance to completion under one strategy.
 
@@ -247,6 +285,9 @@ def simulate(
         seed: Seed of the cycle random generator.
         policies: Ready-made policy instances to use instead of building ``strategy``'s
             (experiments with unregistered policies); ``strategy`` still labels the result.
+        earlier: What earlier runs of the workflow taught the scheduler (step runtimes and
+            edges), when the instance's DAG is learned as tasks are released; as the daemon
+            does, edges that contradict each other are dropped.
 
     Raises:
         SimulationError: If pending tasks remain that no node can take.
@@ -258,6 +299,10 @@ def simulate(
     dag = _whole_dag(run, instance)  # also checks the instance for cycles
     if not instance.dag_known_upfront:
         dag = workflow.WorkflowDag(run)
+        if earlier is not None:
+            dag.prior_runtimes = dict(earlier.step_runtimes)
+            with contextlib.suppress(errors.DagError):
+                dag.add_step_edges(earlier.step_edges)
     by_id = {task.id: task for task in instance.tasks}
 
     cache = cluster.ClusterCache()
@@ -366,6 +411,7 @@ def _whole_dag(run: workflow.RunId, instance: Instance) -> workflow.WorkflowDag:
         InstanceError: If the dependencies are cyclic.
     """
     dag = workflow.WorkflowDag(run)
+    dag.complete_task_graph = True
     for task in instance.tasks:
         dag.add_task(task.id, task.step)
     try:
@@ -449,8 +495,11 @@ def compare(
     cluster_spec: ClusterSpec = ClusterSpec(),
     seed: int = 0,
     rankings: Sequence[str] | None = None,
+    earlier: EarlierRuns | None = None,
 ) -> list[SimResult]:
     """Simulate ``instance`` under every registered ranking (or ``rankings``) with one assignment.
+
+    ``earlier``: what earlier runs of the workflow taught (see :func:`simulate`).
 
     Raises:
         UnknownPolicyError: If a name is not registered.
@@ -463,6 +512,7 @@ def compare(
             strategy=registry.PolicySpec(ranking=registry.ranking(name).name, assignment=assign),
             cluster_spec=cluster_spec,
             seed=seed,
+            earlier=earlier,
         )
         for name in names
     ]

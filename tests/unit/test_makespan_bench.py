@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from typing import Any
@@ -114,6 +115,50 @@ def test_prior_store_holds_the_other_workflows_tools_never_the_held_out_one(tmp_
     assert (step["workflow"], step["step"]) == ("alpha", "NFCORE_ALPHA:FASTQC")
     assert step["tool"] == ["FASTQC", "quay.io/biocontainers/fastqc"]
     assert len(step["history"]) == 1 and step["history"][0][2] > 0
+
+
+def test_an_earlier_run_doubles_only_the_rankings_that_read_the_dag() -> None:
+    plan = makespan.configs(
+        ["fifo", "critical_path"],
+        "roundrobin",
+        "envelope",
+        ["none", "envelope"],
+        [0],
+        [False],
+        [True],
+        [False, True],
+    )
+    assert [(c.label, c.earlier_run) for c in plan[1:]] == [
+        ("fifo-roundrobin", False),  # fifo's order never reads the DAG: no +earlier set-up
+        ("fifo-roundrobin+envelope+priors", False),
+        ("critical_path-roundrobin", False),
+        ("critical_path-roundrobin+earlier", True),
+        ("critical_path-roundrobin+envelope+priors", False),
+        ("critical_path-roundrobin+envelope+priors+earlier", True),
+    ]
+
+
+def test_history_store_holds_the_earlier_runs_replayed_runtimes_and_step_edges() -> None:
+    trace = makespan.nftrace.load_trace(makespan.DATA / "rnaseq" / "trace-2.csv")
+    args = argparse.Namespace(time_scale=0.06, min_runtime=3.0)
+    doc = json.loads(makespan.history_store(trace, args, "rnaseq-abc123"))
+    (entry,) = doc["workflows"]
+    assert entry["workflow"] == "rnaseq-abc123"
+    planned = makespan.replay.ReplayPlan.from_trace(
+        trace, scheduler_name="-", time_scale=0.06, min_runtime_s=3.0
+    )
+    label = makespan.replay.step_label  # the daemon knows steps by their label values
+    steps = {label(task.step) for task in planned.tasks}
+    assert set(entry["runtimes"]) == steps
+    assert min(v for values in entry["runtimes"].values() for v in values) >= 3.0  # the floor
+    step_of = {task.id: label(task.step) for task in planned.tasks}
+    shown = {
+        (step_of[parent], step_of[task.id])
+        for task in planned.tasks
+        for parent in task.parents
+        if step_of[parent] != step_of[task.id]
+    }
+    assert {tuple(edge) for edge in entry["edges"]} == shown and shown
 
 
 def _row(workflow: str, config: str, makespan_s: float, failed: int = 0) -> dict[str, object]:

@@ -261,6 +261,7 @@ def test_cli_compare_json_and_table(tiny_file: Path, capsys: pytest.CaptureFixtu
         (["--strategy", "a-b-c"], "3 parts"),
         (["--node-memory=-1Gi"], "negative quantity"),
         (["--nodes", "0"], "at least 1"),
+        (["--earlier", "/nonexistent/earlier.json"], "cannot read /nonexistent/earlier.json"),
     ],
 )
 def test_cli_bad_arguments_exit_2_with_one_line(
@@ -365,3 +366,58 @@ def test_kube_scheduler_model_in_the_simulator_and_the_cli(
     )
     assert cli.main(["simulate", str(tiny_file), "--strategy", "kube-scheduler", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["strategy"] == "kube-scheduler"
+
+
+def _released_instance(runtimes: dict[str, float]) -> simulate.Instance:
+    """qc1, qc2 and trim are roots; align needs trim. Tasks are learned as they are released."""
+    parents = {"align": ("trim",)}
+    children = {"trim": ("align",)}
+    return simulate.Instance(
+        name="released",
+        tasks=tuple(
+            simulate.SimTask(
+                id=name,
+                step=name.rstrip("12"),
+                parents=parents.get(name, ()),
+                children=children.get(name, ()),
+                runtime_s=seconds,
+                cpu_millis=1000,
+                memory_bytes=0,
+                input_size=0,
+            )
+            for name, seconds in runtimes.items()
+        ),
+        dag_known_upfront=False,
+    )
+
+
+def test_an_earlier_run_tells_critical_path_what_a_released_task_leads_to() -> None:
+    instance = _released_instance({"qc1": 10.0, "qc2": 10.0, "trim": 1.0, "align": 20.0})
+    earlier = simulate.earlier_runs(instance)
+    assert earlier.step_edges == (("trim", "align"),)
+    assert earlier.step_runtimes == {"qc": 10.0, "trim": 1.0, "align": 20.0}
+    spec = simulate.ClusterSpec(nodes=1, node_cpu_millis=2000)
+    strategy = registry.parse_strategy("critical_path")
+    # Without history the three roots tie and go in submission order: align starts at 10.
+    cold = simulate.simulate(instance, strategy=strategy, cluster_spec=spec)
+    assert cold.makespan_s == 31.0
+    # Knowing trim leads to a 20 s align, trim goes first and align starts at 1.
+    warm = simulate.simulate(instance, strategy=strategy, cluster_spec=spec, earlier=earlier)
+    assert warm.makespan_s == 21.0
+    fifo = registry.parse_strategy("fifo")
+    assert simulate.simulate(instance, strategy=fifo, cluster_spec=spec, earlier=earlier) == (
+        simulate.simulate(instance, strategy=fifo, cluster_spec=spec)
+    )
+
+
+def test_contradicting_earlier_edges_are_ignored_as_the_daemon_does() -> None:
+    instance = _released_instance({"qc1": 10.0, "qc2": 10.0, "trim": 1.0, "align": 20.0})
+    contradicting = simulate.EarlierRuns(
+        step_runtimes={}, step_edges=(("trim", "align"), ("align", "trim"))
+    )
+    spec = simulate.ClusterSpec(nodes=1, node_cpu_millis=2000)
+    strategy = registry.parse_strategy("critical_path")
+    result = simulate.simulate(
+        instance, strategy=strategy, cluster_spec=spec, earlier=contradicting
+    )
+    assert result.makespan_s == 31.0

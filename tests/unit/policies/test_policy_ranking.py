@@ -192,12 +192,29 @@ def test_critical_path_own_estimate_puts_bigger_inputs_first_when_they_run_longe
 
 def test_critical_path_uses_task_level_edges_when_declared() -> None:
     dag = workflow.WorkflowDag(RUN)
+    dag.complete_task_graph = True
     for task_id, step in [("m1", "map"), ("m2", "map"), ("r1", "reduce"), ("f1", "final")]:
         dag.add_task(task_id, step)
     dag.add_task_edges([("m2", "r1"), ("r1", "f1")])  # m1 feeds nothing
     tasks = [b.task("m1", step="map"), b.task("m2", step="map", submission=1)]
     assert cp_order(tasks, dag) == ["m2", "m1"]
     assert cp_order(tasks, dag, use_task_edges=False) == ["m1", "m2"]  # same step level: stable
+
+
+def test_critical_path_sees_the_steps_below_a_released_task_before_its_children_exist() -> None:
+    # Tasks arrive with their parents as they are released; the step edges are known from an
+    # earlier run of the workflow. A pending task has no child yet, so its step's tail counts.
+    dag = workflow.WorkflowDag(RUN)
+    dag.add_step_edges([("trim", "align"), ("align", "quant")])
+    dag.prior_runtimes = {"trim": 5.0, "align": 60.0, "quant": 30.0, "qc": 20.0}
+    dag.add_task("t1", "trim")
+    dag.add_task("q1", "qc")
+    dag.add_task("a0", "align")
+    dag.add_task_edges([("a0", "q1")])  # a qc task released by an earlier align task
+    tasks = [b.task("q1", step="qc"), b.task("t1", step="trim", submission=1)]
+    assert cp_order(tasks, dag) == ["t1", "q1"]  # 5 + 60 + 30 above 20
+    dag.complete_task_graph = True  # now t1 is known to feed nothing
+    assert cp_order(tasks, dag) == ["q1", "t1"]
 
 
 def test_critical_path_rejects_a_bad_prior() -> None:
