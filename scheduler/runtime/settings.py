@@ -109,9 +109,11 @@ class Settings:
     its first tasks are right-sized too (docs/memory-prediction.md). False: cold starts keep
     the full request until a task of the step finished."""
     memory_store_configmap: str = "wfsched-memory"
-    """ConfigMap (in the lease namespace) that keeps memory observations across restarts."""
+    """ConfigMap (in the lease namespace) that keeps memory observations (key
+    ``observations.json``) and the workflow history (``history.json``) across restarts."""
     memory_save_interval_s: float = 30.0
-    """How often changed observations are written to that ConfigMap (what a crash can lose)."""
+    """How often changed observations and history are written to that ConfigMap (what a crash
+    can lose; a graceful shutdown writes them too)."""
     namespaces: tuple[str, ...] = ()
     """Namespaces whose pods are scheduled; empty: all namespaces."""
     qps: float = 200.0

@@ -1083,8 +1083,8 @@ class SchedulerState:
 
         Also returns a ``SaveMemory`` and a ``SaveHistory`` when leading and the observations or
         the history changed since the last save, at most every ``memory_save_interval_s``, and,
-        leading with ``shrink_running``,
-        the shrinks of running tasks whose step the memory model learned about.
+        leading with ``shrink_running``, the shrinks of running tasks whose step the memory
+        model learned about.
         """
         out: list[Instruction] = []
         if now >= self._next_tick:

@@ -69,6 +69,8 @@ _PLACEHOLDER_VALUES = {
     "INSTANCE": str(SHARED_DATA / "wfinstances" / "nextflow-rnaseq.json"),
     "TRACES": str(SHARED_DATA / "nfcore-traces"),
     "TRACE_OR_DIR": str(SHARED_DATA / "nfcore-traces"),
+    "TRACE": str(SHARED_DATA / "nfcore-traces" / "rnaseq" / "trace-1.csv"),
+    "EARLIER": str(SHARED_DATA / "nfcore-traces" / "rnaseq" / "trace-2.csv"),
     "NS": "wfsched-demo",
     "K": "@tmp@/admin.kubeconfig",
     "SPEC": "ponder",
