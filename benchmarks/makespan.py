@@ -123,13 +123,13 @@ def configs(
     by default without prediction, with ponder and with ``best``); ``best`` once per floor in
     ``floors_per_cpu``, per ``shrink_running`` and per ``tool_priors`` setting, the others
     (ponder: as CWS ships it) without a floor per CPU, shrinking or priors. Every set-up of a
-    ranking that reads the DAG runs once per ``earlier_run`` setting (``fifo``, ``random``:
-    without an earlier run only, which would not change their order)."""
+    ranking that reads the DAG runs once per ``earlier_run`` setting (``fifo``, ``random``,
+    ``max``, ``min``: without an earlier run only, which would not change their order)."""
     chosen = [("" if p == "none" else p) for p in predictors] or ["", "ponder", best]
     result = [Config(KUBE)]
     for ranking in rankings:
         policy = f"{ranking}-{assignment}"
-        reads_dag = registry.ranking(ranking).make(None).key_dependencies != NO_DAG
+        reads_dag = _reads_dag(registry.ranking(ranking).make(None))
         histories = dict.fromkeys(earlier_run if reads_dag else (False,))
         for predictor in dict.fromkeys(chosen):
             if not predictor:
@@ -153,7 +153,12 @@ def configs(
     return result
 
 
-NO_DAG = interfaces.KeyDependency.NONE
+def _reads_dag(policy: interfaces.RankingPolicy) -> bool:
+    """Whether a ranking's order can depend on the DAG (``random``'s and ``fifo``'s cannot)."""
+    if policy.name == "random":
+        return False
+    depends = getattr(policy, "key_dependencies", None)
+    return depends is None or depends != interfaces.KeyDependency.NONE
 
 
 DAEMON_NAMESPACE = "kube-system"
@@ -467,6 +472,25 @@ def lag_table(rows: Sequence[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+VARIANTS: dict[str | None, tuple[bool, ...]] = {
+    None: (False,),
+    "both": (False, True),
+    "only": (True,),
+}
+"""Which runs an optional variant adds: none, each set-up with and without it, or only with."""
+
+
+def _variant_option(parser: argparse.ArgumentParser, flag: str, which: str, what: str) -> None:
+    """``FLAG [both|only]``: run ``which`` also ('both', the bare flag) or only with ``what``."""
+    parser.add_argument(
+        flag,
+        nargs="?",
+        const="both",
+        choices=("both", "only"),
+        help=f"run {which} also ('both') or only ('only') with {what}",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=DATA)
@@ -504,20 +528,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run each set-up with --best-predictor also with the daemon's shrink_running on",
     )
-    parser.add_argument(
+    _variant_option(
+        parser,
         "--tool-priors",
-        nargs="?",
-        const="both",
-        choices=("both", "only"),
-        help="run each set-up with --best-predictor also ('both') or only ('only') with its "
-        "memory store seeded with the peaks of the other workflows' traces",
+        "each set-up with --best-predictor",
+        "its memory store seeded with the peaks of the other workflows' traces",
     )
-    parser.add_argument(
+    _variant_option(
+        parser,
         "--earlier-run",
-        nargs="?",
-        const="both",
-        choices=("both", "only"),
-        help="run each set-up whose ranking reads the DAG also ('both') or only ('only') with "
+        "each set-up whose ranking reads the DAG",
         "the daemon's workflow history seeded from an earlier run of the same workflow "
         "(--earlier-trace): its step runtimes and step edges",
     )
@@ -568,8 +588,8 @@ def main(argv: list[str] | None = None) -> int:
         [p for p in args.predictors.split(",") if p],
         [resources.integer_value(f) for f in args.floors_per_cpu.split(",") if f],
         (False, True) if args.shrink_running else (False,),
-        {None: (False,), "both": (False, True), "only": (True,)}[args.tool_priors],
-        {None: (False,), "both": (False, True), "only": (True,)}[args.earlier_run],
+        VARIANTS[args.tool_priors],
+        VARIANTS[args.earlier_run],
     )
     rows: list[dict[str, Any]] = []
     began = time.monotonic()

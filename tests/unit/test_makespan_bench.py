@@ -138,6 +138,25 @@ def test_an_earlier_run_doubles_only_the_rankings_that_read_the_dag() -> None:
     ]
 
 
+def test_only_rankings_whose_order_can_depend_on_the_dag_get_an_earlier_run() -> None:
+    plan = makespan.configs(
+        ["random", "max", "rank_min", "gs_min"],
+        "roundrobin",
+        "envelope",
+        ["none"],
+        [0],
+        [False],
+        [False],
+        [True],
+    )
+    assert [c.label for c in plan[1:]] == [
+        "random-roundrobin",
+        "max-roundrobin",
+        "rank_min-roundrobin+earlier",
+        "gs_min-roundrobin+earlier",
+    ]
+
+
 def test_history_store_holds_the_earlier_runs_replayed_runtimes_and_step_edges() -> None:
     trace = makespan.nftrace.load_trace(makespan.DATA / "rnaseq" / "trace-2.csv")
     args = argparse.Namespace(time_scale=0.06, min_runtime=3.0)
