@@ -154,11 +154,10 @@ def configs(
 
 
 def _reads_dag(policy: interfaces.RankingPolicy) -> bool:
-    """Whether a ranking's order can depend on the DAG (``random``'s and ``fifo``'s cannot)."""
-    if policy.name == "random":
-        return False
-    depends = getattr(policy, "key_dependencies", None)
-    return depends is None or depends != interfaces.KeyDependency.NONE
+    """Whether a ranking's order can depend on the DAG: it declares what of the DAG its keys
+    read (``random``, a fresh shuffle every cycle, declares nothing and reads nothing)."""
+    depends = getattr(policy, "key_dependencies", interfaces.KeyDependency.NONE)
+    return bool(depends != interfaces.KeyDependency.NONE)
 
 
 DAEMON_NAMESPACE = "kube-system"
@@ -198,13 +197,7 @@ def history_store(trace: nftrace.TraceWorkflow, args: argparse.Namespace, workfl
         time_scale=args.time_scale,
         min_runtime_s=args.min_runtime,
     ).to_instance()
-    label = replay.step_label
-    kept = history.WorkflowHistory()
-    for task in instance.tasks:
-        kept.observe_runtime(workflow, label(task.step), task.runtime_s)
-    edges = simulate.earlier_runs(instance).step_edges
-    kept.learn_step_edges(workflow, [(label(a), label(b)) for a, b in edges])
-    return kept.export()
+    return simulate.workflow_history(instance, workflow, replay.step_label).export()
 
 
 def _earlier_trace(trace: nftrace.TraceWorkflow, args: argparse.Namespace) -> nftrace.TraceWorkflow:

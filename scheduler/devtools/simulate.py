@@ -56,7 +56,7 @@ import math
 import random
 import re
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ from typing import Any
 from predictors import wfformat
 from scheduler import registry
 from scheduler.core import cluster, context, cycle, errors, interfaces, queue, resources, workflow
+from scheduler.runtime import history
 
 GIB = 2**30
 
@@ -108,35 +109,40 @@ class Instance:
 class EarlierRuns:
     """What the daemon holds about a workflow from its earlier runs (``--earlier``).
 
-    ``step_runtimes``: seconds per step (the daemon's ``MemoryModel.runtime_estimate``: median
-    of a step's last ``RUNTIMES_KEPT`` runtimes); ``step_edges``: the step-level edges its
-    earlier runs' tasks showed (the daemon's learned edges of the workflow name).
+    ``step_runtimes``: seconds per step (``WorkflowHistory.runtime_estimates``: the median of a
+    step's last runtimes); ``step_edges``: the step-level edges its earlier runs' tasks showed
+    (``WorkflowHistory.step_edges``).
     """
 
     step_runtimes: Mapping[str, float]
     step_edges: tuple[tuple[str, str], ...]
 
 
-RUNTIMES_KEPT = 20
-"""Runtimes per step an :class:`EarlierRuns` keeps, as the daemon's store does."""
+def workflow_history(
+    instance: Instance, workflow_key: str, step_name: Callable[[str], str] = str
+) -> history.WorkflowHistory:
+    """The daemon's workflow history after a run of ``instance`` under ``workflow_key``.
+
+    It holds every task's runtime and the step edges its tasks showed, steps named by
+    ``step_name`` (the daemon's names for them, e.g. ``replay.step_label``).
+    """
+    kept = history.WorkflowHistory()
+    step_of = {task.id: step_name(task.step) for task in instance.tasks}
+    for task in instance.tasks:
+        step = step_of[task.id]
+        kept.observe_runtime(workflow_key, step, task.runtime_s)
+        kept.learn_step_edges(
+            workflow_key, [(step_of[p], step) for p in task.parents if p in step_of]
+        )
+    return kept
 
 
 def earlier_runs(instance: Instance) -> EarlierRuns:
     """What a daemon that ran ``instance`` holds afterwards: its steps' runtimes and edges."""
-    runtimes: dict[str, list[float]] = {}
-    step_of = {task.id: task.step for task in instance.tasks}
-    edges: dict[tuple[str, str], None] = {}
-    for task in instance.tasks:
-        runtimes.setdefault(task.step, []).append(task.runtime_s)
-        for parent in task.parents:
-            source = step_of.get(parent)
-            if source is not None and source != task.step:
-                edges[(source, task.step)] = None
+    kept = workflow_history(instance, instance.name)
     return EarlierRuns(
-        step_runtimes={
-            step: statistics.median(values[-RUNTIMES_KEPT:]) for step, values in runtimes.items()
-        },
-        step_edges=tuple(edges),
+        step_runtimes=kept.runtime_estimates(instance.name),
+        step_edges=tuple(sorted(kept.step_edges(instance.name))),
     )
 
 
