@@ -157,6 +157,13 @@ def test_only_rankings_whose_order_can_depend_on_the_dag_get_an_earlier_run() ->
     ]
 
 
+def test_an_earlier_run_must_be_another_trace(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        makespan.main(["--earlier-run", "--trace", "2", "--earlier-trace", "2"])
+    assert exit_info.value.code == 2
+    assert "--earlier-trace must name another trace than --trace" in capsys.readouterr().err
+
+
 def test_history_store_holds_the_earlier_runs_replayed_runtimes_and_step_edges() -> None:
     trace = makespan.nftrace.load_trace(makespan.DATA / "rnaseq" / "trace-2.csv")
     args = argparse.Namespace(time_scale=0.06, min_runtime=3.0)

@@ -228,3 +228,35 @@ def test_shutdown_writes_the_history_under_its_own_field_manager_and_never_an_ol
     loop._write_store(newer, 10)
     loop._write_store(st.SaveHistory(text="older"), 9)  # handed out before: dropped
     assert kube.last == "newer" and len(kube.puts) == 2
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"history.json": "{not json"},
+        {"history.json": '{"format": 1, "workflows": [{"workflow": 3}]}'},
+        {"observations.json": '{"format": 1, "steps": [{"step": "no workflow"}]}'},
+    ],
+)
+def test_the_daemon_starts_with_an_empty_history_from_a_broken_store(stored, caplog):
+    from scheduler.runtime import daemon
+
+    with caplog.at_level("WARNING"):
+        kept = daemon.Daemon._history(stored)
+    assert len(kept) == 0
+    assert "could not restore the workflow history" in caplog.text
+
+
+def test_the_daemon_restores_the_history_and_else_an_older_stores_runtimes():
+    from scheduler.runtime import daemon
+
+    earlier = history.WorkflowHistory()
+    earlier.observe_runtime("rnaseq", "ALIGN", 30.0)
+    earlier.learn_step_edges("rnaseq", [("TRIM", "ALIGN")])
+    restored = daemon.Daemon._history({"history.json": earlier.export()})
+    assert restored.runtime_estimates("rnaseq") == {"ALIGN": 30.0}
+    assert restored.step_edges("rnaseq") == {("TRIM", "ALIGN")}
+    older = json.dumps(
+        {"format": 1, "steps": [{"workflow": "w", "step": "S", "history": [], "runtimes": [4.0]}]}
+    )
+    assert daemon.Daemon._history({"observations.json": older}).runtime_estimates("w") == {"S": 4.0}
