@@ -5,7 +5,7 @@
         [--rankings fifo,rank_min,critical_path] [--best-predictor envelope]
         [--predictors none,ponder,envelope] [--min-memory 1Gi] [--floors-per-cpu 0,1Gi]
         [--shrink-running] [--tool-priors [only]] [--earlier-run [only] --earlier-trace 2]
-        [--kwok-workers 16]
+        [--at-once [only]] [--kwok-workers 16]
         [--json-out results.json] [--report-dir reports/]
 
 For each workflow of ``../shared/data/nfcore-traces`` (its ``trace-<N>.csv`` and ``dag.html``),
@@ -34,6 +34,10 @@ set-up whose ranking reads the DAG also runs (``only``: runs only) with the daem
 history seeded from another trace of the same workflow (``--earlier-trace``, label
 ``+earlier``): the step runtimes and step edges a daemon keeps after running that pipeline
 once (:func:`history_store`), no memory peaks. That is the case of a workflow run again.
+With ``--at-once``, every set-up without prediction whose ranking does not order by arrival
+also runs (``only``: runs only) with the daemon deciding as pods arrive (``arrival_settle_s``
+0, label ``+at-once``) instead of once a release settled; the simulator tables leave those
+runs out (it releases a finish's tasks at one instant).
 """
 
 from __future__ import annotations
@@ -91,12 +95,15 @@ class Config:
     earlier_run: bool = False
     """Seed the daemon's workflow history with an earlier run of the same workflow
     (:func:`history_store`): its step runtimes and step edges."""
+    at_once: bool = False
+    """The daemon decides as pods arrive (``arrival_settle_s`` 0), not once a release settled."""
 
 
 FLOOR_MARK = "+floor "
 SHRINK_MARK = "+shrink"
 PRIORS_MARK = "+priors"
 EARLIER_MARK = "+earlier"
+AT_ONCE_MARK = "+at-once"
 
 
 def floor_label(floor_per_cpu: int) -> str:
@@ -118,24 +125,31 @@ def configs(
     shrink_running: Sequence[bool] = (False,),
     tool_priors: Sequence[bool] = (False,),
     earlier_run: Sequence[bool] = (False,),
+    at_once: Sequence[bool] = (False,),
 ) -> list[Config]:
     """kube-scheduler, then each ranking with each of ``predictors`` ("none": no prediction;
     by default without prediction, with ponder and with ``best``); ``best`` once per floor in
     ``floors_per_cpu``, per ``shrink_running`` and per ``tool_priors`` setting, the others
     (ponder: as CWS ships it) without a floor per CPU, shrinking or priors. Every set-up of a
     ranking that reads the DAG runs once per ``earlier_run`` setting (``fifo``, ``random``,
-    ``max``, ``min``: without an earlier run only, which would not change their order)."""
+    ``max``, ``min``: without an earlier run only, which would not change their order).
+    Every set-up without prediction of a ranking that does not order by arrival runs once per
+    ``at_once`` setting (the daemon deciding as pods arrive; ``fifo`` never waits anyway)."""
     chosen = [("" if p == "none" else p) for p in predictors] or ["", "ponder", best]
     result = [Config(KUBE)]
     for ranking in rankings:
         policy = f"{ranking}-{assignment}"
         reads_dag = _reads_dag(registry.ranking(ranking).make(None))
         histories = dict.fromkeys(earlier_run if reads_dag else (False,))
+        waits = not interfaces.orders_by_arrival(registry.ranking(ranking).make(None))
+        timings = dict.fromkeys(at_once if waits else (False,))
         for predictor in dict.fromkeys(chosen):
             if not predictor:
-                for earlier in histories:
-                    label = f"{policy}{EARLIER_MARK if earlier else ''}"
-                    result.append(Config(label, policy, earlier_run=earlier))
+                for earlier, now in itertools.product(histories, timings):
+                    label = (
+                        f"{policy}{EARLIER_MARK if earlier else ''}{AT_ONCE_MARK if now else ''}"
+                    )
+                    result.append(Config(label, policy, earlier_run=earlier, at_once=now))
                 continue
             variants = itertools.product(
                 dict.fromkeys(floors_per_cpu if predictor == best else (0,)),
@@ -271,6 +285,7 @@ def run_one(
             **({"min_memory_bytes": args.min_memory_bytes} if args.min_memory_bytes else {}),
             **({"min_memory_per_cpu_bytes": config.floor_per_cpu} if config.floor_per_cpu else {}),
             **({"shrink_running": True} if config.shrink_running else {}),
+            **({"arrival_settle_s": 0.0} if config.at_once else {}),
         )
         daemon.start()
     started = time.monotonic()
@@ -312,6 +327,7 @@ def run_one(
         "shrink_running": config.shrink_running,
         "tool_priors": config.tool_priors,
         "earlier_run": config.earlier_run,
+        "at_once": config.at_once,
         "error": error,
         "stats": stats.to_json(),
         "attempts": [report.attempt_json(a) for a in progress.attempts],
@@ -534,6 +550,12 @@ def main(argv: list[str] | None = None) -> int:
         "the daemon's workflow history seeded from an earlier run of the same workflow "
         "(--earlier-trace): its step runtimes and step edges",
     )
+    _variant_option(
+        parser,
+        "--at-once",
+        "each set-up without prediction whose ranking does not order by arrival",
+        "the daemon deciding as pods arrive (arrival_settle_s 0) instead of once a release settled",
+    )
     parser.add_argument(
         "--earlier-trace",
         type=int,
@@ -583,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         (False, True) if args.shrink_running else (False,),
         VARIANTS[args.tool_priors],
         VARIANTS[args.earlier_run],
+        VARIANTS[args.at_once],
     )
     rows: list[dict[str, Any]] = []
     began = time.monotonic()
@@ -869,7 +892,7 @@ def simulator_agreement(
         runs = {
             row["config"]: row
             for row in rows
-            if row["workflow"] == workflow and row["policy"] and not row["predictor"]
+            if row["workflow"] == workflow and row["policy"] and _simulated(row)
         }
         replayed = {label: row["stats"]["makespan_s"] for label, row in runs.items()}
         if not replayed or any(value != value for value in replayed.values()):
@@ -899,6 +922,12 @@ def simulator_agreement(
             f"| {gap:.2f} | {pairs} |"
         )
     return "\n".join(lines)
+
+
+def _simulated(row: dict[str, Any]) -> bool:
+    """Whether the simulator models a wfsched set-up: no prediction, and deciding once a
+    release settled (the simulator releases a finish's tasks at one instant)."""
+    return not row["predictor"] and not row.get("at_once")
 
 
 def _simulated_makespan(
@@ -943,7 +972,7 @@ def kube_agreement(
         runs = {
             row["config"]: row
             for row in rows
-            if row["workflow"] == workflow and (row["config"] == KUBE or not row["predictor"])
+            if row["workflow"] == workflow and (row["config"] == KUBE or _simulated(row))
         }
         if KUBE not in runs or len(runs) < 2:
             continue

@@ -18,12 +18,14 @@ class KeyedRanking:
 
     Python's sort is stable, so ties keep the queue's persistent order (the previous cycle's
     order, new tasks last), which reproduces CWS's in-place stable sort.
-    ``depends`` declares what of the run's DAG the key reads (default: everything).
+    ``depends`` declares what of the run's DAG the key reads (default: everything);
+    ``orders_by_arrival`` that the key is the arrival order (see ``RankingPolicy``).
     """
 
     name: str
     key: KeyFunction
     depends: interfaces.KeyDependency = _DAG
+    orders_by_arrival: bool = False
 
     @property
     def key_dependencies(self) -> interfaces.KeyDependency:

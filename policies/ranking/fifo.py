@@ -21,4 +21,6 @@ def sort_key(task: workflow.Task, view: workflow.WorkflowView) -> _keyed.SortKey
 
 def make(args: None = None) -> interfaces.RankingPolicy:
     """Return the ``fifo`` ranking policy (it takes no arguments)."""
-    return _keyed.KeyedRanking(NAME, sort_key, interfaces.KeyDependency.NONE)
+    return _keyed.KeyedRanking(
+        NAME, sort_key, interfaces.KeyDependency.NONE, orders_by_arrival=True
+    )

@@ -30,6 +30,9 @@ class RankingPolicy(Protocol):
         - Be deterministic given ``ctx.rng``'s state; draw randomness only from it.
         - Policies may keep caches keyed by DAG versions, but no other state that changes the
           result.
+        - Optionally, ``orders_by_arrival = True`` says the order is the tasks' arrival order
+          (``fifo``): seeing more of a release before ranking cannot change it, so the daemon
+          does not wait for the rest of a release (``Settings.arrival_settle_s``).
     """
 
     @property
@@ -81,6 +84,11 @@ class IncrementalRanking(RankingPolicy, Protocol):
     def sort_key(self, task: workflow.Task, view: workflow.WorkflowView) -> tuple[int | float, ...]:
         """Return the ascending sort key of ``task``."""
         ...
+
+
+def orders_by_arrival(ranking: RankingPolicy) -> bool:
+    """True when ``ranking`` declares that it orders tasks by arrival (see its contract)."""
+    return getattr(ranking, "orders_by_arrival", False) is True
 
 
 class AssignmentPolicy(Protocol):

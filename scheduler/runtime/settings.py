@@ -124,6 +124,15 @@ class Settings:
     """Concurrent Binding calls."""
     cycle_interval_s: float = 10.0
     """Safety cycle period when nothing else triggers one."""
+    arrival_settle_s: float = 0.05
+    """A cycle waits until no new pending task has arrived for this long (at most
+    ``arrival_settle_max_s`` after the first one), so the tasks one finish releases are ranked
+    together: engines create a release's pods one at a time, and deciding on the first ones
+    alone fills the nodes in creation order. Not applied under a ranking that orders by
+    arrival (``fifo``), where waiting cannot change the order; 0: decide at once, as
+    kube-scheduler does."""
+    arrival_settle_max_s: float = 0.5
+    """Longest a cycle waits for a release to settle (``arrival_settle_s``)."""
     unschedulable_backoff_s: float = 10.0
     """Cap of the retry backoff (kube-scheduler's ``podMaxBackoffSeconds``): after a failed
     Binding a task waits 1 s, doubling with each consecutive failure up to this, at its place
@@ -337,6 +346,8 @@ def _validate(settings: Settings, problems: list[str]) -> None:
             problems.append(f"{key}: must be > 0, got {value}")
     for key, value in {
         "stale_pending_s": settings.stale_pending_s,
+        "arrival_settle_s": settings.arrival_settle_s,
+        "arrival_settle_max_s": settings.arrival_settle_max_s,
         "metrics_poll_s": settings.metrics_poll_s,
         "min_memory_bytes": settings.min_memory_bytes,
         "min_memory_per_cpu_bytes": settings.min_memory_per_cpu_bytes,

@@ -348,6 +348,9 @@ class SchedulerState:
         self._outstanding = 0
         self._capped = False
         self._dirty = True
+        self._settle_from = math.inf
+        """When the first new pending task not yet seen by a cycle arrived (inf: none)."""
+        self._last_arrival = -math.inf
         self._cycle_id = 0
         self._cycle_retry_at = -math.inf
         self._cycle_retries = 0
@@ -486,6 +489,8 @@ class SchedulerState:
             problems += self.registry.observe_task(labels)
             self._request_dags(out)
             submission = self.registry.next_submission()
+            self._last_arrival = now
+            self._settle_from = min(self._settle_from, now)
         else:
             submission = known.task.submission
         task = workflow.Task(
@@ -701,13 +706,30 @@ class SchedulerState:
         return self.max_in_flight_binds - self._outstanding
 
     def cycle_due(self, *, now: float, leading: bool) -> bool:
-        """True when a cycle should run now: state changed, leading, room for binds."""
+        """True when a cycle should run now.
+
+        That is: state changed, leading, room for binds, and the tasks arrived since the last
+        cycle settled (``Settings.arrival_settle_s``).
+        """
         return (
             self._dirty
             and leading
             and now >= self._cycle_retry_at
+            and now >= self._settled_at()
             and self.bind_slots() > 0
             and len(self.queue) > 0
+        )
+
+    def _settled_at(self) -> float:
+        """When the tasks arrived since the last cycle count as one settled release.
+
+        No new task since the last cycle, or a ranking that orders by arrival: no wait.
+        """
+        if math.isinf(self._settle_from) or interfaces.orders_by_arrival(self.policies.ranking):
+            return -math.inf
+        return min(
+            self._last_arrival + self.settings.arrival_settle_s,
+            self._settle_from + self.settings.arrival_settle_max_s,
         )
 
     def wake_at(self, *, now: float) -> float:
@@ -715,6 +737,8 @@ class SchedulerState:
         times = [self._next_tick, self._next_eviction, self._next_memory_save, self._next_expiry]
         if self._cycle_retry_at > now:
             times.append(self._cycle_retry_at)
+        if self._settled_at() > now:
+            times.append(self._settled_at())
         for uid in self._set_aside:
             record = self.pods.get(uid)
             if record is not None and record.phase is PodPhase.SET_ASIDE:
@@ -737,6 +761,7 @@ class SchedulerState:
         if not leading or slots <= 0:
             return None, []  # stays dirty: the cycle runs once this replica may place
         self._dirty = False
+        self._settle_from = math.inf
         if not len(self.queue):
             return None, []
         self._cycle_id += 1

@@ -48,6 +48,8 @@ RENDERED_SETTINGS = {
     "bind_workers",
     "cycle_interval_s",
     "unschedulable_backoff_s",
+    "arrival_settle_s",
+    "arrival_settle_max_s",
     "stale_pending_s",
     "finished_run_idle_s",
     "seed",

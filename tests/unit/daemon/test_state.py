@@ -13,7 +13,8 @@ from test_loop import node, pod
 
 from scheduler import registry
 from scheduler.core import podfacts
-from scheduler.kube import translate
+from scheduler.kube import keys, translate
+from scheduler.runtime import history as history_mod
 from scheduler.runtime import metrics, workflows
 from scheduler.runtime import state as st
 from scheduler.runtime.settings import Settings
@@ -97,6 +98,73 @@ def test_a_follower_places_nothing_and_wants_no_cycle():
     assert not state.cycle_due(now=0.0, leading=False)
     assert state.cycle(now=0.0, leading=False) == (None, [])
     assert state.cycle_due(now=0.0, leading=True)
+
+
+# --- a release settles before a cycle ranks it -----------------------------------------------
+
+
+def workflow_pod(state, name, step, *, now):
+    """Queue a task of run ``r`` of workflow ``wf`` at ``now``."""
+    labels = {keys.RUN_ID_LABEL: "r", keys.WORKFLOW_LABEL: "wf", keys.STEP_LABEL: step}
+    return add_pod(state, name, now=now, labels=labels, annotations={keys.TASK_ID_ANNOTATION: name})
+
+
+def test_a_cycle_waits_until_arrivals_pause():
+    state = make_state(policy="critical_path", arrival_settle_s=0.05, arrival_settle_max_s=0.5)
+    add_node(state)
+    for now, name in ((0.0, "a"), (0.02, "b"), (0.04, "c")):
+        workflow_pod(state, name, "s", now=now)
+        assert not state.cycle_due(now=now, leading=True)
+    state.tick(now=0.04, leading=True)  # periodic work done: the settle is what is due next
+    assert state.wake_at(now=0.04) == pytest.approx(0.09)
+    assert not state.cycle_due(now=0.089, leading=True)
+    assert state.cycle_due(now=0.09, leading=True)
+    state.cycle(now=0.09, leading=True)
+    workflow_pod(state, "d", "s", now=1.0)  # a new release waits again
+    assert not state.cycle_due(now=1.0, leading=True) and state.cycle_due(now=1.05, leading=True)
+
+
+def test_a_release_that_keeps_arriving_waits_at_most_the_cap():
+    state = make_state(policy="critical_path", arrival_settle_s=0.05, arrival_settle_max_s=0.2)
+    add_node(state)
+    for i in range(7):  # one every 30 ms, the last at 0.18
+        workflow_pod(state, f"t{i}", "s", now=i * 0.03)
+        assert not state.cycle_due(now=i * 0.03, leading=True)
+    assert state.cycle_due(now=0.2, leading=True)  # not 0.23: the cap counts from the first
+
+
+@pytest.mark.parametrize(("policy", "settle"), [("fifo", 0.05), ("critical_path", 0.0)])
+def test_no_wait_under_an_arrival_ordered_ranking_or_when_turned_off(policy, settle):
+    state = make_state(policy=policy, arrival_settle_s=settle)
+    add_node(state)
+    workflow_pod(state, "a", "s", now=0.0)
+    assert state.cycle_due(now=0.0, leading=True)
+
+
+def test_the_task_with_the_long_tail_gets_the_room_though_it_arrived_last():
+    def first_bound(settle_s):
+        kept = history_mod.WorkflowHistory()
+        kept.learn_step_edges("wf", [("long", "next"), ("next", "last")])
+        state = st.SchedulerState(
+            settings=Settings(bind_workers=2, arrival_settle_s=settle_s),
+            policies=registry.parse_strategy("critical_path").build(),
+            metrics=metrics.Metrics(),
+            history=kept,
+        )
+        add_node(state, cpu="1")  # room for one task
+        workflow_pod(state, "short", "short", now=0.0)  # the engine creates it first
+        if state.cycle_due(now=0.0, leading=True):
+            _, out = state.cycle(now=0.0, leading=True)
+            return [b.bind.pod.name for b in binds(out)]
+        workflow_pod(state, "long", "long", now=0.02)
+        now = 0.02
+        while not state.cycle_due(now=now, leading=True):
+            now += 0.01
+        _, out = state.cycle(now=now, leading=True)
+        return [b.bind.pod.name for b in binds(out)]
+
+    assert first_bound(0.0) == ["short"]  # decided before the release was whole
+    assert first_bound(0.05) == ["long"]
 
 
 def test_a_cycle_hands_out_no_more_binds_than_free_slots():
