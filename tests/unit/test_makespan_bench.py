@@ -138,7 +138,6 @@ def test_an_earlier_run_doubles_only_the_rankings_that_read_the_dag() -> None:
     ]
 
 
-
 def test_deciding_at_once_doubles_the_unpredicted_set_ups_of_rankings_that_wait() -> None:
     plan = makespan.configs(
         ["fifo", "critical_path"],
@@ -158,6 +157,7 @@ def test_deciding_at_once_doubles_the_unpredicted_set_ups_of_rankings_that_wait(
     assert makespan._simulated({"predictor": "", "at_once": False})
     assert not makespan._simulated({"predictor": "", "at_once": True})  # no model of arrivals
     assert not makespan._simulated({"predictor": "ponder"})
+
 
 def test_only_rankings_whose_order_can_depend_on_the_dag_get_an_earlier_run() -> None:
     plan = makespan.configs(
