@@ -53,6 +53,7 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("min_memory_per_cpu_bytes: -1\n", "min_memory_per_cpu_bytes: must be >= 0"),
         ("shrink_running: true\n", "shrink_running: needs a predictor"),
         ("shrink_min_saving_bytes: -1\n", "shrink_min_saving_bytes: must be >= 0"),
+        ("arrival_settle_s: -0.1\n", "arrival_settle_s: must be >= 0"),
         ("health_port: 70000\n", "not a TCP port"),
         ("log_format: xml\n", "log_format"),
         ("lease:\n  duration_s: 5\n  renew_deadline_s: 10\n", "shorter than lease.duration_s"),

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler import registry
-from scheduler.core import cluster, workflow
+from scheduler.core import cluster, interfaces, workflow
 from scheduler.core.resources import Resources
 from tests.unit.core import core_builders as b
 
@@ -59,6 +59,25 @@ def test_ranking_same_inputs_and_seed_give_same_order(name: str) -> None:
     first = registry.RANKINGS[name].make().rank(tasks, view, b.ctx(seed=9))
     second = registry.RANKINGS[name].make().rank(tasks, view, b.ctx(seed=9))
     assert first == second
+
+
+@pytest.mark.parametrize("name", RANKINGS)
+def test_a_ranking_that_orders_by_arrival_returns_the_arrival_order(name: str) -> None:
+    policy = registry.RANKINGS[name].make()
+    if not interfaces.orders_by_arrival(policy):
+        return
+    tasks = sample_tasks(4)
+    random.Random(5).shuffle(tasks)
+    view = workflow.WorkflowView({b.RUN: sample_dag()})
+    ranked = policy.rank(tasks, view, b.ctx(seed=1))
+    assert [t.submission for t in ranked] == sorted(t.submission for t in tasks)
+
+
+def test_only_fifo_says_it_orders_by_arrival() -> None:
+    arrival_ordered = [
+        name for name in RANKINGS if interfaces.orders_by_arrival(registry.RANKINGS[name].make())
+    ]
+    assert arrival_ordered == ["fifo"]  # the daemon waits for a release under every other one
 
 
 @pytest.mark.parametrize("name", RANKINGS + ASSIGNMENTS)
