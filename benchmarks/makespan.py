@@ -5,7 +5,7 @@
         [--rankings fifo,rank_min,critical_path] [--best-predictor envelope]
         [--predictors none,ponder,envelope] [--min-memory 1Gi] [--floors-per-cpu 0,1Gi]
         [--shrink-running] [--tool-priors [only]] [--earlier-run [only] --earlier-trace 2]
-        [--at-once [only]] [--kwok-workers 16]
+        [--settle [only]] [--kwok-workers 16]
         [--json-out results.json] [--report-dir reports/]
 
 For each workflow of ``../shared/data/nfcore-traces`` (its ``trace-<N>.csv`` and ``dag.html``),
@@ -34,10 +34,10 @@ set-up whose ranking reads the DAG also runs (``only``: runs only) with the daem
 history seeded from another trace of the same workflow (``--earlier-trace``, label
 ``+earlier``): the step runtimes and step edges a daemon keeps after running that pipeline
 once (:func:`history_store`), no memory peaks. That is the case of a workflow run again.
-With ``--at-once``, every set-up without prediction whose ranking does not order by arrival
-also runs (``only``: runs only) with the daemon deciding as pods arrive (``arrival_settle_s``
-0, label ``+at-once``) instead of once a release settled; the simulator tables leave those
-runs out (it releases a finish's tasks at one instant).
+With ``--settle``, every set-up without prediction whose ranking does not order by arrival
+also runs (``only``: runs only) with the daemon waiting for a release to settle before a cycle
+(``arrival_settle_s`` :data:`SETTLE_S`, label ``+settle``) instead of deciding as pods arrive;
+the simulator tables leave those runs out.
 """
 
 from __future__ import annotations
@@ -95,15 +95,17 @@ class Config:
     earlier_run: bool = False
     """Seed the daemon's workflow history with an earlier run of the same workflow
     (:func:`history_store`): its step runtimes and step edges."""
-    at_once: bool = False
-    """The daemon decides as pods arrive (``arrival_settle_s`` 0), not once a release settled."""
+    settle: bool = False
+    """The daemon waits for a release to settle (``arrival_settle_s`` :data:`SETTLE_S`)."""
 
 
 FLOOR_MARK = "+floor "
 SHRINK_MARK = "+shrink"
 PRIORS_MARK = "+priors"
 EARLIER_MARK = "+earlier"
-AT_ONCE_MARK = "+at-once"
+SETTLE_MARK = "+settle"
+SETTLE_S = 0.05
+"""The daemon's ``arrival_settle_s`` in ``+settle`` set-ups."""
 
 
 def floor_label(floor_per_cpu: int) -> str:
@@ -125,7 +127,7 @@ def configs(
     shrink_running: Sequence[bool] = (False,),
     tool_priors: Sequence[bool] = (False,),
     earlier_run: Sequence[bool] = (False,),
-    at_once: Sequence[bool] = (False,),
+    settle: Sequence[bool] = (False,),
 ) -> list[Config]:
     """kube-scheduler, then each ranking with each of ``predictors`` ("none": no prediction;
     by default without prediction, with ponder and with ``best``); ``best`` once per floor in
@@ -134,7 +136,7 @@ def configs(
     ranking that reads the DAG runs once per ``earlier_run`` setting (``fifo``, ``random``,
     ``max``, ``min``: without an earlier run only, which would not change their order).
     Every set-up without prediction of a ranking that does not order by arrival runs once per
-    ``at_once`` setting (the daemon deciding as pods arrive; ``fifo`` never waits anyway)."""
+    ``settle`` setting (the daemon waiting for a release to settle; ``fifo`` never waits)."""
     chosen = [("" if p == "none" else p) for p in predictors] or ["", "ponder", best]
     result = [Config(KUBE)]
     for ranking in rankings:
@@ -142,14 +144,14 @@ def configs(
         reads_dag = _reads_dag(registry.ranking(ranking).make(None))
         histories = dict.fromkeys(earlier_run if reads_dag else (False,))
         waits = not interfaces.orders_by_arrival(registry.ranking(ranking).make(None))
-        timings = dict.fromkeys(at_once if waits else (False,))
+        timings = dict.fromkeys(settle if waits else (False,))
         for predictor in dict.fromkeys(chosen):
             if not predictor:
-                for earlier, now in itertools.product(histories, timings):
+                for earlier, settled in itertools.product(histories, timings):
                     label = (
-                        f"{policy}{EARLIER_MARK if earlier else ''}{AT_ONCE_MARK if now else ''}"
+                        f"{policy}{EARLIER_MARK if earlier else ''}{SETTLE_MARK if settled else ''}"
                     )
-                    result.append(Config(label, policy, earlier_run=earlier, at_once=now))
+                    result.append(Config(label, policy, earlier_run=earlier, settle=settled))
                 continue
             variants = itertools.product(
                 dict.fromkeys(floors_per_cpu if predictor == best else (0,)),
@@ -285,7 +287,7 @@ def run_one(
             **({"min_memory_bytes": args.min_memory_bytes} if args.min_memory_bytes else {}),
             **({"min_memory_per_cpu_bytes": config.floor_per_cpu} if config.floor_per_cpu else {}),
             **({"shrink_running": True} if config.shrink_running else {}),
-            **({"arrival_settle_s": 0.0} if config.at_once else {}),
+            **({"arrival_settle_s": SETTLE_S} if config.settle else {}),
         )
         daemon.start()
     started = time.monotonic()
@@ -327,7 +329,7 @@ def run_one(
         "shrink_running": config.shrink_running,
         "tool_priors": config.tool_priors,
         "earlier_run": config.earlier_run,
-        "at_once": config.at_once,
+        "settle": config.settle,
         "error": error,
         "stats": stats.to_json(),
         "attempts": [report.attempt_json(a) for a in progress.attempts],
@@ -552,9 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     _variant_option(
         parser,
-        "--at-once",
+        "--settle",
         "each set-up without prediction whose ranking does not order by arrival",
-        "the daemon deciding as pods arrive (arrival_settle_s 0) instead of once a release settled",
+        f"the daemon waiting for a release to settle (arrival_settle_s {SETTLE_S})",
     )
     parser.add_argument(
         "--earlier-trace",
@@ -605,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         (False, True) if args.shrink_running else (False,),
         VARIANTS[args.tool_priors],
         VARIANTS[args.earlier_run],
-        VARIANTS[args.at_once],
+        VARIANTS[args.settle],
     )
     rows: list[dict[str, Any]] = []
     began = time.monotonic()
@@ -925,9 +927,9 @@ def simulator_agreement(
 
 
 def _simulated(row: dict[str, Any]) -> bool:
-    """Whether the simulator models a wfsched set-up: no prediction, and deciding once a
-    release settled (the simulator releases a finish's tasks at one instant)."""
-    return not row["predictor"] and not row.get("at_once")
+    """Whether the simulator tables cover a wfsched set-up: no prediction, and the daemon's
+    default timing (rows of ``--settle`` are left out)."""
+    return not row["predictor"] and not row.get("settle")
 
 
 def _simulated_makespan(

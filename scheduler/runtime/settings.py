@@ -124,13 +124,15 @@ class Settings:
     """Concurrent Binding calls."""
     cycle_interval_s: float = 10.0
     """Safety cycle period when nothing else triggers one."""
-    arrival_settle_s: float = 0.05
-    """A cycle waits until no new pending task has arrived for this long (at most
+    arrival_settle_s: float = 0.0
+    """When > 0, a cycle waits until no new pending task has arrived for this long (at most
     ``arrival_settle_max_s`` after the first one), so the tasks one finish releases are ranked
     together: engines create a release's pods one at a time, and deciding on the first ones
     alone fills the nodes in creation order. Not applied under a ranking that orders by
-    arrival (``fifo``), where waiting cannot change the order; 0: decide at once, as
-    kube-scheduler does."""
+    arrival (``fifo``), where waiting cannot change the order. Off by default (decide at once,
+    as kube-scheduler does): while tasks keep arriving, the wait also leaves freed room idle,
+    and on the nf-core replays that cost more than the better order gained
+    (docs/benchmarks.md)."""
     arrival_settle_max_s: float = 0.5
     """Longest a cycle waits for a release to settle (``arrival_settle_s``)."""
     unschedulable_backoff_s: float = 10.0

@@ -138,24 +138,24 @@ def test_an_earlier_run_doubles_only_the_rankings_that_read_the_dag() -> None:
     ]
 
 
-def test_deciding_at_once_doubles_the_unpredicted_set_ups_of_rankings_that_wait() -> None:
+def test_settling_doubles_the_unpredicted_set_ups_of_rankings_that_can_wait() -> None:
     plan = makespan.configs(
         ["fifo", "critical_path"],
         "roundrobin",
         "envelope",
         ["none", "envelope"],
         earlier_run=[True],
-        at_once=[False, True],
+        settle=[False, True],
     )
-    assert [(c.label, c.at_once) for c in plan[1:]] == [
+    assert [(c.label, c.settle) for c in plan[1:]] == [
         ("fifo-roundrobin", False),  # fifo orders by arrival: it never waits, nothing to compare
         ("fifo-roundrobin+envelope", False),
         ("critical_path-roundrobin+earlier", False),
-        ("critical_path-roundrobin+earlier+at-once", True),
+        ("critical_path-roundrobin+earlier+settle", True),
         ("critical_path-roundrobin+envelope+earlier", False),  # prediction: one set-up
     ]
-    assert makespan._simulated({"predictor": "", "at_once": False})
-    assert not makespan._simulated({"predictor": "", "at_once": True})  # no model of arrivals
+    assert makespan._simulated({"predictor": "", "settle": False})
+    assert not makespan._simulated({"predictor": "", "settle": True})
     assert not makespan._simulated({"predictor": "ponder"})
 
 
