@@ -723,9 +723,14 @@ class SchedulerState:
     def _settled_at(self) -> float:
         """When the tasks arrived since the last cycle count as one settled release.
 
-        No new task since the last cycle, or a ranking that orders by arrival: no wait.
+        No wait when it is off (the default), with no new task since the last cycle, or under a
+        ranking that orders by arrival.
         """
-        if math.isinf(self._settle_from) or interfaces.orders_by_arrival(self.policies.ranking):
+        if (
+            self.settings.arrival_settle_s <= 0
+            or math.isinf(self._settle_from)
+            or interfaces.orders_by_arrival(self.policies.ranking)
+        ):
             return -math.inf
         return min(
             self._last_arrival + self.settings.arrival_settle_s,
@@ -737,8 +742,9 @@ class SchedulerState:
         times = [self._next_tick, self._next_eviction, self._next_memory_save, self._next_expiry]
         if self._cycle_retry_at > now:
             times.append(self._cycle_retry_at)
-        if self._settled_at() > now:
-            times.append(self._settled_at())
+        settled_at = self._settled_at()
+        if settled_at > now:
+            times.append(settled_at)
         for uid in self._set_aside:
             record = self.pods.get(uid)
             if record is not None and record.phase is PodPhase.SET_ASIDE:
