@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
@@ -63,6 +64,15 @@ def register(subparsers: Any) -> None:
         "with its step runtimes and step edges, as a daemon that ran it before (trace or "
         "instance with tasks released as they become ready; not with kube-scheduler)",
     )
+    parser.add_argument(
+        "--runtime-jitter",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="lengthen each task's runtime by a uniform draw from [0, SECONDS] (seeded by "
+        "--seed), so that tasks released together do not end together as they would not on "
+        "a cluster (default 0: runtimes as recorded)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(func=run)
@@ -85,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.nodes < 1:
         raise simulate.SimulationError("--nodes must be at least 1")
+    if not math.isfinite(args.runtime_jitter) or args.runtime_jitter < 0:
+        raise simulate.SimulationError("--runtime-jitter must be a number of seconds >= 0")
     cluster_spec = simulate.ClusterSpec(
         nodes=args.nodes,
         node_cpu_millis=resources.cpu_millis(args.node_cpu),
@@ -100,7 +112,9 @@ def _run(args: argparse.Namespace) -> int:
             spec = registry.PolicySpec(
                 ranking=spec.ranking, assignment=registry.assignment(args.assign).name
             )
-    instance = _load(args.instance, args, cluster_spec)
+    instance = simulate.with_runtime_jitter(
+        _load(args.instance, args, cluster_spec), jitter_s=args.runtime_jitter, seed=args.seed
+    )
     earlier = (
         simulate.earlier_runs(_load(args.earlier, args, cluster_spec)) if args.earlier else None
     )

@@ -26,6 +26,8 @@ Mapping from WfFormat (stated choices):
 - **input size** = sum of the input files' sizes (1.5: ``inputFiles`` ids resolved through
   ``specification.files``; 1.4: ``files[]`` with ``link == "input"``), else ``readBytes``, else 0.
 - **runtime** = ``runtimeInSeconds`` on every node (homogeneous nodes, no data staging).
+  :func:`with_runtime_jitter` lengthens each by a seeded random draw, so that tasks released
+  together do not all end together (``wfsched simulate --runtime-jitter``).
 
 **kube-scheduler, modelled** (:class:`KubeSchedulerQueue`, :func:`simulate_kube_scheduler`,
 ``--strategy kube-scheduler``): the same loop with kube-scheduler's queue order instead of a
@@ -144,6 +146,31 @@ def earlier_runs(instance: Instance) -> EarlierRuns:
         step_runtimes=kept.runtime_estimates(instance.name),
         step_edges=tuple(sorted(kept.step_edges(instance.name))),
     )
+
+
+def with_runtime_jitter(instance: Instance, *, jitter_s: float, seed: int = 0) -> Instance:
+    """Return ``instance`` with each runtime lengthened by a uniform draw from ``[0, jitter_s]``.
+
+    On a real cluster the tasks of one release do not finish at one instant: their pods are
+    created, bound and started one after another (the replay creates a release of 36 pods over
+    about 0.5 s). The simulator starts them together, so they end together and the ranking then
+    sees every freed slot and every released child at once. Jitter takes that away. Draws are
+    in task order from ``random.Random(seed)``: one seed, one instance. ``jitter_s == 0``
+    returns ``instance`` itself.
+
+    Raises:
+        ValueError: If ``jitter_s`` is negative or not finite.
+    """
+    if not math.isfinite(jitter_s) or jitter_s < 0:
+        raise ValueError(f"runtime jitter must be a finite number of seconds >= 0, not {jitter_s}")
+    if jitter_s == 0:
+        return instance
+    draws = random.Random(seed)
+    tasks = tuple(
+        dataclasses.replace(task, runtime_s=task.runtime_s + draws.uniform(0.0, jitter_s))
+        for task in instance.tasks
+    )
+    return dataclasses.replace(instance, tasks=tasks)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -262,6 +262,8 @@ def test_cli_compare_json_and_table(tiny_file: Path, capsys: pytest.CaptureFixtu
         (["--node-memory=-1Gi"], "negative quantity"),
         (["--nodes", "0"], "at least 1"),
         (["--earlier", "/nonexistent/earlier.json"], "cannot read /nonexistent/earlier.json"),
+        (["--runtime-jitter", "-0.5"], "--runtime-jitter must be a number of seconds >= 0"),
+        (["--runtime-jitter", "nan"], "--runtime-jitter must be a number of seconds >= 0"),
     ],
 )
 def test_cli_bad_arguments_exit_2_with_one_line(
@@ -270,6 +272,43 @@ def test_cli_bad_arguments_exit_2_with_one_line(
     assert cli.main(["simulate", str(tiny_file), *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("wfsched simulate: error:") and message in err
+
+
+def test_runtime_jitter_lengthens_each_runtime_within_the_bound_reproducibly() -> None:
+    parsed = simulate.parse_instance(TINY)
+    jittered = simulate.with_runtime_jitter(parsed, jitter_s=0.3, seed=7)
+    extra = [j.runtime_s - t.runtime_s for t, j in zip(parsed.tasks, jittered.tasks, strict=True)]
+    assert all(0.0 <= e <= 0.3 for e in extra) and len(set(extra)) == len(extra)
+    assert [t.id for t in jittered.tasks] == [t.id for t in parsed.tasks]
+    assert dataclasses.replace(jittered, tasks=parsed.tasks) == parsed
+    assert simulate.with_runtime_jitter(parsed, jitter_s=0.3, seed=7) == jittered
+    assert simulate.with_runtime_jitter(parsed, jitter_s=0.3, seed=8) != jittered
+    assert simulate.with_runtime_jitter(parsed, jitter_s=0.0, seed=7) is parsed
+
+
+@pytest.mark.parametrize("jitter", [-0.1, float("inf"), float("nan")])
+def test_runtime_jitter_must_be_a_finite_duration(jitter: float) -> None:
+    with pytest.raises(ValueError, match="runtime jitter"):
+        simulate.with_runtime_jitter(simulate.parse_instance(TINY), jitter_s=jitter)
+
+
+def test_runtime_jitter_breaks_the_tie_of_tasks_released_together(
+    tiny_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """r1 and r2 start together and end together at 5 s; jittered, they end apart, and the
+    CLI's makespan is the jittered instance's (seeded by --seed)."""
+    base = ["simulate", str(tiny_file), "--strategy", "fifo", "--nodes", "1", "--json"]
+    assert cli.main(base) == 0
+    plain = json.loads(capsys.readouterr().out)["makespan_s"]
+    assert cli.main([*base, "--runtime-jitter", "0.5", "--seed", "3"]) == 0
+    jittered = json.loads(capsys.readouterr().out)["makespan_s"]
+    expected = simulate.simulate(
+        simulate.with_runtime_jitter(simulate.parse_instance(TINY), jitter_s=0.5, seed=3),
+        strategy=registry.parse_strategy("fifo"),
+        cluster_spec=simulate.ClusterSpec(nodes=1),
+        seed=3,
+    ).makespan_s
+    assert plain == 16.0 and jittered == expected and 16.0 < jittered <= 16.0 + 3 * 0.5
 
 
 @pytest.mark.parametrize("content", ["{not json", '{"workflow": 3}', "[]"])
