@@ -1,11 +1,12 @@
 """Which ranking to run, chosen leaving one workflow out, from the simulator.
 
-python benchmarks/ranking_choice.py [--workflows sarek,...] [--trace 1] [--earlier-trace 2 |
+python benchmarks/ranking_choice.py [--workflows rnaseq,...] [--trace 1] [--earlier-trace 2 |
 --first-run] [--time-scale 0.06 --min-runtime 3] [--nodes 4 --node-cpu 32 --node-memory 128Gi]
 [--rankings rank,rank_min,...] [--runtime-jitter 0.3] [--seeds 4] [--json-out scores.json]
 [--from-json scores.json]
 
-For each workflow of ``../shared/data/nfcore-traces`` the simulator runs ``trace-<N>.csv`` as
+For each workflow of ``../shared/data/nfcore-traces`` (every directory holding the trace, by
+name, or ``--workflows``) the simulator runs ``trace-<N>.csv`` as
 ``benchmarks/makespan.py`` replays it (same plan, scale, floor and cluster) under its model of
 kube-scheduler and under every candidate ranking (``roundrobin`` placement, no memory
 prediction). Unless ``--first-run``, each ranking starts with what an earlier trace of the same
@@ -36,17 +37,6 @@ from scheduler.core import resources
 from scheduler.devtools import nftrace, replay, runstats, simulate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nfcore-traces"
-WORKFLOWS = (
-    "sarek",
-    "ampliseq",
-    "rnaseq",
-    "atacseq",
-    "chipseq",
-    "nanoseq",
-    "eager",
-    "viralrecon",
-    "mag",
-)
 LEFT_OUT_RANKINGS = ("random",)
 """Candidates by default: every registered ranking but these (a fresh shuffle every cycle is not
 an order anyone would choose to run)."""
@@ -73,6 +63,14 @@ class Choice:
     on_others: float
     on_held_out: float
     best_on_held_out: str
+
+
+def workflows_with_trace(data: Path, trace: int) -> list[str]:
+    """The directories of ``data`` that hold ``trace-<trace>.csv``, by name (none if ``data``
+    is not a directory)."""
+    if not data.is_dir():
+        return []
+    return sorted(p.name for p in data.iterdir() if (p / f"trace-{trace}.csv").is_file())
 
 
 def workflow_scores(scores: Scores) -> dict[str, dict[str, float]]:
@@ -193,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run (or reprint with ``--from-json``) the choice; exit status 0, 2 on bad options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--workflows", default=",".join(WORKFLOWS))
+    parser.add_argument(
+        "--workflows",
+        default=None,
+        help="comma list (default: every directory of --data that holds the trace, by name)",
+    )
     parser.add_argument("--trace", type=int, default=1, help="which trace-<N>.csv (default 1)")
     parser.add_argument(
         "--earlier-trace",
@@ -229,7 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         scores: Scores = json.loads(args.from_json.read_text(encoding="utf-8"))
     else:
-        args.workflows = [name for name in args.workflows.split(",") if name]
+        args.workflows = (
+            [name for name in args.workflows.split(",") if name]
+            if args.workflows is not None
+            else workflows_with_trace(args.data, args.trace)
+        )
+        if not args.workflows:
+            parser.error(f"no workflow under {args.data} holds trace-{args.trace}.csv")
         if args.seeds < 1:
             parser.error("--seeds must be at least 1")
         if not math.isfinite(args.runtime_jitter) or args.runtime_jitter < 0:

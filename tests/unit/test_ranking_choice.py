@@ -74,6 +74,24 @@ def test_bad_options_are_named(
     assert exited.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_the_workflows_are_the_directories_holding_the_trace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, traces in (("beta", [1, 2]), ("alpha", [1]), ("gamma", [2])):
+        (tmp_path / name).mkdir()
+        for number in traces:
+            (tmp_path / name / f"trace-{number}.csv").write_text("")
+    (tmp_path / "notes.txt").write_text("")
+    assert ranking_choice.workflows_with_trace(tmp_path, 1) == ["alpha", "beta"]
+    assert ranking_choice.workflows_with_trace(tmp_path / "missing", 1) == []
+    with pytest.raises(SystemExit):
+        ranking_choice.main(["--data", str(tmp_path), "--trace", "3", "--first-run"])
+    assert "no workflow under" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ranking_choice.main(["--data", str(tmp_path)])
+    assert "alpha/trace-2.csv" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not DATA.is_dir(), reason="shared nf-core traces not present")
 def test_a_run_on_two_workflows_reprints_from_its_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
