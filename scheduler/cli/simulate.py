@@ -70,8 +70,8 @@ def register(subparsers: Any) -> None:
         default=0.0,
         metavar="SECONDS",
         help="lengthen each task's runtime by a uniform draw from [0, SECONDS] (seeded by "
-        "--seed), so that tasks released together do not end together as they would not on "
-        "a cluster (default 0: runtimes as recorded)",
+        "--seed), so that tasks released together end a little apart, as on a cluster "
+        "(default 0: runtimes as recorded)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
