@@ -73,6 +73,32 @@ def workflows_with_trace(data: Path, trace: int) -> list[str]:
     return sorted(p.name for p in data.iterdir() if (p / f"trace-{trace}.csv").is_file())
 
 
+def read_scores(path: Path) -> Scores:
+    """The scores a ``--json-out`` wrote.
+
+    Raises:
+        OSError: If ``path`` cannot be read.
+        ValueError: If it is not JSON of workflow -> ranking -> non-empty list of positive ratios.
+    """
+    document = json.loads(path.read_text(encoding="utf-8"))
+    valid = isinstance(document, dict) and all(
+        isinstance(row, dict)
+        and all(
+            isinstance(ratios, list)
+            and ratios
+            and all(isinstance(r, int | float) and r > 0 for r in ratios)
+            for ratios in row.values()
+        )
+        for row in document.values()
+    )
+    if not valid:
+        raise ValueError("not scores of --json-out (workflow -> ranking -> list of ratios)")
+    return {
+        workflow: {ranking: [float(r) for r in ratios] for ranking, ratios in row.items()}
+        for workflow, row in document.items()
+    }
+
+
 def workflow_scores(scores: Scores) -> dict[str, dict[str, float]]:
     """Per workflow and ranking, the geometric mean of the per-seed ratios."""
     return {
@@ -229,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-json", type=Path, help="reprint the tables of a --json-out")
     args = parser.parse_args(argv)
     if args.from_json:
-        scores: Scores = json.loads(args.from_json.read_text(encoding="utf-8"))
+        try:
+            scores = read_scores(args.from_json)
+        except (OSError, ValueError) as exc:
+            parser.error(f"--from-json {args.from_json}: {exc}")
     else:
         args.workflows = (
             [name for name in args.workflows.split(",") if name]

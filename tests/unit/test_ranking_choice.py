@@ -109,3 +109,26 @@ def test_a_run_on_two_workflows_reprints_from_its_json(
     assert "| ampliseq/trace-1 | `" in printed.out and "geometric mean, held out" in printed.out
     assert ranking_choice.main(["--from-json", str(out)]) == 0
     assert capsys.readouterr().out == printed.out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "Expecting property name"),
+        ('{"a": {"rank": []}}', "not scores of --json-out"),
+        ('{"a": {"rank": [0.9, "x"]}}', "not scores of --json-out"),
+        ("[1, 2]", "not scores of --json-out"),
+    ],
+)
+def test_a_bad_scores_file_is_named_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    path = tmp_path / "scores.json"
+    path.write_text(content)
+    with pytest.raises(SystemExit) as exited:
+        ranking_choice.main(["--from-json", str(path)])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and f"--from-json {path}: " in err and message in err
+    with pytest.raises(SystemExit):
+        ranking_choice.main(["--from-json", str(tmp_path / "missing.json")])
+    assert "No such file" in capsys.readouterr().err
