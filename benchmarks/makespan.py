@@ -16,8 +16,10 @@ learns from another. Tasks are replayed by ``scheduler.devtools.replay`` (the fa
 memory model ``memsim`` OOM-kills attempts below their peak, nf-core retries them, peaks are
 reported on success). Per run: makespan, memory allocated and wasted (GiB-hours of trace time),
 failed attempts, mean CPU and memory utilisation of the nodes
-(``scheduler.devtools.runstats``); then the ratios to kube-scheduler per workflow and their
-geometric mean over workflows, as a Markdown table. Progress goes to stderr.
+(``scheduler.devtools.runstats``), and how busy the machine was during the replay (mean cores
+per process group and saturated seconds, ``scheduler.devtools.hostload``); then the ratios to
+kube-scheduler per workflow and their geometric mean over workflows, as a Markdown table.
+Progress goes to stderr.
 
 With several ``--floors-per-cpu``, every set-up with a predictor runs once per floor (the
 daemon's ``min_memory_per_cpu_bytes``), and a leave-one-workflow-out table chooses the floor on
@@ -58,7 +60,7 @@ from typing import Any
 from predictors import traces
 from scheduler import registry
 from scheduler.core import interfaces, resources
-from scheduler.devtools import devcluster, nftrace, replay, report, runstats, simulate
+from scheduler.devtools import devcluster, hostload, nftrace, replay, report, runstats, simulate
 from scheduler.runtime import history, memory
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nfcore-traces"
@@ -303,8 +305,12 @@ def run_one(
         )
 
     error = ""
+    sampler = hostload.HostLoadSampler()
     try:
-        with replay.memory_simulator(api, namespace, report_usage=False):  # no metrics-server
+        with (
+            sampler,
+            replay.memory_simulator(api, namespace, report_usage=False),  # no metrics-server
+        ):
             progress = replay.Replayer(plan, api, namespace=namespace).run(
                 timeout_s=args.timeout, on_progress=show
             )
@@ -332,6 +338,7 @@ def run_one(
         "settle": config.settle,
         "error": error,
         "stats": stats.to_json(),
+        "host_load": sampler.result().to_json(),
         "attempts": [report.attempt_json(a) for a in progress.attempts],
     }
 
@@ -774,6 +781,7 @@ def print_optional_tables(
             kube_agreement(rows, args, shape),
         ),
         ("Queue behaviour, kube-scheduler / fifo-roundrobin", queue_table(rows, shape)),
+        ("The machine during the replays (CPU sampled from /proc)", host_load_table(rows)),
         (
             "Floor per CPU chosen on the other workflows (leave one workflow out)",
             lowo_floor_table(rows),
@@ -782,6 +790,32 @@ def print_optional_tables(
         if table:
             print(f"\n{title}:\n")
             print(table)
+
+
+def host_load_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown: per set-up, the mean cores each process group used during its replays (mean
+    over the workflows) and the seconds in which the machine was saturated (summed), from the
+    rows' ``host_load`` (``hostload.HostLoad.to_json``); "" when no row has one."""
+    loads: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("host_load"):
+            loads.setdefault(row["config"], []).append(row["host_load"])
+    if not loads:
+        return ""
+    groups = [g for g in hostload.GROUPS if g != "other"]
+    lines = [
+        "| set-up | " + " | ".join(groups) + " | saturated seconds | seconds sampled |",
+        "|---|" + "---:|" * (len(groups) + 2),
+    ]
+    for label, runs in loads.items():
+        means = [sum(r["mean_cores"].get(g, 0.0) for r in runs) / len(runs) for g in groups]
+        lines.append(
+            f"| {label} | "
+            + " | ".join(f"{m:.2f}" for m in means)
+            + f" | {sum(r['saturated_seconds'] for r in runs)}"
+            + f" | {sum(r['seconds'] for r in runs)} |"
+        )
+    return "\n".join(lines)
 
 
 def choose_floor(ratios: dict[str, dict[str, float]], failed: dict[str, dict[str, int]]) -> str:

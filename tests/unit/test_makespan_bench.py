@@ -311,3 +311,29 @@ def test_queue_behaviour_counts_one_batch_as_the_same_moment() -> None:
     attempts = [_attempt(0.00, 0.02, 5.0, 10), _attempt(0.01, 0.03, 5.0, 10)]
     behaviour = makespan.queue_behaviour(attempts, cluster_memory_bytes=100)
     assert math.isnan(behaviour["ahead_share"]) and math.isnan(behaviour["refill_s"])
+
+
+def _loaded(config: str, workflow: str, cores: dict[str, float], saturated: int) -> dict[str, Any]:
+    load = {"mean_cores": cores, "seconds": 10, "saturated_seconds": saturated, "cores": 2}
+    return {"config": config, "workflow": workflow, "host_load": load}
+
+
+def test_host_load_table_averages_cores_and_sums_saturated_seconds_per_setup() -> None:
+    rows = [
+        _loaded("kube-scheduler", "a", {"kube-apiserver": 0.2, "kube-scheduler": 0.1}, 1),
+        _loaded("kube-scheduler", "b", {"kube-apiserver": 0.4, "kube-scheduler": 0.1}, 2),
+        _loaded("fifo-roundrobin", "a", {"kube-apiserver": 0.3, "wfsched": 0.5}, 4),
+        {"config": "fifo-roundrobin", "workflow": "b"},  # an older row without a sample
+    ]
+    lines = makespan.host_load_table(rows).splitlines()
+    assert lines[0].startswith("| set-up | wfsched | kube-apiserver | etcd | kwok |")
+    assert (
+        lines[2] == "| kube-scheduler | 0.00 | 0.30 | 0.00 | 0.00 | 0.10 | 0.00 | 0.00 | 3 | 20 |"
+    )
+    assert (
+        lines[3] == "| fifo-roundrobin | 0.50 | 0.30 | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | 4 | 10 |"
+    )
+
+
+def test_no_host_load_table_for_rows_without_samples() -> None:
+    assert makespan.host_load_table([{"config": "fifo-roundrobin", "workflow": "a"}]) == ""
