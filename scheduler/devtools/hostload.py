@@ -18,18 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-GROUPS: tuple[str, ...] = (
-    "wfsched",
+CONTROL_PLANE: tuple[str, ...] = (
     "kube-apiserver",
     "etcd",
     "kwok",
     "kube-scheduler",
     "kube-controller-manager",
-    "benchmark",
-    "other",
 )
-"""The process groups, in report order: the daemon (``python -m scheduler``), the control-plane
-binaries by name, the benchmark's own process and everything else."""
+"""The control-plane programs, each a group of its own (matched by the program's file name)."""
+
+GROUPS: tuple[str, ...] = ("wfsched", *CONTROL_PLANE, "benchmark", "other")
+"""The process groups, in report order: the daemon (``python -m scheduler`` or the ``wfsched``
+command), the control-plane programs, the benchmark's own process and everything else."""
 
 SATURATED_SHARE = 0.9
 """A second counts as saturated when all processes together used at least this share of the
@@ -44,9 +44,14 @@ def process_group(argv: Iterable[str], *, is_self: bool = False) -> str:
     if not args:
         return "other"
     program = os.path.basename(args[0])
-    if program in GROUPS:
+    if program in CONTROL_PLANE:
         return program
-    if program.startswith("python") and args[1:3] == ["-m", "scheduler"]:
+    if program == "wfsched":
+        return "wfsched"
+    if program.startswith("python") and (
+        args[1:3] == ["-m", "scheduler"]
+        or (len(args) > 1 and os.path.basename(args[1]) == "wfsched")
+    ):
         return "wfsched"
     return "other"
 
@@ -138,6 +143,12 @@ def summarise(samples: Iterable[tuple[float, Mapping[str, float]]], cores: int) 
     return HostLoad(mean_cores=mean, seconds=counted, saturated_seconds=saturated, cores=cores)
 
 
+def usable_cores() -> int:
+    """Return the number of cores this process may run on (its affinity, else the count)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+
 @dataclass(slots=True)
 class HostLoadSampler:
     """Sample every process's CPU once per ``interval_s`` on a thread.
@@ -180,4 +191,4 @@ class HostLoadSampler:
 
     def result(self) -> HostLoad:
         """Return the summary of the samples taken so far."""
-        return summarise(list(self._samples), os.cpu_count() or 1)
+        return summarise(list(self._samples), usable_cores())
