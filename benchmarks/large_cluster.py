@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import signal
 import statistics
@@ -54,7 +53,7 @@ from typing import Any
 from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
 
-from scheduler.devtools import devcluster
+from scheduler.devtools import devcluster, hostload
 
 RUN_TASKS = 50
 """Tasks of one workflow run: ``RUN_STEPS`` steps of ``RUN_TASKS // RUN_STEPS`` tasks."""
@@ -62,7 +61,6 @@ RUN_STEPS = 5
 SCHEDULERS = ("wfsched", "kube-scheduler")
 _CPU_REQUESTS = ("100m", "250m", "500m")
 _MEMORY_REQUESTS = ("128Mi", "256Mi", "512Mi")
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +143,7 @@ def workload(pods: int, scheduler: str) -> Iterator[dict[str, Any]]:
 
 def process_cpu_s(pid: int) -> float:
     """User plus system CPU seconds a process has used so far (``/proc/<pid>/stat``)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    after_name = stat[stat.rindex(")") + 2 :].split()
-    # Fields 14 and 15 of stat(5), counted from 1; after_name starts at field 3.
-    return (int(after_name[11]) + int(after_name[12])) / _CLOCK_TICKS
+    return hostload.process_cpu_seconds(pid)
 
 
 RequestKey = tuple[str, str, str]

@@ -56,10 +56,20 @@ def process_group(argv: Iterable[str], *, is_self: bool = False) -> str:
     return "other"
 
 
-def _ticks(stat: str) -> int:
+def stat_ticks(stat: str) -> int:
     """Return user plus system clock ticks from the text of ``/proc/<pid>/stat``."""
-    fields = stat.rsplit(")", 1)[1].split()
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces and ")"
     return int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of proc(5)
+
+
+def process_cpu_seconds(pid: int, proc: Path = Path("/proc")) -> float:
+    """Return the user plus system CPU seconds process ``pid`` has used so far.
+
+    Raises:
+        OSError: The process does not exist (any more).
+    """
+    stat = (proc / str(pid) / "stat").read_text(encoding="utf-8", errors="replace")
+    return stat_ticks(stat) / os.sysconf("SC_CLK_TCK")
 
 
 def read_ticks(proc: Path = Path("/proc")) -> dict[int, tuple[str, int]]:
@@ -79,7 +89,7 @@ def read_ticks(proc: Path = Path("/proc")) -> dict[int, tuple[str, int]]:
         except OSError:
             continue
         words = [a.decode("utf-8", "replace") for a in argv if a]
-        result[pid] = (process_group(words, is_self=pid == own), _ticks(stat))
+        result[pid] = (process_group(words, is_self=pid == own), stat_ticks(stat))
     return result
 
 

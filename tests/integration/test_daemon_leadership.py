@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -22,7 +21,7 @@ from k8s_helpers import DaemonProcess, make_pod, wait_for
 from kubernetes import client
 
 from scheduler import registry
-from scheduler.devtools import devcluster
+from scheduler.devtools import devcluster, hostload
 from scheduler.kube import client as kube_client
 from scheduler.kube import informer as kube_informer
 from scheduler.kube import leader
@@ -63,13 +62,6 @@ def hold_lease(kube: kube_client.KubeClient, namespace: str, identity: str) -> l
     return elector
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def create_pods(core_v1: client.CoreV1Api, namespace: str, count: int) -> None:
     def create(i: int) -> None:
         core_v1.create_namespaced_pod(
@@ -99,9 +91,9 @@ def test_a_standby_replica_idles(dev_cluster, core_v1, kube, namespace, kwok_nod
         try:
             assert daemon.proc is not None
             time.sleep(2.0)  # informers synced, the standby settled
-            before = process_cpu_seconds(daemon.proc.pid)
+            before = hostload.process_cpu_seconds(daemon.proc.pid)
             time.sleep(5.0)
-            cpu = process_cpu_seconds(daemon.proc.pid) - before
+            cpu = hostload.process_cpu_seconds(daemon.proc.pid) - before
             leading = [
                 line for line in daemon.metrics().splitlines() if line.startswith("wfsched_leader ")
             ]

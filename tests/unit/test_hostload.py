@@ -97,3 +97,17 @@ def test_the_sampler_sees_this_process_burn_cpu() -> None:
     assert load.seconds >= 3
     assert load.mean_cores["benchmark"] > 0.05  # a share of a core, even on a busy machine
     assert load.cores == hostload.usable_cores() >= 1
+
+
+def test_cpu_seconds_of_one_process_grow_as_it_works(tmp_path: Path) -> None:
+    _process(tmp_path, 77, ["etcd"], 300, 100)
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert hostload.process_cpu_seconds(77, tmp_path) == pytest.approx(400 / ticks)
+    spent = hostload.process_cpu_seconds(os.getpid())
+    sum(i * i for i in range(200_000))
+    assert hostload.process_cpu_seconds(os.getpid()) >= spent > 0
+
+
+def test_cpu_seconds_of_a_gone_process_raise(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        hostload.process_cpu_seconds(12345, tmp_path)
