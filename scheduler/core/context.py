@@ -18,9 +18,13 @@ class CycleSettings:
     Attributes:
         max_binds: Stop placing after this many binds in one cycle; ``None`` places as many
             as fit (CWS behaviour). A cap bounds the work one cycle hands to the bind workers.
+        unschedulable_report_interval_s: A task's changed unschedulable reason is reported
+            (pod condition and Event) only when its last report is at least this old; ``0``
+            reports every change. The first report of a task is never delayed.
     """
 
     max_binds: int | None = None
+    unschedulable_report_interval_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

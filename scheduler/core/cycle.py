@@ -76,22 +76,39 @@ def unplaced_decisions(
     nodes: nodetable.WorkingNodes,
     queue: SchedulingQueue,
     ctx: context.CycleContext,
-) -> list[decisions.Decision]:
+    decided: Sequence[decisions.Decision],
+) -> tuple[list[decisions.Decision], tuple[tuple[workflow.TaskKey, str], ...]]:
     """A ``Reject`` per task that found no node, and a ``MarkUnschedulable`` per new reason.
 
-    The second is emitted only where the reason differs from the one last reported for the task.
+    The second is emitted only where the reason differs from the one last reported for the task
+    and that report is ``ctx.settings.unschedulable_report_interval_s`` old: each report is a
+    write of the pod's status and an Event, and on a full cluster the node counts of a reason
+    change at almost every placement. A change that comes sooner is returned second, for
+    ``CycleResult.unreported``; the kept changes of tasks this cycle neither placed (a ``Bind``
+    in ``decided``) nor tried are reported here once due.
     """
+    interval_s = ctx.settings.unschedulable_report_interval_s
     out: list[decisions.Decision] = []
+    unreported: list[tuple[workflow.TaskKey, str]] = []
     for task, failure in unplaced:
         reason, code = failure if isinstance(failure, tuple) else nodes.explain(failure)
         out.append(decisions.Reject(cycle_id=ctx.cycle_id, task=task.key, code=code, reason=reason))
-        if queue.reported_reason(task.key) != reason:
-            out.append(
-                decisions.MarkUnschedulable(
-                    cycle_id=ctx.cycle_id, task=task.key, pod=task.pod, reason=reason
-                )
-            )
-    return out
+        if queue.report_due(task.key, reason, ctx.now, interval_s):
+            out.append(_mark(task, reason, ctx))
+        elif queue.reported_reason(task.key) != reason:
+            unreported.append((task.key, reason))
+    due = list(queue.due_reports(ctx.now, interval_s))
+    if due:
+        tried = {task.key for task, _ in unplaced}
+        tried.update(d.task for d in decided if isinstance(d, decisions.Bind))
+        out.extend(_mark(task, reason, ctx) for task, reason in due if task.key not in tried)
+    return out, tuple(unreported)
+
+
+def _mark(task: workflow.Task, reason: str, ctx: context.CycleContext) -> decisions.Decision:
+    return decisions.MarkUnschedulable(
+        cycle_id=ctx.cycle_id, task=task.key, pod=task.pod, reason=reason, at=ctx.now
+    )
 
 
 def run_cycle(
@@ -168,13 +185,15 @@ def run_cycle(
     # Explanations are computed once per request class against the final working state:
     # free resources only shrink during a cycle, so a task that did not fit when its turn came
     # still does not fit, and the reasons describe the cluster as the next cycle will find it.
-    out.extend(unplaced_decisions(unplaced, nodes, queue, ctx))
+    reports, unreported = unplaced_decisions(unplaced, nodes, queue, ctx, out)
+    out.extend(reports)
     return decisions.CycleResult(
         cycle_id=ctx.cycle_id,
         order=plan.expand(ranked),
         decisions=tuple(out),
         gated=tuple(gated),
         backing_off=tuple(backing_off),
+        unreported=unreported,
     )
 
 

@@ -89,6 +89,8 @@ class MarkUnschedulable:
     task: workflow.TaskKey
     pod: cluster.PodRef | None
     reason: str
+    at: float
+    """The cycle's time (``CycleContext.now``): when the reason was reported."""
 
 
 Decision = Bind | Resize | Reject | MarkUnschedulable
@@ -104,6 +106,9 @@ class CycleResult:
         decisions: Decisions in execution order.
         gated: Tasks skipped because their pod has scheduling gates.
         backing_off: Tasks skipped because they are in backoff.
+        unreported: Tasks whose unschedulable reason changed too soon after its last report
+            (``CycleSettings.unschedulable_report_interval_s``), with the new reason; the
+            queue keeps it and a later cycle reports it once due.
     """
 
     cycle_id: int
@@ -111,6 +116,7 @@ class CycleResult:
     decisions: tuple[Decision, ...]
     gated: tuple[workflow.TaskKey, ...] = ()
     backing_off: tuple[workflow.TaskKey, ...] = ()
+    unreported: tuple[tuple[workflow.TaskKey, str], ...] = ()
 
     @property
     def binds(self) -> tuple[Bind, ...]:

@@ -313,9 +313,15 @@ def _refuse(
                 reason=reason,
             )
         )
-        if timed_out and queue.reported_reason(member.key) != reason:
+        if timed_out and queue.report_due(
+            member.key, reason, ctx.now, ctx.settings.unschedulable_report_interval_s
+        ):
             out.append(
                 decisions.MarkUnschedulable(
-                    cycle_id=ctx.cycle_id, task=member.key, pod=member.pod, reason=reason
+                    cycle_id=ctx.cycle_id,
+                    task=member.key,
+                    pod=member.pod,
+                    reason=reason,
+                    at=ctx.now,
                 )
             )

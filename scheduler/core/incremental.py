@@ -594,13 +594,15 @@ class IncrementalScheduler:
                 self._activate(item)
         if stopped:
             self._keep_woken(failed)
-        out.extend(cycle.unplaced_decisions(unplaced, nodes, queue, ctx))
+        reports, unreported = cycle.unplaced_decisions(unplaced, nodes, queue, ctx, out)
+        out.extend(reports)
         return decisions.CycleResult(
             cycle_id=ctx.cycle_id,
             order=tuple([slot[2] for slot in self._ranked]),
             decisions=tuple(out),
             gated=tuple(gated),
             backing_off=tuple(backing_off),
+            unreported=unreported,
         )
 
 

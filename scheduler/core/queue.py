@@ -19,8 +19,12 @@ Besides the order, each entry carries:
   place in the order but is not placed before ``not_before`` (exponential, ``initial_backoff``
   doubling with every consecutive failure up to ``max_backoff``); time is always passed in,
   never read;
-- the last unschedulable reason reported for it, so ``run_cycle`` only asks the shell to update
-  the pod condition and emit an event when the reason changes.
+- the last unschedulable reason reported for it and when, so ``run_cycle`` only asks the shell
+  to update the pod condition and emit an event when the reason changes, and at most once per
+  ``CycleSettings.unschedulable_report_interval_s`` (:meth:`SchedulingQueue.report_due`); a
+  change that came too soon is kept as unreported until it falls due
+  (:meth:`SchedulingQueue.due_reports`), so the pod does not keep a stale reason when nothing
+  makes the task fail again.
 
 Tasks whose pod is deleted are removed at once (CWS defect D9).
 
@@ -46,6 +50,8 @@ class _Entry:
     failures: int = 0
     not_before: float = -math.inf
     reported: str | None = None
+    reported_at: float = -math.inf
+    unreported: str | None = None
     binding: bool = False
     serial: int = 0
 
@@ -69,6 +75,8 @@ class SchedulingQueue:
         self._gang_members = 0
         self._serial = 0
         self._journal: dict[workflow.TaskKey, None] | None = None
+        # Keys whose entry may hold an ``unreported`` reason (pruned by ``apply``).
+        self._unreported: dict[workflow.TaskKey, None] = {}
         # A cycle's order stored as given (see ``apply``): the persistent order is
         # ``_order`` (tasks present since then) + ``_tail`` + the other tasks in dict order.
         self._order: tuple[workflow.TaskKey, ...] | None = None
@@ -121,6 +129,7 @@ class SchedulingQueue:
         entry = self._entries.pop(key, None)
         if entry is None:
             return None
+        self._unreported.pop(key, None)
         self._binding -= entry.binding
         self._gang_members -= entry.task.gang is not None
         self._tasks = None
@@ -245,6 +254,35 @@ class SchedulingQueue:
         entry = self._entries.get(key)
         return None if entry is None else entry.reported
 
+    def report_due(self, key: workflow.TaskKey, reason: str, now: float, interval_s: float) -> bool:
+        """Whether to report ``reason`` for the task at ``now``.
+
+        True when it differs from the last reported reason and that report is at least
+        ``interval_s`` old; the first report of a task is always due.
+        """
+        entry = self._entries.get(key)
+        if entry is None or entry.reported is None:
+            return True
+        return entry.reported != reason and now - entry.reported_at >= interval_s
+
+    def due_reports(self, now: float, interval_s: float) -> Iterator[tuple[workflow.Task, str]]:
+        """The kept unreported reasons that fall due at ``now``, with their tasks.
+
+        A cycle that found a task's reason changed too soon after the last report returns it
+        in ``CycleResult.unreported``; :meth:`apply` keeps it until the task fails again with
+        the reported reason, the new reason is reported, or the task leaves the queue. Tasks
+        being bound are left out. One pass over the kept reasons, not over the queue.
+        """
+        for key in self._unreported:
+            entry = self._entries.get(key)
+            if (
+                entry is not None
+                and entry.unreported is not None
+                and not entry.binding
+                and now - entry.reported_at >= interval_s
+            ):
+                yield entry.task, entry.unreported
+
     def apply(self, result: decisions.CycleResult) -> None:
         """Store a cycle's order, mark the tasks it bound as binding, remember reasons.
 
@@ -269,7 +307,23 @@ class SchedulingQueue:
             elif isinstance(decision, decisions.MarkUnschedulable):
                 entry = self._entries.get(decision.task)
                 if entry is not None:
-                    entry.reported = decision.reason
+                    entry.reported, entry.reported_at = decision.reason, decision.at
+                    entry.unreported = None
+            elif isinstance(decision, decisions.Reject):
+                entry = self._entries.get(decision.task)
+                if entry is not None and entry.reported == decision.reason:
+                    entry.unreported = None  # failed again as reported: nothing to catch up
+        for key, reason in result.unreported:
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.unreported = reason
+                self._unreported[key] = None
+        if self._unreported:
+            self._unreported = {
+                key: None
+                for key in self._unreported
+                if (entry := self._entries.get(key)) is not None and entry.unreported is not None
+            }
         if recent:  # placed in the cycle's order, so ahead of the tasks already being bound
             self._bound_order[:0] = recent
 

@@ -139,6 +139,13 @@ class Settings:
     """Cap of the retry backoff (kube-scheduler's ``podMaxBackoffSeconds``): after a failed
     Binding a task waits 1 s, doubling with each consecutive failure up to this, at its place
     in the queue; a task whose cycles raise is set aside on the same schedule."""
+    unschedulable_report_interval_s: float = 10.0
+    """A pending pod's ``PodScheduled=False`` condition and ``FailedScheduling`` Event are
+    rewritten when the reason changes, but at most once per this many seconds (the first
+    report is never delayed; 0: at every change). Every cycle re-evaluates a waiting task, and
+    on a full cluster the node counts in its reason change at almost every placement: without
+    the interval that was four status writes and four Events per pod on the nf-core replays
+    with memory prediction, on an API server already at its limit."""
     assumed_pod_ttl_s: float = 30.0
     """An assumed pod whose Binding succeeded but that the watch has not shown bound after
     this long is forgotten (kube-scheduler's assumed-pod expiry): its room on the node is
@@ -349,6 +356,7 @@ def _validate(settings: Settings, problems: list[str]) -> None:
     for key, value in {
         "stale_pending_s": settings.stale_pending_s,
         "arrival_settle_s": settings.arrival_settle_s,
+        "unschedulable_report_interval_s": settings.unschedulable_report_interval_s,
         "arrival_settle_max_s": settings.arrival_settle_max_s,
         "metrics_poll_s": settings.metrics_poll_s,
         "min_memory_bytes": settings.min_memory_bytes,

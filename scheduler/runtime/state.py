@@ -775,7 +775,10 @@ class SchedulerState:
             cycle_id=self._cycle_id,
             now=now,
             rng=self.rng,
-            settings=context.CycleSettings(max_binds=slots),
+            settings=context.CycleSettings(
+                max_binds=slots,
+                unschedulable_report_interval_s=self.settings.unschedulable_report_interval_s,
+            ),
         )
         try:
             if self.queue.gang_member_count:

@@ -48,6 +48,7 @@ RENDERED_SETTINGS = {
     "bind_workers",
     "cycle_interval_s",
     "unschedulable_backoff_s",
+    "unschedulable_report_interval_s",
     "arrival_settle_s",
     "arrival_settle_max_s",
     "stale_pending_s",

@@ -84,13 +84,20 @@ def queue_of(tasks: Iterable[workflow.Task]) -> queue.SchedulingQueue:
 
 
 def ctx(
-    cycle_id: int = 1, *, now: float = 0.0, seed: int = 0, max_binds: int | None = None
+    cycle_id: int = 1,
+    *,
+    now: float = 0.0,
+    seed: int = 0,
+    max_binds: int | None = None,
+    report_interval_s: float = 0.0,
 ) -> context.CycleContext:
     return context.CycleContext(
         cycle_id=cycle_id,
         now=now,
         rng=random.Random(seed),
-        settings=context.CycleSettings(max_binds=max_binds),
+        settings=context.CycleSettings(
+            max_binds=max_binds, unschedulable_report_interval_s=report_interval_s
+        ),
     )
 
 

@@ -192,6 +192,25 @@ def test_rejects_follow_binds_and_mark_unschedulable_only_on_new_reason() -> Non
     assert [type(d).__name__ for d in third.decisions] == ["Reject", "MarkUnschedulable"]
 
 
+def test_a_changed_reason_is_reported_at_most_once_per_interval() -> None:
+    pending = b.queue_of([b.task("big", cpu="8")])
+    cpu_short = [b.node("n", cpu="4")]
+    both_short = [b.node("n", cpu="4", memory="100Mi")]
+
+    def marks(nodes: list[cluster.NodeInfo], now: float) -> list[decisions.MarkUnschedulable]:
+        result = b.run(nodes, pending, context_=b.ctx(int(now) + 1, now=now, report_interval_s=10))
+        pending.apply(result)
+        return [d for d in result.decisions if isinstance(d, decisions.MarkUnschedulable)]
+
+    first = marks(cpu_short, now=0.0)
+    assert [m.at for m in first] == [0.0] and "Insufficient cpu" in first[0].reason
+    assert marks(both_short, now=4.0) == []  # changed, but reported 4 s ago
+    assert marks(cpu_short, now=8.0) == []  # back to the reported reason
+    late = marks(both_short, now=10.0)
+    assert [m.at for m in late] == [10.0] and "Insufficient memory" in late[0].reason
+    assert marks(both_short, now=30.0) == []  # unchanged: never written again
+
+
 def test_max_binds_caps_a_cycle() -> None:
     result = b.run(
         [b.node("n", cpu="8")],

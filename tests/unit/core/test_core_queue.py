@@ -40,7 +40,7 @@ def test_apply_stores_order_drops_bound_and_remembers_reasons() -> None:
             decisions.Reject(
                 cycle_id=1, task=key("a"), code=decisions.RejectCode.UNSCHEDULABLE, reason="r"
             ),
-            decisions.MarkUnschedulable(cycle_id=1, task=key("a"), pod=None, reason="r"),
+            decisions.MarkUnschedulable(cycle_id=1, task=key("a"), pod=None, reason="r", at=5.0),
         ),
     )
     q.apply(result)
@@ -48,6 +48,12 @@ def test_apply_stores_order_drops_bound_and_remembers_reasons() -> None:
     assert q.binding(key("b")) and len(q) == 2 and q.binding_count == 1
     assert q.bind_succeeded(key("b")) is not None and key("b") not in q
     assert q.reported_reason(key("a")) == "r" and q.reported_reason(key("c")) is None
+    # "r" was reported at 5 s: the same reason is never due again, another one after 10 s.
+    assert q.report_due(key("c"), "r", now=0.0, interval_s=10.0)
+    assert not q.report_due(key("a"), "r", now=100.0, interval_s=10.0)
+    assert not q.report_due(key("a"), "other", now=14.9, interval_s=10.0)
+    assert q.report_due(key("a"), "other", now=15.0, interval_s=10.0)
+    assert q.report_due(key("a"), "other", now=5.0, interval_s=0.0)
 
 
 def _bind_decision(task_id: str) -> decisions.CycleResult:
@@ -111,8 +117,12 @@ def test_waiting_counts_match_the_per_task_questions_and_leave_out_binds() -> No
                 decisions.Bind(
                     cycle_id=1, task=key("d"), pod=None, node="n", request=b.task("d").request
                 ),
-                decisions.MarkUnschedulable(cycle_id=1, task=key("c"), pod=None, reason="full"),
-                decisions.MarkUnschedulable(cycle_id=1, task=key("e"), pod=None, reason="gate"),
+                decisions.MarkUnschedulable(
+                    cycle_id=1, task=key("c"), pod=None, reason="full", at=0.0
+                ),
+                decisions.MarkUnschedulable(
+                    cycle_id=1, task=key("e"), pod=None, reason="gate", at=0.0
+                ),
             ),
         )
     )
@@ -130,3 +140,58 @@ def test_waiting_counts_match_the_per_task_questions_and_leave_out_binds() -> No
     assert sorted(t.key.task for t in q.waiting_tasks()) == ["a", "b", "c", "e"]
     assert q.waiting_counts(11.0) == (2, 2, 2)
     assert q.waiting_counts(13.0) == (2, 0, 2)
+
+
+def _reasons(
+    q: queue.SchedulingQueue,
+    *marks: tuple[str, str, float],
+    rejects: tuple[tuple[str, str], ...] = (),
+    unreported: tuple[tuple[str, str], ...] = (),
+    binds: tuple[str, ...] = (),
+) -> None:
+    made: list[decisions.Decision] = [
+        decisions.Bind(cycle_id=1, task=key(t), pod=None, node="n", request=b.task(t).request)
+        for t in binds
+    ]
+    for task_id, reason in rejects:
+        made.append(
+            decisions.Reject(
+                cycle_id=1,
+                task=key(task_id),
+                code=decisions.RejectCode.UNSCHEDULABLE,
+                reason=reason,
+            )
+        )
+    for task_id, reason, at in marks:
+        made.append(
+            decisions.MarkUnschedulable(
+                cycle_id=1, task=key(task_id), pod=None, reason=reason, at=at
+            )
+        )
+    q.apply(
+        decisions.CycleResult(
+            cycle_id=1,
+            order=tuple(t.key for t in q.tasks()),
+            decisions=tuple(made),
+            unreported=tuple((key(t), r) for t, r in unreported),
+        )
+    )
+
+
+def test_a_reason_kept_unreported_falls_due_until_reported_or_gone() -> None:
+    q = b.queue_of([b.task("a"), b.task("b", submission=1), b.task("c", submission=2)])
+    _reasons(q, ("a", "r1", 0.0), ("b", "r1", 0.0), ("c", "r1", 0.0))
+    _reasons(q, unreported=(("a", "r2"), ("b", "r2"), ("c", "r2")))
+    assert list(q.due_reports(9.0, 10.0)) == []
+    assert [(t.key.task, r) for t, r in q.due_reports(10.0, 10.0)] == [
+        ("a", "r2"),
+        ("b", "r2"),
+        ("c", "r2"),
+    ]
+    # a fails again as reported, b's new reason is reported, c is being bound.
+    _reasons(q, ("b", "r2", 10.0), rejects=(("a", "r1"),), binds=("c",))
+    assert list(q.due_reports(100.0, 10.0)) == []
+    assert q.bind_failed(key("c"), now=100.0) > 100.0  # back in the queue, still unreported
+    assert [(t.key.task, r) for t, r in q.due_reports(100.0, 10.0)] == [("c", "r2")]
+    q.remove(key("c"))
+    assert list(q.due_reports(100.0, 10.0)) == []

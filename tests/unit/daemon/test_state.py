@@ -91,6 +91,25 @@ def test_a_cycle_assumes_and_hands_out_binds_in_queue_order():
     assert result is not None and result.cycle_id == 1
 
 
+def test_a_changed_unschedulable_reason_is_rewritten_at_most_once_per_interval():
+    state = make_state(unschedulable_report_interval_s=10.0)
+    add_node(state, cpu="2")
+    add_pod(state, "big", cpu="3")
+    _, out = state.cycle(now=0.0, leading=True)
+    assert [c.message for c in out if isinstance(c, st.SetCondition)] == [
+        "0/1 nodes are available: 1 Insufficient cpu."
+    ]
+    add_node(state, "n2", cpu="1")  # the reason now counts two nodes
+    _, out = state.cycle(now=4.0, leading=True)
+    assert out == []
+    state.mark_dirty()
+    _, out = state.cycle(now=10.0, leading=True)
+    assert [c.message for c in out if isinstance(c, st.SetCondition)] == [
+        "0/2 nodes are available: 2 Insufficient cpu."
+    ]
+    assert [e.name for e in events(out, "FailedScheduling")] == ["big"]
+
+
 def test_a_follower_places_nothing_and_wants_no_cycle():
     state = make_state()
     add_node(state)
