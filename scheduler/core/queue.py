@@ -75,7 +75,7 @@ class SchedulingQueue:
         self._gang_members = 0
         self._serial = 0
         self._journal: dict[workflow.TaskKey, None] | None = None
-        # Keys whose entry may hold an ``unreported`` reason (pruned by ``apply``).
+        # The keys of the entries that hold an ``unreported`` reason.
         self._unreported: dict[workflow.TaskKey, None] = {}
         # A cycle's order stored as given (see ``apply``): the persistent order is
         # ``_order`` (tasks present since then) + ``_tail`` + the other tasks in dict order.
@@ -274,13 +274,9 @@ class SchedulingQueue:
         being bound are left out. One pass over the kept reasons, not over the queue.
         """
         for key in self._unreported:
-            entry = self._entries.get(key)
-            if (
-                entry is not None
-                and entry.unreported is not None
-                and not entry.binding
-                and now - entry.reported_at >= interval_s
-            ):
+            entry = self._entries[key]
+            if not entry.binding and now - entry.reported_at >= interval_s:
+                assert entry.unreported is not None
                 yield entry.task, entry.unreported
 
     def apply(self, result: decisions.CycleResult) -> None:
@@ -308,24 +304,24 @@ class SchedulingQueue:
                 entry = self._entries.get(decision.task)
                 if entry is not None:
                     entry.reported, entry.reported_at = decision.reason, decision.at
-                    entry.unreported = None
+                    self._forget_unreported(decision.task, entry)
             elif isinstance(decision, decisions.Reject):
                 entry = self._entries.get(decision.task)
                 if entry is not None and entry.reported == decision.reason:
-                    entry.unreported = None  # failed again as reported: nothing to catch up
+                    # Failed again as reported: nothing to catch up.
+                    self._forget_unreported(decision.task, entry)
         for key, reason in result.unreported:
             entry = self._entries.get(key)
             if entry is not None:
                 entry.unreported = reason
                 self._unreported[key] = None
-        if self._unreported:
-            self._unreported = {
-                key: None
-                for key in self._unreported
-                if (entry := self._entries.get(key)) is not None and entry.unreported is not None
-            }
         if recent:  # placed in the cycle's order, so ahead of the tasks already being bound
             self._bound_order[:0] = recent
+
+    def _forget_unreported(self, key: workflow.TaskKey, entry: _Entry) -> None:
+        if entry.unreported is not None:
+            entry.unreported = None
+            del self._unreported[key]
 
     # -- change journal (incremental scheduling) ---------------------------------------------
 
