@@ -141,11 +141,6 @@ def workload(pods: int, scheduler: str) -> Iterator[dict[str, Any]]:
         }
 
 
-def process_cpu_s(pid: int) -> float:
-    """User plus system CPU seconds a process has used so far (``/proc/<pid>/stat``)."""
-    return hostload.process_cpu_seconds(pid)
-
-
 RequestKey = tuple[str, str, str]
 """An API request kind as kube-apiserver counts it: verb, resource and subresource."""
 
@@ -391,7 +386,7 @@ def run_once(
     create_pods(core, namespace, contender.scheduler_name, pods)
     watch = BindWatch(core, namespace, pods)
     apiserver = cluster.pid("kube-apiserver")
-    apiserver_cpu = process_cpu_s(apiserver)
+    apiserver_cpu = hostload.process_cpu_seconds(apiserver)
     requests_before = read_apiserver_requests(core)
     started = time.monotonic()
     contender.start()
@@ -413,10 +408,10 @@ def run_once(
                     f"{devcluster.process_memory_bytes(pid) / 2**20:.0f} MiB",
                     flush=True,
                 )
-        cpu = process_cpu_s(pid)
+        cpu = hostload.process_cpu_seconds(pid)
         rss = devcluster.process_memory_bytes(pid)
         peak = devcluster.process_memory_bytes(pid, "VmHWM")
-        apiserver_cpu = process_cpu_s(apiserver) - apiserver_cpu
+        apiserver_cpu = hostload.process_cpu_seconds(apiserver) - apiserver_cpu
         requests = request_delta(requests_before, read_apiserver_requests(core))
     finally:
         watch.stop()
