@@ -54,6 +54,11 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("shrink_running: true\n", "shrink_running: needs a predictor"),
         ("shrink_min_saving_bytes: -1\n", "shrink_min_saving_bytes: must be >= 0"),
         ("arrival_settle_s: -0.1\n", "arrival_settle_s: must be >= 0"),
+        (
+            "unschedulable_report_interval_s: -1\n",
+            "unschedulable_report_interval_s: must be >= 0",
+        ),
+        ("unschedulable_report_interval_s: soon\n", "unschedulable_report_interval_s: cannot use"),
         ("health_port: 70000\n", "not a TCP port"),
         ("log_format: xml\n", "log_format"),
         ("lease:\n  duration_s: 5\n  renew_deadline_s: 10\n", "shorter than lease.duration_s"),
