@@ -65,12 +65,19 @@ USAGE_CPU_ANNOTATION = "kwok.x-k8s.io/usage-cpu"
 USAGE_MEMORY_ANNOTATION = "kwok.x-k8s.io/usage-memory"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
+_UPSTREAM_POD_READY = "stage/pod/fast/pod-ready.yaml"
+# True for a resizable pod, as KWOK's stage selectors evaluate it (jq on the pod).
+_RESIZABLE_SELECTOR_KEY = (
+    f'.metadata.annotations // {{}} | has("{RESIZABLE_ANNOTATION}") '
+    'or has("sim.wfsched.io/peak-memory-bytes")'
+)
+
 # Upstream KWOK stage files (copied next to the kwok binary by build.sh) that the controller
 # needs: node lifecycle, pods Pending -> Running, deletion, and kubelet-like resource metrics.
 _UPSTREAM_KWOK_CONFIG = (
     "stage/node/fast/node-initialize.yaml",
     "stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
-    "stage/pod/fast/pod-ready.yaml",
+    _UPSTREAM_POD_READY,
     "stage/pod/fast/pod-delete.yaml",
     "metrics/resource/metrics-resource.yaml",
     "metrics/usage/usage-from-annotation.yaml",
@@ -930,7 +937,10 @@ class DevCluster:
 
     def _write_kwok_config(self) -> None:
         kustomize = self._binaries["kwok:root"] / "kustomize"
-        documents = [(kustomize / rel).read_text() for rel in _UPSTREAM_KWOK_CONFIG]
+        documents = [
+            _without_resizable_pods(text) if rel == _UPSTREAM_POD_READY else text
+            for rel, text in ((rel, (kustomize / rel).read_text()) for rel in _UPSTREAM_KWOK_CONFIG)
+        ]
         documents.append(KWOK_STAGES.read_text())
         workers = self.options.kwok_parallelism
         options = {
@@ -1148,3 +1158,17 @@ class LocalDaemon:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         return int(self.proc.returncode)
+
+
+def _without_resizable_pods(stage_text: str) -> str:
+    """The upstream pod-ready stage, made to leave resizable pods out.
+
+    ``wfsched-pod-ready-resizable`` (kwok-stages.yaml) starts those: it reports their container
+    resources and the start to the millisecond in the same status write. KWOK picks at random
+    among the stages that match a pod, so the two selectors must exclude each other.
+    """
+    stage = yaml.safe_load(stage_text)
+    stage["spec"]["selector"]["matchExpressions"].append(
+        {"key": _RESIZABLE_SELECTOR_KEY, "operator": "In", "values": ["false"]}
+    )
+    return str(yaml.safe_dump(stage, sort_keys=False))

@@ -8,8 +8,9 @@ right-sizing and grow-in-place can be tested against a real API server:
 - ``sim.wfsched.io/peak-at: "<0..1>"`` (optional, default ``0.5``): the fraction of the runtime
   at which the peak is reached;
 - ``kwok.wfsched.io/runtime`` (the existing KWOK stage annotation): the runtime, counted from
-  the container start (``kwok.wfsched.io/started-at-ms``, which the ``wfsched-pod-resources``
-  stage stamps to the millisecond, else ``status.containerStatuses[0].state.running.startedAt``).
+  the container start (the message of the pod condition ``kwok.wfsched.io/started-at-ms``, which
+  the ``wfsched-pod-ready-resizable`` stage writes to the millisecond, else
+  ``status.containerStatuses[0].state.running.startedAt``).
 
 Usage grows linearly from a small base (16 MiB, or the peak when that is smaller) to the peak
 at ``peak-at * runtime``, then stays at the peak (:class:`MemoryProfile`). The default ``peak-at``
@@ -28,8 +29,8 @@ KWOK does not overwrite it).
 Pods with the peak annotation are *resizable* on the local control plane: KWOK reports their
 container resources, so ``pods/resize`` is accepted while they run (docs/control-plane.md).
 The limit is the one the kubelet enforces: ``status.containerStatuses[].resources.limits`` when
-the node reports it (the ``wfsched-pod-resources`` stage does, and updates it after an accepted
-``pods/resize``), else ``spec.containers[].resources.limits``. A pod with no memory limit is
+the node reports it (the ``wfsched-pod-ready-resizable`` stage does when the pod starts, and
+``wfsched-pod-resources`` after an accepted ``pods/resize``), else ``spec.containers[].resources.limits``. A pod with no memory limit is
 never killed. The model applies to the pod's first container.
 """
 
@@ -58,7 +59,7 @@ PEAK_AT_ANNOTATION = "sim.wfsched.io/peak-at"
 RUNTIME_ANNOTATION = "kwok.wfsched.io/runtime"
 USAGE_MEMORY_ANNOTATION = "kwok.x-k8s.io/usage-memory"
 OOM_KILL_ANNOTATION = "kwok.wfsched.io/oom-kill"
-STARTED_AT_ANNOTATION = "kwok.wfsched.io/started-at-ms"
+STARTED_AT_CONDITION = "kwok.wfsched.io/started-at-ms"
 
 DEFAULT_PEAK_AT = 0.5
 BASE_MEMORY_BYTES = 16 * 2**20
@@ -204,14 +205,14 @@ def enforced_memory_limit(pod: Mapping[str, Any]) -> int | None:
 def container_started_at(pod: Mapping[str, Any]) -> float | None:
     """Unix time at which the pod's first container started running; ``None`` if not running.
 
-    The ``kwok.wfsched.io/started-at-ms`` stamp of the ``wfsched-pod-resources`` stage when the
-    pod has one (the finish stage counts the runtime from it too), else ``startedAt`` (whole
-    seconds).
+    The milliseconds in the message of the ``kwok.wfsched.io/started-at-ms`` condition that the
+    ``wfsched-pod-ready-resizable`` stage writes when the pod has one (the finish stage counts
+    the runtime from it too), else ``startedAt`` (whole seconds).
     """
-    stamp_ms = ((pod.get("metadata") or {}).get("annotations") or {}).get(STARTED_AT_ANNOTATION)
-    if stamp_ms is not None:
-        with contextlib.suppress(ValueError):
-            return int(stamp_ms) / 1000.0
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == STARTED_AT_CONDITION:
+            with contextlib.suppress(TypeError, ValueError):
+                return int(condition.get("message")) / 1000.0
     containers = (pod.get("spec") or {}).get("containers") or []
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     for status in statuses:

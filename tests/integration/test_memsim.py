@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from k8s_helpers import make_pod, read_pod, wait_for
-from kubernetes import client
+from kubernetes import client, watch
 
 from scheduler.core import resources as core_resources
 from scheduler.devtools import devcluster, memsim
@@ -49,8 +49,10 @@ def _sim_pod(name: str, node: str, *, limit: str, peak: int, runtime: str) -> di
 
 
 def _running_since(pod: dict[str, Any]) -> dict[str, Any] | None:
-    """The pod once it runs and KWOK stamped its start to the millisecond, else ``None``."""
-    stamped = memsim.STARTED_AT_ANNOTATION in (pod["metadata"].get("annotations") or {})
+    """The pod once it runs with its start to the millisecond, else ``None``."""
+    stamped = any(
+        c.get("type") == memsim.STARTED_AT_CONDITION for c in pod["status"].get("conditions") or []
+    )
     return pod if pod["status"].get("phase") == "Running" and stamped else None
 
 
@@ -164,9 +166,11 @@ def test_pod_whose_limit_covers_its_peak_succeeds_with_usage_reported(
 def test_fake_node_reports_container_resources(
     core_v1: client.CoreV1Api, namespace: str, kwok_nodes: Any
 ) -> None:
-    """The ``wfsched-pod-resources`` stage reports a resizable pod's resources, as a kubelet
-    does, and stamps its start to the millisecond."""
+    """A resizable pod becomes Running with its container resources reported, as a kubelet
+    does, and its start to the millisecond, all in that one write (``wfsched-pod-ready-
+    resizable``): no version of the pod is Running without them."""
     (node,) = kwok_nodes(1)
+    created_at = time.time()
     core_v1.create_namespaced_pod(
         namespace,
         make_pod(
@@ -178,19 +182,31 @@ def test_fake_node_reports_container_resources(
             annotations={devcluster.RESIZABLE_ANNOTATION: "true"},
         ),
     )
-    pod = wait_for(
-        lambda: (
-            (p := read_pod(core_v1, namespace, "r"))["status"].get("containerStatuses")
-            and p["status"]["containerStatuses"][0].get("resources")
-            and p
-        ),
-        timeout_s=20,
-        what="reported resources",
-    )
-    (status,) = pod["status"]["containerStatuses"]
-    assert status["resources"] == {
-        "requests": {"cpu": "100m", "memory": "128Mi"},
-        "limits": {"memory": "256Mi"},
-    }
-    assert status["allocatedResources"] == {"cpu": "100m", "memory": "128Mi"}
-    assert int(pod["metadata"]["annotations"][memsim.STARTED_AT_ANNOTATION]) > 0
+    running: list[dict[str, Any]] = []
+    stream = watch.Watch()
+    for event in stream.stream(
+        core_v1.list_namespaced_pod,
+        namespace,
+        field_selector="metadata.name=r",
+        timeout_seconds=20,
+    ):
+        pod = event["raw_object"]
+        if pod["status"].get("phase") == "Running":
+            running.append(pod)
+        if pod["status"].get("phase") in ("Succeeded", "Failed"):
+            stream.stop()
+    assert running, "the pod never ran"
+    for pod in running:
+        (status,) = pod["status"]["containerStatuses"]
+        assert status["resources"] == {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "256Mi"},
+        }
+        assert status["allocatedResources"] == {"cpu": "100m", "memory": "128Mi"}
+        started = memsim.container_started_at(pod)
+        assert started is not None and created_at - 1 < started < time.time()
+        assert any(
+            c["type"] == memsim.STARTED_AT_CONDITION and int(c["message"]) == round(started * 1000)
+            for c in pod["status"]["conditions"]
+        )
+    assert read_pod(core_v1, namespace, "r")["status"]["phase"] == "Succeeded"

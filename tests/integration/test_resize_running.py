@@ -2,7 +2,7 @@
 
 The API server accepts a resize of a bound pod only when its running containers report their
 resources in ``status.containerStatuses[].resources`` (a 1.33+ kubelet does; on the local control
-plane the ``wfsched-pod-resources`` KWOK stage does for pods annotated resizable). Grow-in-place
+plane wfsched's KWOK stages do for pods annotated resizable). Grow-in-place
 relies on what these tests pin.
 """
 

@@ -199,10 +199,15 @@ def test_a_pod_with_bad_annotations_is_ignored(monkeypatch: pytest.MonkeyPatch) 
     assert kube.patches == []
 
 
-def test_the_start_is_kwoks_millisecond_stamp_else_started_at() -> None:
+def test_the_start_is_kwoks_millisecond_condition_else_started_at() -> None:
     pod = _pod(started="2026-01-01T00:00:00Z")
     assert memsim.container_started_at(pod) == START
-    pod["metadata"]["annotations"][memsim.STARTED_AT_ANNOTATION] = str(int(START * 1000) + 750)
+    conditions = pod["status"].setdefault("conditions", [])
+    conditions.append({"type": "Ready", "status": "True", "message": "12"})
+    assert memsim.container_started_at(pod) == START
+    conditions.append({"type": memsim.STARTED_AT_CONDITION, "status": "True", "message": "x"})
+    assert memsim.container_started_at(pod) == START  # unreadable: startedAt
+    conditions[-1]["message"] = str(int(START * 1000) + 750)
     assert memsim.container_started_at(pod) == START + 0.75
     assert memsim.container_started_at(_pod(started=None)) is None
 
@@ -220,7 +225,12 @@ def test_the_stages_that_end_a_pod_write_only_the_version_they_were_chosen_for()
         for doc in yaml.safe_load_all(devcluster.KWOK_STAGES.read_text())
         if doc and doc.get("kind") == "Stage"
     }
-    ending = [n for n, stage in stages.items() if "phase:" in str(stage["spec"].get("next"))]
+    ending = [
+        name
+        for name, stage in stages.items()
+        if "phase: Running" not in str(stage["spec"].get("next"))
+        and "phase:" in str(stage["spec"].get("next"))
+    ]
     assert sorted(ending) == [
         "wfsched-pod-finish",
         "wfsched-pod-finish-resizable",
@@ -234,3 +244,50 @@ def test_the_stages_that_end_a_pod_write_only_the_version_they_were_chosen_for()
         body = patch["template"]
         assert "resourceVersion: {{ .metadata.resourceVersion | Quote }}" in body, name
         assert "\nstatus:\n  phase: " in body, name
+
+
+def test_the_upstream_pod_ready_stage_leaves_resizable_pods_to_ours() -> None:
+    """KWOK picks at random among the stages that match a pod: the upstream pod-ready stage
+    (changed by devcluster) and ``wfsched-pod-ready-resizable`` must exclude each other, and
+    ours must report the resources and the start in its one status write."""
+    import yaml
+
+    from scheduler.devtools import devcluster
+
+    upstream = {
+        "kind": "Stage",
+        "metadata": {"name": "pod-ready"},
+        "spec": {
+            "selector": {
+                "matchExpressions": [
+                    {"key": ".status.phase", "operator": "In", "values": ["Pending"]}
+                ]
+            },
+            "next": {"statusTemplate": "phase: Running\n"},
+        },
+    }
+    changed = yaml.safe_load(devcluster._without_resizable_pods(yaml.safe_dump(upstream)))
+    assert changed["spec"]["next"] == upstream["spec"]["next"]
+    assert changed["spec"]["selector"]["matchExpressions"][0]["key"] == ".status.phase"
+    ours = {
+        doc["metadata"]["name"]: doc
+        for doc in yaml.safe_load_all(devcluster.KWOK_STAGES.read_text())
+        if doc and doc.get("kind") == "Stage"
+    }["wfsched-pod-ready-resizable"]
+    added = changed["spec"]["selector"]["matchExpressions"][-1]
+    (resizable,) = (
+        e for e in ours["spec"]["selector"]["matchExpressions"] if e["key"] == added["key"]
+    )
+    assert (added["operator"], added["values"]) == ("In", ["false"])
+    assert (resizable["operator"], resizable["values"]) == ("In", ["true"])
+    for annotation in (devcluster.RESIZABLE_ANNOTATION, memsim.PEAK_MEMORY_ANNOTATION):
+        assert f'has("{annotation}")' in added["key"]
+    (patch,) = ours["spec"]["next"]["patches"]
+    assert patch["subresource"] == "status"
+    for reported in (
+        "phase: Running",
+        "resources:",
+        "allocatedResources:",
+        memsim.STARTED_AT_CONDITION,
+    ):
+        assert reported in patch["template"], reported
