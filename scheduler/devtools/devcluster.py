@@ -937,10 +937,10 @@ class DevCluster:
 
     def _write_kwok_config(self) -> None:
         kustomize = self._binaries["kwok:root"] / "kustomize"
-        documents = [
-            _without_resizable_pods(text) if rel == _UPSTREAM_POD_READY else text
-            for rel, text in ((rel, (kustomize / rel).read_text()) for rel in _UPSTREAM_KWOK_CONFIG)
-        ]
+        documents = []
+        for rel in _UPSTREAM_KWOK_CONFIG:
+            text = (kustomize / rel).read_text()
+            documents.append(_without_resizable_pods(text) if rel == _UPSTREAM_POD_READY else text)
         documents.append(KWOK_STAGES.read_text())
         workers = self.options.kwok_parallelism
         options = {

@@ -30,8 +30,9 @@ Pods with the peak annotation are *resizable* on the local control plane: KWOK r
 container resources, so ``pods/resize`` is accepted while they run (docs/control-plane.md).
 The limit is the one the kubelet enforces: ``status.containerStatuses[].resources.limits`` when
 the node reports it (the ``wfsched-pod-ready-resizable`` stage does when the pod starts, and
-``wfsched-pod-resources`` after an accepted ``pods/resize``), else ``spec.containers[].resources.limits``. A pod with no memory limit is
-never killed. The model applies to the pod's first container.
+``wfsched-pod-resources`` after an accepted ``pods/resize``), else
+``spec.containers[].resources.limits``. A pod with no memory limit is never killed. The model
+applies to the pod's first container.
 """
 
 from __future__ import annotations
