@@ -212,19 +212,24 @@ def test_the_start_is_kwoks_millisecond_condition_else_started_at() -> None:
     assert memsim.container_started_at(_pod(started=None)) is None
 
 
-def test_the_stages_that_end_a_pod_write_only_the_version_they_were_chosen_for() -> None:
-    """KWOK cannot cancel a job that is already due, so a finish stage chosen before memsim's
-    kill could otherwise land after it and turn an OOM-killed pod Succeeded (CI saw it once).
-    The resourceVersion in the patch makes the API server refuse such a stale write."""
+def _wfsched_stages() -> dict[str, Any]:
+    """wfsched's KWOK stages (kwok-stages.yaml) by name."""
     import yaml
 
     from scheduler.devtools import devcluster
 
-    stages = {
+    return {
         doc["metadata"]["name"]: doc
         for doc in yaml.safe_load_all(devcluster.KWOK_STAGES.read_text())
         if doc and doc.get("kind") == "Stage"
     }
+
+
+def test_the_stages_that_end_a_pod_write_only_the_version_they_were_chosen_for() -> None:
+    """KWOK cannot cancel a job that is already due, so a finish stage chosen before memsim's
+    kill could otherwise land after it and turn an OOM-killed pod Succeeded (CI saw it once).
+    The resourceVersion in the patch makes the API server refuse such a stale write."""
+    stages = _wfsched_stages()
     ending = [
         name
         for name, stage in stages.items()
@@ -269,11 +274,7 @@ def test_the_upstream_pod_ready_stage_leaves_resizable_pods_to_ours() -> None:
     changed = yaml.safe_load(devcluster._without_resizable_pods(yaml.safe_dump(upstream)))
     assert changed["spec"]["next"] == upstream["spec"]["next"]
     assert changed["spec"]["selector"]["matchExpressions"][0]["key"] == ".status.phase"
-    ours = {
-        doc["metadata"]["name"]: doc
-        for doc in yaml.safe_load_all(devcluster.KWOK_STAGES.read_text())
-        if doc and doc.get("kind") == "Stage"
-    }["wfsched-pod-ready-resizable"]
+    ours = _wfsched_stages()["wfsched-pod-ready-resizable"]
     added = changed["spec"]["selector"]["matchExpressions"][-1]
     (resizable,) = (
         e for e in ours["spec"]["selector"]["matchExpressions"] if e["key"] == added["key"]
