@@ -201,6 +201,23 @@ LARGE_CLUSTER_NODES = 1000
 """From this many fake nodes on, ``ClusterOptions.for_nodes`` picks the large-cluster settings."""
 
 
+# The ports each component listens on. free_port only finds a port that was free a moment ago:
+# another process (kube-apiserver's own connections to etcd take ephemeral ports) can take it
+# before the component binds it; the component then exits with ``_PORT_TAKEN`` in its log and
+# is started again on new ports.
+_COMPONENT_PORTS: Mapping[str, tuple[str, ...]] = {
+    "etcd": ("etcd", "etcd-peer"),
+    "kube-apiserver": ("apiserver",),
+    "kwok": ("kwok",),
+    "metrics-server": ("metrics-server",),
+    "kube-scheduler": ("scheduler",),
+    "kube-controller-manager": ("controller-manager",),
+    "kueue": ("kueue-webhook", "kueue-health", "kueue-metrics"),
+}
+_PORT_TAKEN = b"address already in use"
+_START_ATTEMPTS = 3
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -432,23 +449,51 @@ class DevCluster:
         self._write_kwok_config()
         deadline = time.monotonic() + timeout_s
         try:
-            self.start_component("etcd", deadline=deadline)
-            self.start_component("kube-apiserver", deadline=deadline)
-            self.start_component("kwok", deadline=deadline)
+            self._start_on_free_ports("etcd", deadline=deadline)
+            self._start_on_free_ports("kube-apiserver", deadline=deadline)
+            self._start_on_free_ports("kwok", deadline=deadline)
             if self.options.metrics_server:
-                self.start_component("metrics-server", deadline=deadline)
+                self._start_on_free_ports("metrics-server", deadline=deadline)
             if self.options.kube_scheduler:
-                self.start_component("kube-scheduler", deadline=deadline)
+                self._start_on_free_ports("kube-scheduler", deadline=deadline)
             if self.options.controller_manager:
-                self.start_component("kube-controller-manager", deadline=deadline)
+                self._start_on_free_ports("kube-controller-manager", deadline=deadline)
             if self.options.kueue:
                 self._install_kueue_crds(deadline)
-                self.start_component("kueue", deadline=deadline)
+                self._start_on_free_ports("kueue", deadline=deadline)
                 self._register_kueue_webhooks()
         except BaseException:
             self.stop()
             raise
         self._save_state()
+
+    def _start_on_free_ports(self, name: str, *, deadline: float) -> None:
+        """``start_component``, started again on new ports when one of its ports was taken.
+
+        Only for a cluster being started: nothing but the kubeconfig (rewritten here) was told
+        of a component's ports before it runs. At most ``_START_ATTEMPTS`` starts.
+
+        Raises:
+            DevClusterError: as ``start_component``, once the attempts are spent or for any
+                other failure.
+        """
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            log_path = self.log_path(name)
+            logged_before = log_path.stat().st_size if log_path.exists() else 0
+            try:
+                self.start_component(name, deadline=deadline)
+                return
+            except DevClusterError:
+                with log_path.open("rb") as log:
+                    log.seek(logged_before)
+                    port_taken = _PORT_TAKEN in log.read()
+                if not port_taken or attempt == _START_ATTEMPTS:
+                    raise
+            for port in _COMPONENT_PORTS[name]:
+                self._state.ports[port] = free_port()
+            if name == "kube-apiserver":
+                self.write_kubeconfig(self.kubeconfig)
+            print(f"{name}: a port was taken before it started; starting it again", file=sys.stderr)
 
     def stop(self) -> None:
         """Stop every component (newest first); safe to call more than once."""

@@ -7,7 +7,10 @@ binding, scheduling gates, conflicts, resizing pending pods, and metrics.k8s.io.
 from __future__ import annotations
 
 import json
+import socket
 import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 from k8s_helpers import bind_pod, make_pod, read_pod, wait_for
@@ -113,3 +116,25 @@ def test_binding_an_already_bound_pod_returns_409(
 
 def test_binding_a_missing_pod_returns_404(core_v1: client.CoreV1Api, namespace: str) -> None:
     assert bind_pod(core_v1, namespace, "does-not-exist", "nowhere") == 404
+
+
+def test_a_component_whose_port_was_taken_starts_again_on_a_new_one(tmp_path: Path) -> None:
+    """free_port's race: a port found free can be taken before the component binds it (CI saw
+    KWOK exit with "address already in use"). The cluster starts anyway, on a new port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cluster = devcluster.DevCluster(
+            tmp_path, devcluster.ClusterOptions(metrics_server=False, kube_scheduler=False)
+        )
+        cluster._state.ports["kwok"] = port  # as if another process took it after free_port
+        cluster.start(build_missing=False)
+        try:
+            new_port = cluster._state.ports["kwok"]
+            assert new_port != port
+            assert b"address already in use" in cluster.log_path("kwok").read_bytes()
+            with urllib.request.urlopen(f"http://127.0.0.1:{new_port}/healthz", timeout=5) as r:
+                assert r.status == 200
+        finally:
+            cluster.stop()
